@@ -1,0 +1,91 @@
+"""Chat-export parsers: each turns one export file into a stream of records, without loading it whole.
+
+A parser is `parse(path, options) -> Iterator[Record]`. It yields a `Chat` before that chat's messages,
+`Message`s for what people sent (service events and bot messages never), `Owner` when the file says who
+the owner is (possibly after the messages), and `Skipped` for each chat or event it deliberately leaves out,
+so nothing is dropped silently. It raises `ExportError(path, ...)` for input it cannot read, with a message
+that says what to do. `detect(path)` names the format from the file's first bytes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twin.chat import DEFAULT_CHAT_TYPES, Chat, Message, Owner
+from twin.errors import ExportError
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Something a parser deliberately left out: what ("chat", "service", "bot"), and why (a chat type...)."""
+
+    what: str
+    reason: str
+
+
+Record = Chat | Message | Owner | Skipped
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """`chat_types`: which normalised chat types to import (twin.chat.CHAT_TYPES)."""
+
+    chat_types: frozenset[str] = field(default=DEFAULT_CHAT_TYPES)
+
+
+Parser = Callable[[Path, ParseOptions], Iterator[Record]]
+
+# format name -> module that defines parse(path, options)
+FORMATS = {
+    "telegram": "training.exports.telegram_desktop",
+    "discord": "training.exports.discord_exporter",
+    "whatsapp": "training.exports.whatsapp_txt",
+}
+
+
+def parser_for(fmt: str) -> Parser:
+    return importlib.import_module(FORMATS[fmt]).parse
+
+
+def detect(path: Path) -> str:
+    """The export format of a file, from its name and first bytes.
+
+    A JSON object with "chats", "messages" + "type"/"name" is Telegram Desktop; one with "guild" and
+    "channel" is DiscordChatExporter; a .txt or .zip whose lines start with a date is WhatsApp.
+    """
+    if zipfile.is_zipfile(path):
+        return "whatsapp"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError as e:
+        raise ExportError(path, f"cannot read ({e.strerror}); check the path and its permissions") from e
+    if not head.strip():
+        raise ExportError(path, "the file is empty; export the chat again")
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if text.startswith("{"):
+        if '"guild"' in text and '"channel"' in text:
+            return "discord"
+        if any(k in text for k in ('"chats"', '"messages"', '"personal_information"', '"left_chats"')):
+            return "telegram"
+        raise ExportError(
+            path,
+            "a JSON file that is neither a Telegram Desktop export (an object with 'chats' or 'messages') nor a "
+            "DiscordChatExporter export ('guild' and 'channel'); export again as JSON, or pass --format",
+        )
+    if text.startswith("["):
+        raise ExportError(path, "a JSON list is no chat export; export again with Telegram Desktop "
+                                "(Format: JSON) or DiscordChatExporter (-f Json), or pass --format")
+    from training.exports import whatsapp_txt
+
+    if whatsapp_txt.looks_like(text):
+        return "whatsapp"
+    raise ExportError(
+        path,
+        "not a chat export twin knows (Telegram Desktop JSON, DiscordChatExporter JSON, WhatsApp .txt/.zip); "
+        "check the file or pass --format",
+    )

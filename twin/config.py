@@ -1,0 +1,90 @@
+"""twin.toml: one file, validated into typed sections at load; unknown keys are errors that name the key.
+
+Secrets never live here: tokens come from the environment (TWIN_TELEGRAM_TOKEN, TWIN_DISCORD_TOKEN,
+TWIN_VLLM_API_KEY). `twin init` writes a commented template (TEMPLATE below).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from twin.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OwnerConfig(Section):
+    """Who the owner is on each platform: ids (Telegram "user123" or 123, Discord snowflakes) or, for
+    WhatsApp, which has no ids, the name the owner's phone shows for them."""
+
+    name: str | None = None
+    telegram: list[str] = Field(default_factory=list)
+    discord: list[str] = Field(default_factory=list)
+    whatsapp: list[str] = Field(default_factory=list)
+
+    def ids(self, platform: str) -> list[str]:
+        return list(getattr(self, platform, []))
+
+
+class IngestConfig(Section):
+    session_gap_minutes: float = Field(60, gt=0)
+    include: list[str] = Field(default_factory=list)
+
+
+class ContactConfig(Section):
+    notes: str = ""
+
+
+class Config(Section):
+    owner: OwnerConfig = OwnerConfig()
+    ingest: IngestConfig = IngestConfig()
+    contacts: dict[str, ContactConfig] = Field(default_factory=dict)
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate twin.toml; a missing file is the default config."""
+    if not path.exists():
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e}); check the file's permissions and encoding") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e}); fix the syntax or run `twin init --force`") from e
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _where(err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{path}: unknown key '{key}'; remove it or check its spelling") from e
+        raise ConfigError(f"{path}: key '{key}': {err['msg']} (got {err.get('input')!r})") from e
+
+
+TEMPLATE = """\
+# twin.toml: twin's configuration. Every key is optional; delete what you do not need.
+# Secrets are never stored here: set TWIN_TELEGRAM_TOKEN, TWIN_DISCORD_TOKEN, TWIN_VLLM_API_KEY instead.
+
+[owner]
+# name = "Mira Solberg"            # how the twin refers to you
+# telegram = ["user12345678"]     # your Telegram user id (a full export finds it by itself)
+# discord = ["123456789012345678"]
+# whatsapp = ["Mira"]             # WhatsApp has no ids: the name your own messages carry in its exports
+
+[ingest]
+# session_gap_minutes = 60        # a silence longer than this starts a new conversation
+# include = []                    # also import: "saved", "bot", "channel", "public_group"
+
+# Notes about a contact, given to the twin when it writes to them.
+# [contacts."Tomas Berg"]
+# notes = "climbing partner, we talk about routes and weekend trips"
+"""

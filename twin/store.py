@@ -1,0 +1,313 @@
+"""The store: one SQLite file (twin.db) holding every chat, contact, message, session and import.
+
+The only module that imports sqlite_utils. The schema is versioned with `PRAGMA user_version` and migrated
+forward on open. Unique keys make re-import idempotent: a message is (platform, chat_id, msg_id).
+Writes during an import run inside one explicit transaction (`Store.transaction()`), so a bad file leaves
+the store exactly as it was. Exercised by `twin ingest` and `twin stats`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from twin.chat import Chat, Message, utc
+from twin.errors import StoreError
+
+# Each entry migrates the schema from version i to i + 1. Never edit a shipped entry: append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE chats (
+        platform TEXT NOT NULL, chat_id TEXT NOT NULL, type TEXT NOT NULL, title TEXT,
+        PRIMARY KEY (platform, chat_id)
+    );
+    CREATE TABLE contacts (
+        platform TEXT NOT NULL, user_id TEXT NOT NULL, name TEXT,
+        is_owner INTEGER NOT NULL DEFAULT 0, first_seen INTEGER, last_seen INTEGER,
+        PRIMARY KEY (platform, user_id)
+    );
+    CREATE TABLE contact_names (
+        platform TEXT NOT NULL, user_id TEXT NOT NULL, name TEXT NOT NULL,
+        first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+        PRIMARY KEY (platform, user_id, name)
+    );
+    CREATE TABLE imports (
+        id INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, format TEXT NOT NULL,
+        started_at INTEGER NOT NULL, finished_at INTEGER,
+        messages_seen INTEGER NOT NULL DEFAULT 0, messages_added INTEGER NOT NULL DEFAULT 0,
+        messages_updated INTEGER NOT NULL DEFAULT 0, chats INTEGER NOT NULL DEFAULT 0,
+        chats_skipped INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        platform TEXT NOT NULL, chat_id TEXT NOT NULL, msg_id TEXT NOT NULL,
+        sender_id TEXT NOT NULL, time INTEGER NOT NULL, text TEXT NOT NULL, kind TEXT NOT NULL,
+        reply_to TEXT, forwarded INTEGER NOT NULL DEFAULT 0, edited INTEGER,
+        import_id INTEGER REFERENCES imports(id),
+        UNIQUE (platform, chat_id, msg_id)
+    );
+    CREATE INDEX messages_chat_time ON messages (platform, chat_id, time);
+    CREATE INDEX messages_sender ON messages (platform, sender_id);
+    CREATE TABLE sessions (
+        platform TEXT NOT NULL, chat_id TEXT NOT NULL, idx INTEGER NOT NULL,
+        start INTEGER NOT NULL, end INTEGER NOT NULL,
+        messages INTEGER NOT NULL, owner_messages INTEGER NOT NULL,
+        PRIMARY KEY (platform, chat_id, idx)
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class ChatKey:
+    platform: str
+    chat_id: str
+
+
+def _ts(t: datetime | None) -> int | None:
+    return None if t is None else int(t.timestamp())
+
+
+class Store:
+    """twin.db. Open with `Store.open(path)`; use as a context manager to close it."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path | None):
+        self.db = db
+        self.conn: sqlite3.Connection = db.conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path | str | None) -> "Store":
+        """Open (creating owner-only, 0600) and migrate. `None` opens an in-memory store for tests."""
+        if path is None:
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            store = cls(sqlite_utils.Database(conn), None)
+        else:
+            path = Path(path)
+            if not path.exists():
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            try:
+                conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"{path}: not a twin database ({e}); move it away or pass another --home") from e
+            conn.execute("PRAGMA synchronous=NORMAL")
+            store = cls(sqlite_utils.Database(conn), path)
+        store.conn.execute("PRAGMA foreign_keys=ON")
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- schema ----------------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        version = self.version
+        where = self.path or ":memory:"
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{where}: schema version {version} is newer than this twin understands ({SCHEMA_VERSION}); "
+                "upgrade twin"
+            )
+        for i in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in MIGRATIONS[i].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {i + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: commit when the block ends, roll back if it raises."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- writes (call inside transaction()) -----------------------------------------------------------
+
+    def start_import(self, path: str, sha256: str, fmt: str, now: datetime) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO imports (path, sha256, format, started_at) VALUES (?, ?, ?, ?)",
+            (path, sha256, fmt, _ts(now)),
+        )
+        return cur.lastrowid
+
+    def finish_import(self, import_id: int, now: datetime, **counts: int) -> None:
+        sets = ", ".join(f"{k} = ?" for k in counts)
+        self.conn.execute(
+            f"UPDATE imports SET finished_at = ?, {sets} WHERE id = ?",
+            (_ts(now), *counts.values(), import_id),
+        )
+
+    def upsert_chat(self, chat: Chat) -> None:
+        self.conn.execute(
+            "INSERT INTO chats (platform, chat_id, type, title) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (platform, chat_id) DO UPDATE SET type = excluded.type, "
+            "title = COALESCE(excluded.title, chats.title)",
+            (chat.platform, chat.id, chat.type, chat.title),
+        )
+
+    def insert_messages(self, messages: Iterable[Message], import_id: int | None = None) -> int:
+        """Insert new messages; update the text of ones edited since they were stored.
+
+        Returns the rows inserted or updated. A message already stored with the same or a later edit is
+        left alone. New rows carry `import_id` (an update keeps the first import's), which is how
+        `count_import_messages` tells added from updated.
+        """
+        before = self.conn.total_changes
+        rows = [
+            (
+                m.platform, m.chat_id, m.id, m.sender_id, _ts(m.time), m.text, m.kind,
+                m.reply_to, int(m.forwarded), _ts(m.edited), import_id,
+            )
+            for m in messages
+        ]
+        self.conn.executemany(
+            "INSERT INTO messages (platform, chat_id, msg_id, sender_id, time, text, kind, reply_to, "
+            "forwarded, edited, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (platform, chat_id, msg_id) DO UPDATE SET text = excluded.text, "
+            "kind = excluded.kind, edited = excluded.edited "
+            "WHERE excluded.edited IS NOT NULL AND (messages.edited IS NULL OR excluded.edited > messages.edited)",
+            rows,
+        )
+        return self.conn.total_changes - before
+
+    def count_import_messages(self, import_id: int) -> int:
+        return self.conn.execute("SELECT count(*) FROM messages WHERE import_id = ?", (import_id,)).fetchone()[0]
+
+    def upsert_names(self, platform: str, names: dict[tuple[str, str | None], tuple[int, int]]) -> None:
+        """Record display names over time: {(user_id, name): (first_seen, last_seen)} in epoch seconds."""
+        contact_rows: dict[str, tuple[str | None, int, int]] = {}
+        for (user_id, name), (first, last) in names.items():
+            cur = contact_rows.get(user_id)
+            if cur is None or last >= cur[2]:
+                contact_rows[user_id] = (name, min(first, cur[1]) if cur else first, last)
+            else:
+                contact_rows[user_id] = (cur[0], min(first, cur[1]), cur[2])
+            if name:
+                self.conn.execute(
+                    "INSERT INTO contact_names (platform, user_id, name, first_seen, last_seen) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                    "first_seen = min(first_seen, excluded.first_seen), "
+                    "last_seen = max(last_seen, excluded.last_seen)",
+                    (platform, user_id, name, first, last),
+                )
+        self.conn.executemany(
+            "INSERT INTO contacts (platform, user_id, name, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (platform, user_id) DO UPDATE SET "
+            "name = CASE WHEN excluded.last_seen >= contacts.last_seen AND excluded.name IS NOT NULL "
+            "THEN excluded.name ELSE contacts.name END, "
+            "first_seen = min(contacts.first_seen, excluded.first_seen), "
+            "last_seen = max(contacts.last_seen, excluded.last_seen)",
+            [(platform, uid, name, first, last) for uid, (name, first, last) in contact_rows.items()],
+        )
+
+    def set_owner(self, platform: str, user_id: str, name: str | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO contacts (platform, user_id, name, is_owner) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (platform, user_id) DO UPDATE SET is_owner = 1, name = COALESCE(contacts.name, excluded.name)",
+            (platform, user_id, name),
+        )
+
+    def owner_ids(self, platform: str) -> set[str]:
+        rows = self.conn.execute("SELECT user_id FROM contacts WHERE platform = ? AND is_owner = 1", (platform,))
+        return {r[0] for r in rows}
+
+    def message_times(self, key: ChatKey) -> list[tuple[int, int]]:
+        """(time, from_owner) for every message of a chat, oldest first."""
+        return self.conn.execute(
+            "SELECT m.time, COALESCE(c.is_owner, 0) FROM messages m "
+            "LEFT JOIN contacts c ON c.platform = m.platform AND c.user_id = m.sender_id "
+            "WHERE m.platform = ? AND m.chat_id = ? ORDER BY m.time, m.id",
+            (key.platform, key.chat_id),
+        ).fetchall()
+
+    def replace_sessions(self, key: ChatKey, sessions: Iterable[tuple[int, int, int, int]]) -> None:
+        """Replace a chat's sessions with [(start, end, messages, owner_messages)]."""
+        self.conn.execute("DELETE FROM sessions WHERE platform = ? AND chat_id = ?", (key.platform, key.chat_id))
+        self.conn.executemany(
+            "INSERT INTO sessions (platform, chat_id, idx, start, end, messages, owner_messages) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(key.platform, key.chat_id, i, *s) for i, s in enumerate(sessions)],
+        )
+
+    def chat_keys(self) -> list[ChatKey]:
+        return [ChatKey(p, c) for p, c in self.conn.execute("SELECT platform, chat_id FROM chats ORDER BY 1, 2")]
+
+    # -- reads -----------------------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """The counts of DESIGN.md: messages, owner_messages, chats, contacts, sessions, platforms."""
+        q = lambda sql, *a: self.conn.execute(sql, a).fetchone()[0]  # noqa: E731
+        platforms = {p: 0 for p in ("telegram", "discord", "whatsapp")}
+        for platform, n in self.conn.execute("SELECT platform, count(*) FROM messages GROUP BY platform"):
+            platforms[platform] = n
+        return {
+            "messages": q("SELECT count(*) FROM messages"),
+            "owner_messages": q(
+                "SELECT count(*) FROM messages m JOIN contacts c "
+                "ON c.platform = m.platform AND c.user_id = m.sender_id WHERE c.is_owner = 1"
+            ),
+            "chats": q("SELECT count(*) FROM chats WHERE EXISTS "
+                       "(SELECT 1 FROM messages m WHERE m.platform = chats.platform AND m.chat_id = chats.chat_id)"),
+            "contacts": q(
+                "SELECT count(*) FROM contacts c WHERE c.is_owner = 0 AND EXISTS "
+                "(SELECT 1 FROM messages m WHERE m.platform = c.platform AND m.sender_id = c.user_id)"
+            ),
+            "sessions": q("SELECT count(*) FROM sessions"),
+            "platforms": platforms,
+        }
+
+    def top_contacts(self, limit: int = 10) -> list[tuple[str, str, str | None, int]]:
+        """(platform, user_id, name, messages) of the non-owner senders with the most messages."""
+        return self.conn.execute(
+            "SELECT m.platform, m.sender_id, c.name, count(*) AS n FROM messages m "
+            "JOIN contacts c ON c.platform = m.platform AND c.user_id = m.sender_id "
+            "WHERE c.is_owner = 0 GROUP BY m.platform, m.sender_id ORDER BY n DESC, 1, 2 LIMIT ?",
+            (limit,),
+        ).fetchall()
+
+    def per_platform(self) -> list[tuple[str, int, int, int, int]]:
+        """(platform, messages, owner_messages, chats, sessions) for each platform with messages."""
+        return self.conn.execute(
+            "SELECT m.platform, count(*), sum(COALESCE(c.is_owner, 0)), count(DISTINCT m.chat_id), "
+            "(SELECT count(*) FROM sessions s WHERE s.platform = m.platform) "
+            "FROM messages m LEFT JOIN contacts c ON c.platform = m.platform AND c.user_id = m.sender_id "
+            "GROUP BY m.platform ORDER BY 1"
+        ).fetchall()
