@@ -81,3 +81,19 @@ def test_names_over_time_and_owner_counts():
     assert (s["messages"], s["owner_messages"], s["contacts"], s["chats"]) == (3, 1, 1, 1)
     assert s["platforms"] == {"telegram": 3, "discord": 0, "whatsapp": 0}
     assert store.top_contacts() == [("telegram", "user2", "Tomas Berg", 2)]
+
+
+def test_chat_messages_read_back_in_order_with_owner_flag():
+    store = Store.open(None)
+    with store.transaction():
+        store.upsert_chat(Chat("telegram", "2", "personal", "Tomas"))
+        store.insert_messages([msg(2, "user1", t=200, text="b"), msg(1, "user2", t=100, text="a")])
+        store.upsert_names("telegram", {("user2", "Tomas"): (100, 100), ("user1", "Mira"): (200, 200)})
+        store.set_owner("telegram", "user1")
+    from twin.store import ChatKey
+
+    rows = store.chat_messages(ChatKey("telegram", "2"))
+    assert [(m.msg_id, m.sender_name, m.from_owner, m.text) for m in rows] == [
+        ("1", "Tomas", False, "a"), ("2", "Mira", True, "b")]
+    assert store.chats() == [Chat("telegram", "2", "personal", "Tomas")]
+    assert store.owner_name() == "Mira"

@@ -74,6 +74,21 @@ class ChatKey:
     chat_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as read back for training and drafting."""
+
+    msg_id: str
+    sender_id: str
+    sender_name: str | None
+    from_owner: bool
+    time: datetime
+    text: str
+    kind: str
+    forwarded: bool
+    reply_to: str | None
+
+
 def _ts(t: datetime | None) -> int | None:
     return None if t is None else int(t.timestamp())
 
@@ -293,6 +308,32 @@ class Store:
             "sessions": q("SELECT count(*) FROM sessions"),
             "platforms": platforms,
         }
+
+    def chats(self) -> list[Chat]:
+        """Every chat that has messages."""
+        rows = self.conn.execute(
+            "SELECT platform, chat_id, type, title FROM chats c WHERE EXISTS "
+            "(SELECT 1 FROM messages m WHERE m.platform = c.platform AND m.chat_id = c.chat_id) ORDER BY 1, 2"
+        )
+        return [Chat(*r) for r in rows]
+
+    def chat_messages(self, key: ChatKey, since: int | None = None) -> list[StoredMessage]:
+        """A chat's messages oldest first, each with its sender's current name and whether it is the owner."""
+        rows = self.conn.execute(
+            "SELECT m.msg_id, m.sender_id, c.name, COALESCE(c.is_owner, 0), m.time, m.text, m.kind, "
+            "m.forwarded, m.reply_to FROM messages m "
+            "LEFT JOIN contacts c ON c.platform = m.platform AND c.user_id = m.sender_id "
+            "WHERE m.platform = ? AND m.chat_id = ? AND m.time >= ? ORDER BY m.time, m.id",
+            (key.platform, key.chat_id, since or 0),
+        )
+        return [StoredMessage(r[0], r[1], r[2], bool(r[3]), utc(r[4]), r[5], r[6], bool(r[7]), r[8]) for r in rows]
+
+    def owner_name(self) -> str | None:
+        """The owner's most recent display name on any platform."""
+        row = self.conn.execute(
+            "SELECT name FROM contacts WHERE is_owner = 1 AND name IS NOT NULL ORDER BY last_seen DESC LIMIT 1"
+        ).fetchone()
+        return row[0] if row else None
 
     def top_contacts(self, limit: int = 10) -> list[tuple[str, str, str | None, int]]:
         """(platform, user_id, name, messages) of the non-owner senders with the most messages."""
