@@ -1,0 +1,457 @@
+"""WhatsApp "Export chat" text → chat records. Exercised by `twin ingest "WhatsApp Chat with Tomas Berg.txt"`.
+
+One export is one chat: a .txt (Android), or a .zip holding `_chat.txt` (iOS) or the Android .txt, read
+inside the zip without extracting it. A message is a header line (it varies by phone and locale) and the lines
+up to the next header:
+
+    15.04.2021, 21:05 - Tomas Berg: text               Android, 24 h
+    4/15/21, 9:05 PM - Tomas Berg: text                Android, 12 h (U+202F before PM on newer phones)
+    [15/04/2021, 21:05:33] Tomas Berg: text            iOS (lines often start with U+200E)
+
+The file is read twice, line by line, so big exports never sit in memory: the first pass settles what the
+whole file decides (encoding, date order, senders and so the chat type), the second yields records.
+
+Decisions:
+- Times carry no zone (the exporting phone's wall clock); they are stored as if UTC. Sessions only need gaps,
+  which the wrong zone does not change (except across a DST switch).
+- Day/month order, per file: an order under which some date is impossible (a field > 12 where the month
+  goes) is out; if both stay possible, the one that keeps the dates non-decreasing wins, else day first.
+  A first field of four digits means year first (2021-04-15).
+- No ids exist. `sender_id` is the sender's name as shown, with invisible marks removed. The chat id is the
+  name in the file name ("WhatsApp Chat with Tomas Berg.txt", or the zip "WhatsApp Chat - Tomas Berg.zip"
+  around `_chat.txt`: "Tomas Berg"), so re-exports of a chat land in the same chat. A message id is a hash
+  of (time, sender, kind, text) and the occurrence count of that exact tuple at that time, so the same message
+  in an overlapping export gets the same id, and repeats of "ok" in one minute stay distinct.
+- Chat type: `personal` when at most two people wrote and no group event (created group, added, left...)
+  appears; else `group`. A one-sided DM is far likelier than a one-person group.
+- Kinds: "<Media omitted>" is a `file` (an attachment of unknown type, kept apart from deleted messages),
+  "image/video/audio/sticker/GIF/document omitted" and "<attached: ...>" by their type, a deleted message a
+  `placeholder` with no text. "<This message was edited>" is cut off and sets `edited` to the message time
+  (the export does not say when it was edited).
+- Not messages: lines with no "Name: ", the end-to-end encryption notice, and on iOS the notices it writes
+  under a name but starts with U+200E (calls, "X added Y", security code changes).
+- The export does not say which name is the owner's, so there is no `Owner` record: --owner or twin.toml.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import logging
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from twin.chat import Chat, Message
+from twin.errors import ExportError
+from training.exports import ParseOptions, Record, Skipped
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "whatsapp"
+FIX = "export the chat again in WhatsApp (chat menu > More > Export chat), or pass --format"
+
+LRM = "\u200e"
+INVISIBLE = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u200b\ufeff"
+_STRIP = str.maketrans("", "", INVISIBLE)
+
+_DATE = r"(?P<a>\d{4}|\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<c>\d{4}|\d{1,2})"
+# \s also matches U+202F and U+00A0, which newer phones put before AM/PM. Finnish iOS writes "klo".
+_TIME = r"(?P<h>\d{1,2})[:.](?P<m>\d{2})(?:[:.](?P<s>\d{2}))?(?:\s*(?P<ampm>[AaPp])\.?\s?[Mm]\.?)?"
+HEADER = re.compile(
+    rf"^[{INVISIBLE}]*(?P<br>\[)?{_DATE},?\s+(?:klo\s+)?{_TIME}(?(br)\]\s*|\s+[-–]\s*)(?P<rest>.*)$"
+)
+
+ENCRYPTION = re.compile(r"^(?:Messages|Calls)\b.*\bend-to-end encrypt", re.IGNORECASE)
+GROUP_EVENT = re.compile(
+    r" created group | added | removed | left$|changed the subject|changed this group's|changed the group "
+    r"|joined using this group's invite link"
+)
+EDITED = re.compile(r"\s*<This message was edited>$")
+DELETED = re.compile(r"(?:This message was deleted|You deleted this message)(?: by .+)?\.?")
+WAITING = re.compile(r"Waiting for this message\..*")
+OMITTED = re.compile(
+    r"(?:.*\s)?(image|photo|video|video note|GIF|audio|voice message|sticker|document|Contact card) omitted",
+    re.IGNORECASE,
+)
+ATTACHED = re.compile(r"<attached: (?P<name>[^>]+)>|(?P<file>\S.*) \(file attached\)")
+MEDIA_OMITTED = "<Media omitted>"
+# Forms iOS prefixes with U+200E although a person sent them; any other U+200E-prefixed line is a notice.
+SENT_MARKED = re.compile(r"(?:Location|POLL|OPTION):.*")
+
+OMITTED_KINDS = {"image": "photo", "photo": "photo", "video": "video", "video note": "video", "gif": "video",
+                 "audio": "voice", "voice message": "voice", "sticker": "sticker"}
+# WhatsApp media file names: iOS "00000012-PHOTO-2021-04-15-21-05-33.jpg", Android "IMG-20210415-WA0001.jpg".
+NAME_KINDS = {"PHOTO": "photo", "IMG": "photo", "VIDEO": "video", "VID": "video", "GIF": "video",
+              "AUDIO": "voice", "PTT": "voice", "AUD": "voice", "STICKER": "sticker", "STK": "sticker"}
+EXTENSION_KINDS = {
+    **dict.fromkeys(("jpg", "jpeg", "png", "heic", "gif", "webp"), "photo"),
+    **dict.fromkeys(("mp4", "mov", "3gp", "webm"), "video"),
+    **dict.fromkeys(("opus", "ogg", "m4a", "mp3", "aac", "wav", "amr"), "voice"),
+}
+CHAT_NAME = re.compile(
+    r"^.*?whatsapp[\s-]*(?:chat)?\s*(?:with|mit|con|com|avec|met|med|z|ile|-)\s+(?P<name>.+)$", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A message's first line, split: the date fields as written, the time, the sender and the text."""
+
+    fields: tuple[str, str, str]
+    hour: int
+    minute: int
+    second: int
+    sender: str | None  # None: a notice with no "Name: "
+    body: str  # first line of text, invisible marks removed
+    marked: bool  # the text began with U+200E (iOS notices and media notes)
+
+
+def looks_like(text: str) -> bool:
+    """Whether text (an export's first bytes, decoded) starts like a WhatsApp export.
+
+    detect() decodes as UTF-8, so a UTF-16 export arrives with a NUL after each ASCII character and its
+    byte-order mark as U+FFFD; dropping those recovers the ASCII header.
+
+    >>> looks_like("\\u200e[15/04/2021, 21:05:33] Tomas Berg: hi\\n"), looks_like('{"chats": []}')
+    (True, False)
+    """
+    text = text.replace("\x00", "").lstrip("\ufffd\ufeff")
+    for line in text.splitlines()[:50]:
+        if line.strip(INVISIBLE + " \t"):
+            return HEADER.match(line) is not None
+    return False
+
+
+def read_header(line: str) -> Header | None:
+    """The header of a message's first line, or None for a continuation line.
+
+    >>> read_header("4/15/21, 9:05\\u202fPM - Tomas Berg: hi")
+    Header(fields=('4', '15', '21'), hour=21, minute=5, second=0, sender='Tomas Berg', body='hi', marked=False)
+    """
+    m = HEADER.match(line)
+    if m is None:
+        return None
+    hour = int(m["h"])
+    if m["ampm"]:
+        hour = hour % 12 + (12 if m["ampm"] in "Pp" else 0)
+    rest = m["rest"]
+    name, sep, body = rest.partition(": ")
+    if not sep and rest.endswith(":"):  # "Name:" and the text starts on the next line
+        name, sep, body = rest[:-1], ":", ""
+    sender = _name(name) if sep else None
+    if sender is not None and not 0 < len(sender) <= 80:  # a notice that happens to contain ": "
+        sender = None
+    text = _clean(body if sender is not None else rest)
+    return Header((m["a"], m["b"], m["c"]), hour, int(m["m"]), int(m["s"] or 0), sender, text,
+                  body.startswith(LRM))
+
+
+def service_reason(header: Header) -> str | None:
+    """Why a header line is no message ("encryption", "event"), or None for a person's message."""
+    if ENCRYPTION.match(header.body):
+        return "encryption"
+    if header.sender is None:
+        return "event"
+    if header.marked:
+        first = EDITED.sub("", header.body).strip()
+        if not (media_kind(first) or _is_deleted(first) or SENT_MARKED.fullmatch(first)):
+            return "event"
+    return None
+
+
+def media_kind(line: str) -> str | None:
+    """The kind a media note stands for, or None when the line is no media note.
+
+    >>> media_kind("<attached: 00000012-PHOTO-2021-04-15-21-05-33.jpg>"), media_kind("GIF omitted")
+    ('photo', 'video')
+    """
+    if not line.endswith(("omitted", ">", ")")):  # cheap exit for the common text line
+        return None
+    if line == MEDIA_OMITTED:
+        return "file"
+    if m := OMITTED.fullmatch(line):
+        return OMITTED_KINDS.get(m[1].lower(), "file")
+    if m := ATTACHED.fullmatch(line):
+        return file_kind(m["name"] or m["file"])
+    return None
+
+
+def file_kind(name: str) -> str:
+    """The kind of a media file, from WhatsApp's naming, else its extension."""
+    for part in re.split(r"[-_.]", name):
+        if part in NAME_KINDS:
+            return NAME_KINDS[part]
+    return EXTENSION_KINDS.get(PurePosixPath(name).suffix.lower().lstrip("."), "file")
+
+
+def content(text: str) -> tuple[str, str, bool]:
+    """(kind, text, edited) of a message's full text.
+
+    >>> content("see you <This message was edited>"), content("This message was deleted")
+    (('text', 'see you', True), ('placeholder', '', False))
+    """
+    text, edits = EDITED.subn("", text.rstrip())
+    first, _, caption = text.partition("\n")
+    first = first.strip()
+    if _is_deleted(first):
+        return "placeholder", "", bool(edits)
+    kind = media_kind(first)
+    if kind is not None:
+        return kind, caption.strip(), bool(edits)
+    return "text", text, bool(edits)
+
+
+def chat_name(path: Path) -> str:
+    """The chat's name from an export's file name: the chat id and title.
+
+    >>> chat_name(Path("WhatsApp Chat with Tomas Berg (1).txt")), chat_name(Path("WhatsApp Chat - Ana.zip"))
+    ('Tomas Berg', 'Ana')
+    """
+    stem = path.name
+    for suffix in (".zip", ".txt"):
+        stem = stem.removesuffix(suffix)
+    stem = re.sub(r"\s*\(\d+\)$", "", stem).strip()
+    if stem == "_chat" and path.parent.name:  # an unzipped iOS export: the folder carries the name
+        return chat_name(path.parent)
+    m = CHAT_NAME.match(stem)
+    return _name(m["name"]) if m else stem
+
+
+def date_order(fields: Iterable[tuple[str, str, str]]) -> str:
+    """"dmy", "mdy" or "ymd": how a file's dates read (see the module notes).
+
+    >>> date_order([("4", "5", "21"), ("13", "5", "21")]), date_order([("4", "5", "21"), ("5", "4", "21")])
+    ('dmy', 'mdy')
+    """
+    possible = {"dmy": True, "mdy": True}
+    rising = {"dmy": True, "mdy": True}
+    last: dict[str, date] = {}
+    for a, b, c in fields:
+        if len(a) == 4:
+            return "ymd"
+        for order in possible:
+            if not possible[order]:
+                continue
+            day = to_date(order, (a, b, c))
+            if day is None:
+                possible[order] = False
+            else:
+                rising[order] = rising[order] and (order not in last or last[order] <= day)
+                last[order] = day
+    left = [o for o in ("dmy", "mdy") if possible[o]]
+    if not left:
+        raise ValueError("dates fit neither day/month/year nor month/day/year")
+    if len(left) == 2 and rising["mdy"] and not rising["dmy"]:
+        return "mdy"
+    return left[0]
+
+
+@functools.lru_cache(maxsize=4096)  # a chat has few distinct dates and many messages per date
+def to_date(order: str, fields: tuple[str, str, str]) -> date | None:
+    """The date the fields give in this order; None when impossible. Two-digit years are 20xx."""
+    a, b, c = (int(x) for x in fields)
+    year, month, day = {"dmy": (c, b, a), "mdy": (c, a, b), "ymd": (a, b, c)}[order]
+    try:
+        return date(year + 2000 if year < 100 else year, month, day)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Survey:
+    """What the first pass learns about a file."""
+
+    order: str = "dmy"
+    senders: set[str] = field(default_factory=set)
+    group_events: bool = False
+    headers: int = 0
+
+
+def survey(lines: Iterable[str]) -> Survey:
+    """One pass over the lines: the date order, who wrote, whether group events occur."""
+    seen = Survey()
+
+    def fields() -> Iterator[tuple[str, str, str]]:
+        for line in lines:
+            header = read_header(line)
+            if header is None:
+                continue
+            seen.headers += 1
+            if service_reason(header) is None and header.sender is not None:
+                seen.senders.add(header.sender)
+            elif GROUP_EVENT.search(header.body):
+                seen.group_events = True
+            yield header.fields
+
+    seen.order = date_order(fields())
+    return seen
+
+
+def parse(path: Path, options: ParseOptions) -> Iterator[Record]:
+    """The chat's `Chat`, then a `Message` or `Skipped` for each message, in file order."""
+    path = Path(path)
+    name, opener = _source(path)
+    encoding, seen = _survey_file(path, opener)
+    chat_type = "personal" if len(seen.senders) <= 2 and not seen.group_events else "group"
+    if chat_type not in options.chat_types:
+        yield Skipped("chat", chat_type)
+        return
+    yield Chat(PLATFORM, name, chat_type, name)
+    counts: dict[str, int] = {}
+    current: datetime | None = None
+    count = 0
+    with _text(opener, encoding) as lines:
+        for number, header, text in _entries(lines):
+            reason = service_reason(header)
+            if reason is not None:
+                yield Skipped("service", reason)
+                continue
+            when = _time(path, seen.order, header, number)
+            if when != current:  # exact repeats share a time, so counters only live as long as one time
+                counts.clear()
+                current = when
+            kind, text, edited = content(text)
+            key = hashlib.sha1("\x1f".join((when.isoformat(), header.sender, kind, text)).encode()).hexdigest()
+            nth = counts[key] = counts.get(key, -1) + 1
+            count += 1
+            yield Message(
+                platform=PLATFORM, chat_id=name, id=f"{key[:20]}-{nth}" if nth else key[:20],
+                sender_id=header.sender, sender_name=header.sender, time=when, text=text, kind=kind,
+                edited=when if edited else None,
+            )
+    log.info("read %d whatsapp messages from %d senders (%s dates)", count, len(seen.senders), seen.order)
+
+
+def _entries(lines: Iterable[str]) -> Iterator[tuple[int, Header, str]]:
+    """(line number, header, full text) per message: continuation lines joined to their header's text."""
+    header: Header | None = None
+    parts: list[str] = []
+    start = 0
+    stray = 0
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\r\n")
+        found = read_header(line)
+        if found is None:
+            if header is None:
+                stray += bool(line.strip())
+            else:
+                parts.append(_clean(line))
+            continue
+        if header is not None:
+            yield start, header, "\n".join(parts)
+        header, parts, start = found, [found.body], number
+    if header is not None:
+        yield start, header, "\n".join(parts)
+    if stray:
+        log.warning("ignored %d lines before the first message header", stray)
+
+
+def _time(path: Path, order: str, header: Header, number: int) -> datetime:
+    day = to_date(order, header.fields)
+    try:
+        if day is None:
+            raise ValueError("impossible date")
+        return datetime(day.year, day.month, day.day, header.hour, header.minute, header.second,
+                        tzinfo=timezone.utc)
+    except ValueError as e:
+        raise ExportError(path, f"line {number}: {'/'.join(header.fields)} {header.hour}:{header.minute:02d} "
+                                f"is no valid date and time ({e}); {FIX}") from e
+
+
+def _name(raw: str) -> str:
+    """A display name with invisible marks removed and whitespace (NBSP, U+202F) made plain spaces."""
+    return " ".join(_clean(raw).split())
+
+
+def _clean(text: str) -> str:
+    """Text without the invisible direction marks exports sprinkle in; ASCII text has none to remove."""
+    return text if text.isascii() else text.translate(_STRIP)
+
+
+def _is_deleted(line: str) -> bool:
+    """A deleted message's notice, or iOS's note for a message it could not decrypt."""
+    return line.startswith(("This", "You", "Waiting")) and bool(DELETED.fullmatch(line) or WAITING.fullmatch(line))
+
+
+Opener = Callable[[], AbstractContextManager[IO[bytes]]]
+
+
+def _source(path: Path) -> tuple[str, Opener]:
+    """The chat name and a way to open the export's text as bytes (the .txt, or the one inside a .zip)."""
+    if not zipfile.is_zipfile(path):
+        return chat_name(path), lambda: open(path, "rb")
+    try:
+        with zipfile.ZipFile(path) as z:
+            texts = [n for n in z.namelist() if n.lower().endswith(".txt") and not n.startswith("__MACOSX")]
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ExportError(path, f"cannot read the zip ({e}); {FIX}") from e
+    chosen = [n for n in texts if PurePosixPath(n).name == "_chat.txt"] or texts
+    if len(chosen) != 1:
+        raise ExportError(path, f"expected one chat .txt inside the zip, found {len(chosen)}; "
+                                "zip a single WhatsApp export, or pass the .txt itself")
+    member = chosen[0]
+    inner = PurePosixPath(member).name
+    name = chat_name(path) if inner == "_chat.txt" else chat_name(Path(inner))
+
+    @contextmanager
+    def open_member() -> Iterator[IO[bytes]]:
+        with zipfile.ZipFile(path) as z, z.open(member) as stream:
+            yield stream
+
+    return name, open_member
+
+
+def _encoding(head: bytes) -> str:
+    """The encoding to try first: UTF-16 when the bytes say so (a BOM, or NULs between ASCII), else UTF-8."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if b"\x00" in head:
+        return "utf-16-le" if head[1:2] == b"\x00" else "utf-16-be"
+    return "utf-8-sig"
+
+
+@contextmanager
+def _text(opener: Opener, encoding: str) -> Iterator[Iterator[str]]:
+    with opener() as raw, io.TextIOWrapper(raw, encoding=encoding, newline=None) as text:
+        yield text
+
+
+def _survey_file(path: Path, opener: Opener) -> tuple[str, Survey]:
+    """The file's encoding and its survey; ExportError when it is no WhatsApp export."""
+    try:
+        with opener() as raw:
+            first = _encoding(raw.read(4096))
+    except OSError as e:
+        raise ExportError(path, f"cannot read ({e.strerror or e}); check the path and its permissions") from e
+    # UTF-8 first; a file that is not UTF-8 gets one more try as UTF-16 (some exports are).
+    candidates = [first, "utf-16"] if first == "utf-8-sig" else [first]
+    failed: list[str] = []
+    for encoding in candidates:
+        try:
+            with _text(opener, encoding) as lines:
+                seen = survey(lines)
+        except UnicodeError:
+            failed.append(encoding)
+            continue
+        except (OSError, zipfile.BadZipFile) as e:
+            raise ExportError(path, f"cannot read ({e}); check the file, or {FIX}") from e
+        except ValueError as e:
+            raise ExportError(path, f"{e}; {FIX}") from e
+        if seen.headers:
+            return encoding, seen
+        if not failed:
+            break
+        failed.append(encoding)  # it decoded, but into no header at all: not this encoding either
+    if failed:
+        raise ExportError(path, f"the text is neither UTF-8 nor UTF-16 (tried {', '.join(failed)}); {FIX}")
+    raise ExportError(
+        path, "no WhatsApp message lines (like '15/04/2021, 21:05 - Name: text' or "
+              f"'[15/04/2021, 21:05:33] Name: text'); {FIX}",
+    )
