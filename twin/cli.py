@@ -136,7 +136,7 @@ def ingest(ctx: Context, paths: tuple[Path, ...], owner: str | None, fmt: str, i
         rows = []
         for path in paths:
             s = ingest_file(store, path, opts, utcnow)
-            skipped = ", ".join(f"{k} {n}" for k, n in sorted(s.skipped.items())) or "-"
+            skipped = _summarise_skipped(s.skipped)
             rows.append((str(path), s.fmt, s.chats, s.seen, s.added, s.updated, f"{s.seconds:.1f}s", skipped))
         _table(["file", "format", "chats", "messages", "added", "updated", "time", "skipped"], rows)
 
@@ -164,6 +164,21 @@ def stats(ctx: Context, as_json: bool, top: int) -> None:
         click.echo()
         click.echo(f"{counts['messages']} messages ({counts['owner_messages']} yours) in {counts['chats']} chats "
                    f"with {counts['contacts']} contacts, {counts['sessions']} conversations")
+
+
+def _summarise_skipped(skipped) -> str:
+    """{"chat:bot": 1, "chat:channel": 2, "service:pin_message": 3} -> "3 chats (bot, channel), 3 service"."""
+    totals: dict[str, int] = {}
+    reasons: dict[str, set[str]] = {}
+    for key, n in skipped.items():
+        what, _, reason = key.partition(":")
+        totals[what] = totals.get(what, 0) + n
+        reasons.setdefault(what, set()).add(reason)
+    parts = []
+    for what in sorted(totals):
+        label = f"{totals[what]} {what}s" if what == "chat" and totals[what] != 1 else f"{totals[what]} {what}"
+        parts.append(f"{label} ({', '.join(sorted(reasons[what]))})" if what == "chat" else label)
+    return ", ".join(parts) or "-"
 
 
 def _table(headers: list[str], rows: list[tuple]) -> None:
