@@ -1,0 +1,358 @@
+"""Telegram Desktop JSON exports (result.json) → chat records. Exercised by `twin ingest result.json`.
+
+Two shapes exist: a full account export (Settings → Advanced → Export Telegram data) is an object with
+`personal_information` and `chats.list` / `left_chats.list`; a single-chat export is the chat object itself
+(`name`, `type`, `id`, `messages`). Either can be gigabytes with a million messages in one chat, so the file
+is streamed: ijson's parse events are walked once, chat-level fields are noted as they pass, and only the
+events inside a `messages` array are handed to ijson's object builder, which returns one message at a time.
+
+Decisions (DESIGN.md, counting rules):
+- Chat types: personal_chat → personal, private_group / private_supergroup → group, saved_messages → saved,
+  bot_chat → bot, private_channel / public_channel → channel, public_supergroup → public_group. `replies`,
+  `verification_codes` and types this parser does not know are always skipped.
+- Times come from `date_unixtime` / `edited_unixtime` (epoch seconds). `date` is the exporting computer's
+  local time with no offset, so it is never read.
+- `service` and `unsupported` messages are `Skipped("service", action)`; a message without `from_id` is
+  `Skipped("message", "no sender")`; in a bot chat the bot's own messages are `Skipped("bot", "bot")`.
+  A message sent through an inline bot (`via_bot`) is still the person's message.
+- Kind: a sticker is `sticker` with its emoji as text; `photo` → photo; voice_message → voice;
+  video_message / video_file / animation → video; any other document → file; a message with no text and no
+  media (a poll, a location, a contact card) is a `placeholder`. Captions stay as the media message's text.
+- `reply_to` only for replies within the same chat (a `reply_to_peer_id` points into another chat).
+- The owner: `personal_information.user_id`; else, in a personal chat, the sender who is not the peer (the
+  chat's id is the peer's user id); else the id of the saved-messages chat. A single group export names no
+  owner; ingest then asks for --owner.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import ijson
+
+from twin.chat import Chat, Message, Owner, utc
+from twin.errors import ExportError
+from training.exports import ParseOptions, Record, Skipped
+
+log = logging.getLogger(__name__)
+
+try:  # the C backend parses several times faster than the pure-Python one
+    _json = ijson.get_backend("yajl2_c")
+except ImportError:
+    _json = ijson.get_backend("python")
+
+PLATFORM = "telegram"
+FIX = "export again with Telegram Desktop (Format: JSON)"
+
+# tdesktop's chat types (export_output_json.cpp, writeDialogStart) -> twin.chat.CHAT_TYPES
+CHAT_TYPES = {
+    "personal_chat": "personal",
+    "private_group": "group",
+    "private_supergroup": "group",
+    "saved_messages": "saved",
+    "bot_chat": "bot",
+    "private_channel": "channel",
+    "public_channel": "channel",
+    "public_supergroup": "public_group",
+}
+
+MEDIA_KINDS = {
+    "sticker": "sticker",
+    "voice_message": "voice",
+    "video_message": "video",
+    "video_file": "video",
+    "animation": "video",
+    "audio_file": "file",
+}
+
+# A full export keeps its chats in two lists; a single-chat export is one chat at the top of the file.
+CHAT_ROOTS = ("chats.list.item", "left_chats.list.item", "")
+CHAT_FIELDS = ("name", "type", "id", "messages")
+TELEGRAM_KEYS = {"chats", "left_chats", "messages", "personal_information"}
+SCALARS = {"string", "number", "null", "boolean"}
+
+
+def _join(root: str, key: str) -> str:
+    return f"{root}.{key}" if root else key
+
+
+# parse-event prefix -> (what it belongs to, which field); every other prefix is inside a message or ignored.
+WATCHED: dict[str, tuple[str, str | None]] = {
+    **{root: (root, None) for root in CHAT_ROOTS},
+    **{_join(root, key): (root, key) for root in CHAT_ROOTS for key in CHAT_FIELDS},
+    "personal_information": ("personal_information", None),
+    **{f"personal_information.{key}": ("personal_information", key)
+       for key in ("user_id", "first_name", "last_name")},
+}
+
+
+def parse(path: Path, options: ParseOptions) -> Iterator[Record]:
+    """Each chat's `Chat` (or `Skipped("chat", type)`), then its messages, in file order; `Owner` when known."""
+    path = Path(path)
+    reader = _Reader(path, options)
+    with _open(path) as f:
+        try:
+            yield from reader.read(_json.parse(f))
+        except (ijson.JSONError, UnicodeDecodeError) as e:
+            if reader.events == 0 and _is_blank(f):
+                raise ExportError(path, f"the file is empty; {FIX}") from e
+            raise ExportError(
+                path, f"the file is truncated or not JSON ({_short(e)}, after {reader.messages} messages); "
+                      f"{FIX}",
+            ) from e
+    log.info("read telegram export: %d chats, %d messages, %d chats skipped", reader.chats, reader.messages,
+             reader.chats_skipped)
+
+
+@dataclass
+class _Head:
+    """What is known about a chat object so far: its fields as they pass, and whether it was announced."""
+
+    root: str
+    name: str | None = None
+    type: str | None = None
+    id: Any = None
+    announced: bool = False
+
+
+class _Reader:
+    """One pass over one file's parse events; the counters are for the log and for error messages."""
+
+    def __init__(self, path: Path, options: ParseOptions):
+        self.path = path
+        self.options = options
+        self.heads: dict[str, _Head] = {}
+        self.top_keys: list[str] = []
+        self.personal: dict[str, Any] = {}
+        self.owner_said = False
+        self.saved_id: str | None = None
+        self.built: list[Any] = ijson.sendable_list()
+        self.reading: Chat | None = None  # the chat whose messages are being built
+        self.feed: Any = None  # the builder for the messages array being read, when its chat is imported
+        self.events = self.messages = self.chats = self.chats_skipped = 0
+
+    def read(self, events: Iterable[tuple[str, str, Any]]) -> Iterator[Record]:
+        # The hot loop: a million-message file is ~28M events, so the common path is two checks per event.
+        watched, built, feed = WATCHED, self.built, None
+        for event in events:
+            if event[0] in watched:
+                self.events += 1
+                yield from self._note(*event)
+                feed = self.feed
+            elif feed is not None:
+                feed(event)
+                if built:
+                    yield from self._messages(built)
+                    built.clear()
+        yield from self._finish()
+
+    def _note(self, prefix: str, event: str, value: Any) -> Iterable[Record]:
+        root, key = WATCHED[prefix]
+        if root == "personal_information":
+            return self._personal(key, event, value)
+        if key is None:
+            return self._bounds(root, event, value)
+        head = self.heads.get(root)
+        if head is None:
+            return ()
+        if key == "messages":
+            if event == "start_array":
+                return self._open_messages(head)
+            if event == "end_array":
+                self.feed = None
+        elif event in SCALARS:
+            setattr(head, key, value)
+        return ()
+
+    def _bounds(self, root: str, event: str, value: Any) -> Iterable[Record]:
+        """A chat object starts or ends; at the top of the file, also the export's own keys."""
+        if root == "" and self.events == 1 and event != "start_map":
+            raise ExportError(self.path, f"expected a Telegram Desktop export (an object with 'chats' or "
+                                         f"'messages'), got a JSON {'list' if event == 'start_array' else 'value'}"
+                                         f"; {FIX}")
+        if event == "start_map":
+            self.heads[root] = _Head(root)
+        elif event == "map_key" and root == "":
+            self.top_keys.append(value)
+        elif event == "end_map":
+            head = self.heads.pop(root, None)
+            if head is not None and not head.announced and head.type is not None:
+                return [self._announce(head)]  # a chat without a `messages` array
+        return ()
+
+    def _open_messages(self, head: _Head) -> Iterable[Record]:
+        if head.type is None or head.id is None:
+            # tdesktop writes name, type and id before messages; without them the messages have no chat.
+            where = "the top-level object" if head.root == "" else "a chat in the list"
+            raise ExportError(self.path, f"{where} has 'messages' before its 'type' and 'id', which Telegram "
+                                         f"Desktop never writes; {FIX}")
+        record = self._announce(head)
+        if isinstance(record, Chat):
+            self.reading = record
+            # Build only this array's elements; ijson's items_basecoro takes events and emits whole objects.
+            self.feed = _json.items_basecoro(self.built, _join(head.root, "messages.item")).send
+        return [record]
+
+    def _announce(self, head: _Head) -> Chat | Skipped:
+        """The chat's Chat record, or why it is skipped; decides whether its messages are read."""
+        head.announced = True
+        chat_id = str(head.id)
+        if head.type == "saved_messages":
+            self.saved_id = chat_id
+        chat_type = CHAT_TYPES.get(str(head.type))
+        if chat_type not in self.options.chat_types:
+            self.chats_skipped += 1
+            log.info("skipping a telegram %s chat", chat_type or head.type)
+            return Skipped("chat", chat_type or str(head.type))
+        self.chats += 1
+        return Chat(PLATFORM, chat_id, chat_type, head.name)
+
+    def _messages(self, built: list[Any]) -> Iterator[Record]:
+        chat = self.reading
+        for raw in built:
+            self.messages += 1
+            record = to_record(self.path, chat, raw)
+            yield record
+            if (not self.owner_said and chat.type == "personal" and isinstance(record, Message)
+                    and record.sender_id != f"user{chat.id}"):
+                # In a personal chat the chat's id is the peer's user id, so the other sender is the owner.
+                self.owner_said = True
+                yield Owner(PLATFORM, record.sender_id, record.sender_name)
+
+    def _personal(self, key: str | None, event: str, value: Any) -> Iterable[Record]:
+        if key is not None and event in SCALARS:
+            self.personal[key] = value
+        elif key is None and event == "end_map" and self.personal.get("user_id") is not None:
+            self.owner_said = True
+            name = " ".join(str(self.personal[k]) for k in ("first_name", "last_name") if self.personal.get(k))
+            return [Owner(PLATFORM, f"user{self.personal['user_id']}", name or None)]
+        return ()
+
+    def _finish(self) -> Iterable[Record]:
+        if not TELEGRAM_KEYS & set(self.top_keys):
+            raise ExportError(self.path, f"expected a Telegram Desktop export (an object with 'chats' or "
+                                         f"'messages'), got keys {sorted(set(self.top_keys))[:10]}; {FIX}")
+        if not self.owner_said and self.saved_id is not None:
+            # Saved Messages is the owner's chat with themself: its id is the owner's user id.
+            return [Owner(PLATFORM, f"user{self.saved_id}")]
+        return ()
+
+
+def to_record(path: Path, chat: Chat, raw: Any) -> Message | Skipped:
+    """One element of a chat's `messages` as a Message, or why it is not one.
+
+    >>> to_record(Path("result.json"), Chat("telegram", "2002", "personal"),
+    ...           {"id": 7, "type": "message", "date_unixtime": "1700000000", "from": "Tomas",
+    ...            "from_id": "user2002", "text": ["see ", {"type": "bold", "text": "you"}]}).text
+    'see you'
+    """
+    if not isinstance(raw, dict):
+        raise ExportError(path, f"chat {chat.id}: a message is a {type(raw).__name__}, not an object; {FIX}")
+    kind = raw.get("type", "message")
+    if kind == "service":
+        return Skipped("service", str(raw.get("action") or "service"))
+    if kind != "message":
+        return Skipped("service", str(kind))  # "unsupported": an entry tdesktop could not export
+    if raw.get("id") is None:
+        raise ExportError(path, f"chat {chat.id}: a message has no 'id'; {FIX}")
+    sender = _sender_id(raw.get("from_id"))
+    if sender is None:
+        return Skipped("message", "no sender")
+    if chat.type == "bot" and sender == f"user{chat.id}":
+        return Skipped("bot", "bot")
+    text = text_of(raw)
+    msg_kind = kind_of(raw, text)
+    if msg_kind == "sticker":
+        text = str(raw.get("sticker_emoji") or "")
+    edited = raw.get("edited_unixtime")
+    reply_to = raw.get("reply_to_message_id")
+    return Message(
+        platform=PLATFORM,
+        chat_id=chat.id,
+        id=str(raw.get("id")),
+        sender_id=sender,
+        sender_name=raw.get("from") or None,
+        time=_time(path, chat, raw, raw.get("date_unixtime"), "date_unixtime"),
+        text=text,
+        kind=msg_kind,
+        reply_to=str(reply_to) if reply_to is not None and "reply_to_peer_id" not in raw else None,
+        forwarded="forwarded_from" in raw,
+        edited=_time(path, chat, raw, edited, "edited_unixtime") if edited is not None else None,
+    )
+
+
+def text_of(raw: dict[str, Any]) -> str:
+    """The message's text: `text_entities` joined, else `text`, a string or a list of strings and entities.
+
+    >>> text_of({"text": ["call ", {"type": "phone", "text": "+100"}, "!"]})
+    'call +100!'
+    >>> text_of({"text": "old", "text_entities": [{"type": "plain", "text": "new"}]})
+    'new'
+    """
+    parts = raw.get("text_entities")
+    if not isinstance(parts, list):
+        parts = raw.get("text")
+        if not isinstance(parts, list):
+            return parts if isinstance(parts, str) else ""
+    return "".join([p if isinstance(p, str) else str(p.get("text") or "")
+                    for p in parts if isinstance(p, str | dict)])
+
+
+def kind_of(raw: dict[str, Any], text: str) -> str:
+    """The message kind from its media fields; with none, text or a placeholder (a poll, a location).
+
+    >>> kind_of({"media_type": "voice_message", "file": "voice.ogg"}, ""), kind_of({"poll": {}}, "")
+    ('voice', 'placeholder')
+    """
+    media = raw.get("media_type")
+    if media == "sticker":
+        return "sticker"
+    if "photo" in raw:
+        return "photo"
+    if media is not None or "file" in raw:
+        return MEDIA_KINDS.get(media, "file")
+    return "text" if text else "placeholder"
+
+
+def _sender_id(from_id: Any) -> str | None:
+    """`from_id` as twin keeps it: "user123" (old exports wrote the bare number for users)."""
+    if isinstance(from_id, int):
+        return f"user{from_id}"
+    return str(from_id) if from_id else None
+
+
+def _time(path: Path, chat: Chat, raw: dict[str, Any], value: Any, key: str) -> datetime:
+    try:
+        return utc(int(value))
+    except (TypeError, ValueError) as e:
+        problem = "has no" if value is None else f"has a bad {str(value)[:20]!r} as"
+        raise ExportError(path, f"chat {chat.id}, message {raw.get('id')} {problem} {key!r}; exports from "
+                                f"before 2021 lack it: {FIX}") from e
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file in binary, past a UTF-8 byte-order mark (which the JSON parser would reject)."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise ExportError(path, f"cannot read ({e.strerror}); check the path and its permissions") from e
+    if f.read(3) != b"\xef\xbb\xbf":
+        f.seek(0)
+    return f
+
+
+def _is_blank(f: BinaryIO) -> bool:
+    f.seek(0)
+    while chunk := f.read(1 << 16):
+        if chunk.lstrip(b"\xef\xbb\xbf \t\r\n"):
+            return False
+    return True
+
+
+def _short(error: Exception) -> str:
+    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
