@@ -66,7 +66,9 @@ def detect(path: Path) -> str:
         raise ExportError(path, f"cannot read ({e.strerror}); check the path and its permissions") from e
     if not head.strip():
         raise ExportError(path, "the file is empty; export the chat again")
-    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    # WhatsApp on some phones writes UTF-16: a BOM, or NUL bytes between ASCII characters, says so.
+    utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:4096]
+    text = head.decode("utf-16" if utf16 else "utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if text.startswith("{"):
         if '"guild"' in text and '"channel"' in text:
             return "discord"
