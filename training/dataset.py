@@ -1,0 +1,275 @@
+"""Training data: the store's sessions as prompt-format samples, split into train and held-out. Run by `twin train`.
+
+Every chat's messages are cut into sessions exactly as ingest counts them (`session_starts` over the message
+times, same gap), so session `i` here is row `i` of the `sessions` table. Each session is one candidate
+sample, rendered with `twin.prompts.render`; the rules, in the order they are applied:
+
+1. PII is scrubbed from every message's text (`scrub`), unless turned off.
+2. A session with nothing to show is dropped as `empty`; one without an owner turn as `no_owner_reply`; one
+   whose owner turns are all context only (media without words, forwards; see `to_turns`) as
+   `owner_forwarded` when one of them was a forward, else `owner_media_only`. Any owner target turn makes a
+   sample, also when the owner opened the session: starting a conversation is part of the owner's voice.
+3. A session whose last owner target turn does not fit `max_tokens` even without older turns: `too_long`.
+4. A sample with the same token ids as one already kept (earlier in the same chat, or in a chat read
+   before) is dropped as `duplicate`, so a held-out sample never repeats a training one.
+5. With `cap_per_chat`, only the chat's most recent samples are kept; the older ones are `cap_per_chat`.
+6. The most recent `holdout_fraction` of each chat's remaining samples (rounded down, but at least one once
+   the chat has two) is held out; the rest is training data. Train and held-out never share a session.
+
+Nothing is dropped silently: sessions == train + held_out + sum(dropped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from training.sessions import DEFAULT_GAP_SECONDS, session_starts
+from twin.chat import Chat
+from twin.errors import ConfigError
+from twin.prompts import Conversation, DoesNotFit, Persona, Rendered, Turn, render, to_turns
+from twin.store import ChatKey, Store, StoredMessage
+
+GROUP_TYPES = frozenset({"group", "public_group", "channel"})
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """How `build` turns sessions into samples.
+
+    `owner_name` is used when the store knows no name for the owner; `notes` maps a contact's display name
+    (or a group's title, or "platform:id") to the owner's notes on them; `seed` shuffles the training order.
+    """
+
+    max_tokens: int = 1024
+    train_on: str = "owner"
+    scrub_pii: bool = True
+    cap_per_chat: int | None = None
+    holdout_fraction: float = 0.1
+    session_gap: int = DEFAULT_GAP_SECONDS
+    owner_name: str = "Owner"
+    notes: Mapping[str, str] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 16:
+            raise ConfigError(f"max_tokens must be at least 16, got {self.max_tokens}")
+        if self.train_on not in ("owner", "all"):
+            raise ConfigError(f"train_on must be 'owner' or 'all', got {self.train_on!r}")
+        if self.cap_per_chat is not None and self.cap_per_chat < 1:
+            raise ConfigError(f"cap_per_chat must be at least 1 (or unset), got {self.cap_per_chat}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ConfigError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.session_gap <= 0:
+            raise ConfigError(f"session_gap must be positive seconds, got {self.session_gap}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One session rendered for training, with where it came from and the conversation it was rendered from."""
+
+    platform: str
+    chat_id: str
+    session: int  # the session's index in its chat, as in the sessions table
+    start: datetime  # the session's first message, UTC
+    conversation: Conversation
+    rendered: Rendered
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self.rendered.input_ids
+
+    @property
+    def loss_mask(self) -> list[bool]:
+        return self.rendered.loss_mask
+
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        """The turns the rendered sample holds (older ones may have been cut to fit)."""
+        r = self.rendered
+        return self.conversation.turns[r.first_turn:r.first_turn + r.turns_kept]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: tuple[Sample, ...]  # shuffled with the options' seed
+    held_out: tuple[Sample, ...]  # per chat, oldest first
+    dropped: Counter
+    sessions: int
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over every sample's split, provenance, ids and mask, in a fixed order (not the shuffle)."""
+        h = hashlib.sha256()
+        for split, samples in (("train", self.train), ("held_out", self.held_out)):
+            for s in sorted(samples, key=lambda s: (s.platform, s.chat_id, s.session)):
+                mask = "".join("1" if m else "0" for m in s.loss_mask)
+                ids = ",".join(map(str, s.input_ids))
+                h.update(f"{split}\t{s.platform}\t{s.chat_id}\t{s.session}\t{ids}\t{mask}\n".encode())
+        return h.hexdigest()
+
+    def summary(self) -> dict:
+        """Counts for the training summary and twin.json; `tokens` and `target_tokens` count the train set."""
+        return {
+            "sessions": self.sessions,
+            "train_samples": len(self.train),
+            "held_out_samples": len(self.held_out),
+            "tokens": sum(len(s.input_ids) for s in self.train),
+            "target_tokens": sum(sum(s.loss_mask) for s in self.train),
+            "held_out_tokens": sum(len(s.input_ids) for s in self.held_out),
+            "dropped": dict(sorted(self.dropped.items())),
+        }
+
+
+def build(store: Store, tokenizer: Any, opts: DatasetOptions = DatasetOptions()) -> Dataset:
+    """Every session of every chat in the store, as train and held-out samples (rules in the module docstring)."""
+    owner = store.owner_name() or opts.owner_name
+    dropped: Counter = Counter()
+    seen: set[tuple[int, ...]] = set()
+    train: list[Sample] = []
+    held_out: list[Sample] = []
+    sessions = 0
+    for chat in store.chats():
+        messages = store.chat_messages(ChatKey(chat.platform, chat.id))
+        if opts.scrub_pii:
+            messages = [replace(m, text=scrub(m.text)) for m in messages]
+        persona = chat_persona(chat, messages, owner, opts.notes)
+        times = [int(m.time.timestamp()) for m in messages]
+        bounds = session_starts(times, opts.session_gap) + [len(messages)]
+        kept: list[Sample] = []
+        for index, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            sessions += 1
+            sample = _sample(chat, index, messages[a:b], persona, tokenizer, opts)
+            if isinstance(sample, str):
+                dropped[sample] += 1
+            elif tuple(sample.input_ids) in seen:
+                dropped["duplicate"] += 1
+            else:
+                seen.add(tuple(sample.input_ids))
+                kept.append(sample)
+        if opts.cap_per_chat is not None and len(kept) > opts.cap_per_chat:
+            dropped["cap_per_chat"] += len(kept) - opts.cap_per_chat
+            kept = kept[-opts.cap_per_chat:]
+        k = held_out_count(len(kept), opts.holdout_fraction)
+        train += kept[:len(kept) - k]
+        held_out += kept[len(kept) - k:]
+    random.Random(opts.seed).shuffle(train)
+    return Dataset(tuple(train), tuple(held_out), dropped, sessions)
+
+
+def _sample(
+    chat: Chat, index: int, messages: Sequence[StoredMessage], persona: Persona, tokenizer: Any, opts: DatasetOptions
+) -> Sample | str:
+    """The session's sample, or the reason it is dropped."""
+    turns = to_turns(messages, chat.type in GROUP_TYPES)
+    owner_turns = [t for t in turns if t.role == "owner"]
+    if not turns:
+        return "empty"
+    if not owner_turns:
+        return "no_owner_reply"
+    if not any(t.target for t in owner_turns):
+        forwarded = any(m.forwarded for m in messages if m.from_owner)
+        return "owner_forwarded" if forwarded else "owner_media_only"
+    conv = Conversation(replace(persona, date=messages[0].time.date()), tuple(turns))
+    try:
+        rendered = render(conv, tokenizer, opts.train_on, opts.max_tokens)
+    except DoesNotFit:
+        return "too_long"
+    return Sample(chat.platform, chat.id, index, messages[0].time, conv, rendered)
+
+
+def held_out_count(n: int, fraction: float) -> int:
+    """How many of a chat's n samples (the most recent) are held out.
+
+    >>> [held_out_count(n, 0.1) for n in (0, 1, 2, 9, 10, 25)]
+    [0, 0, 1, 1, 1, 2]
+    """
+    if n < 2 or fraction <= 0:
+        return 0
+    return min(n - 1, max(1, math.floor(n * fraction + 1e-9)))
+
+
+def chat_persona(chat: Chat, messages: Sequence[StoredMessage], owner: str, notes: Mapping[str, str]) -> Persona:
+    """The persona of a chat with messages (its date is set per session).
+
+    The contact is the chat's title, else the name of the other participant who wrote most; a group's title
+    names the group. Notes are looked up by that name, then by "platform:chat_id", then (one-to-one chats) by
+    "platform:user_id" of the other participant.
+    """
+    others = Counter(m.sender_id for m in messages if not m.from_owner)
+    other_id = others.most_common(1)[0][0] if others else None
+    other_name = next((m.sender_name for m in messages if m.sender_id == other_id and m.sender_name), None)
+    group = chat.type in GROUP_TYPES
+    contact = chat.title or other_name or ("Group" if group else "Contact")
+    keys = [contact, f"{chat.platform}:{chat.id}"]
+    if not group and other_id is not None:
+        keys.append(f"{chat.platform}:{other_id}")
+    note = next((notes[k] for k in keys if k in notes), "")
+    return Persona(owner, contact, chat.platform, messages[0].time.date(), note, contact if group else None)
+
+
+# -- PII -----------------------------------------------------------------------------------------------------
+
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
+# Country, check digits, then groups of four (spaces optional), a short group last.
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])")
+_CARD = re.compile(r"(?<![\w+])\d(?:[ -]?\d){12,18}(?!\w)")
+# Digits with at most one separator between them: a closing paren, one of " .-", an opening paren.
+_PHONE = re.compile(r"(?<![\w+])(?:\+ ?)?\(?\d(?:\)?[ .\-]?\(?\d)+(?!\w)")
+_DATE = re.compile(r"(?<!\d)(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})(?!\d)")
+_THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:([ .])\d{3})+")
+
+
+def scrub(text: str) -> str:
+    """Replace emails, payment cards, IBANs and phone numbers with typed placeholders.
+
+    Cards must pass the Luhn check (13-19 digits, spaces or dashes allowed), IBANs their mod-97 check. A
+    phone number has 8-15 digits after a "+", else 10-15 digits, and is not a date or a number grouped in
+    thousands; shorter local numbers stay (times, dates, prices and short numbers must survive).
+
+    >>> scrub("write to mira.s@example.org or call +47 912 34 567")
+    'write to <EMAIL> or call <PHONE>'
+    >>> scrub("card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00, (555) 123-4567")
+    'card <CARD>, IBAN <IBAN>, <PHONE>'
+    >>> scrub("at 18:30 on 2024-03-05, 3 tickets for 45.50, 1 200 000 people, flight 1234")
+    'at 18:30 on 2024-03-05, 3 tickets for 45.50, 1 200 000 people, flight 1234'
+    """
+    text = _EMAIL.sub("<EMAIL>", text)
+    text = _IBAN.sub(lambda m: "<IBAN>" if _iban_ok(m[0]) else m[0], text)
+    text = _CARD.sub(lambda m: "<CARD>" if _luhn_ok(m[0]) else m[0], text)
+    return _PHONE.sub(lambda m: "<PHONE>" if _phone_like(m[0]) else m[0], text)
+
+
+def _digits(s: str) -> str:
+    return "".join(c for c in s if c.isdigit())
+
+
+def _luhn_ok(s: str) -> bool:
+    digits = [int(c) for c in _digits(s)]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(reversed(digits)))
+    return total % 10 == 0
+
+
+def _iban_ok(s: str) -> bool:
+    compact = s.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _phone_like(s: str) -> bool:
+    n = len(_digits(s))
+    if s.startswith("+"):
+        return 8 <= n <= 15
+    return 10 <= n <= 15 and not _DATE.search(s) and not _THOUSANDS.fullmatch(s)

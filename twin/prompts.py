@@ -1,0 +1,411 @@
+"""The prompt format, twin-chat v1: how a conversation is shown to the model, in training and in drafting.
+
+Training (`twin train`) renders each session with `render`, which returns the token ids and the loss mask
+together; drafting renders the same persona and context with `render_prompt` / `prompt_ids`. Both go through
+`_messages` and `_layout` below, so a drafting prompt is exactly a training sample cut before the owner's reply.
+
+The shape (DESIGN.md, "Prompt format"): a system message with the persona, the contact's turns as `user`
+messages (in groups each line prefixed with the sender's name), the owner's turns as `assistant` messages; a
+burst of consecutive messages by one side is one turn, one message per line. The model's own chat template is
+used, or `CHATML_TEMPLATE` when it has none (pass the same string to vLLM with `--chat-template`). Templates
+without a system role get the persona at the head of the first user message; when such a template (or one
+that demands a user turn first) meets a conversation that opens with the owner, the persona becomes a user
+message of its own.
+
+Change anything here that alters rendered text and FORMAT_VERSION must go up: adapters record the format they
+were trained on (twin.json).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from twin.store import StoredMessage
+
+FORMAT_NAME = "twin-chat"
+FORMAT_VERSION = 1
+
+# ChatML, for base models without a chat template (SmolLM2's own template is this plus a default system prompt).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+PLATFORM_NAMES = {"telegram": "Telegram", "discord": "Discord", "whatsapp": "WhatsApp"}
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# What a message without words looks like in a prompt. A caption follows the placeholder.
+MEDIA = {
+    "photo": "[photo]", "video": "[video]", "voice": "[voice message]", "file": "[file]",
+    "sticker": "[sticker]", "placeholder": "[unavailable]",
+}
+FORWARDED = "[forwarded]"
+ROLES = {"contact": "user", "owner": "assistant"}
+
+Role = Literal["owner", "contact"]
+TrainOn = Literal["owner", "all"]
+
+
+@dataclass(frozen=True)
+class Persona:
+    """Who speaks to whom: the system message. `group` is the group's title for group chats."""
+
+    owner: str
+    contact: str
+    platform: str
+    date: dt.date
+    notes: str = ""
+    group: str | None = None
+    style: str = ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A burst of consecutive messages by one side, one message per line (stripped of outer whitespace).
+
+    `target=False` marks a turn the model sees but never learns to write (see `to_turns`).
+    """
+
+    role: Role
+    lines: tuple[str, ...]
+    target: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lines", tuple(line.strip() for line in self.lines))
+        if self.role not in ROLES:
+            raise ValueError(f"turn role must be 'owner' or 'contact', got {self.role!r}")
+        if not self.lines or any(not line or "\n" in line for line in self.lines):
+            raise ValueError(f"a turn needs one or more non-empty single-line messages, got {self.lines!r}")
+
+    @property
+    def content(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    persona: Persona
+    turns: tuple[Turn, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "turns", tuple(self.turns))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A training sample: ids and loss mask of equal length, from `turns[first_turn:first_turn + turns_kept]`."""
+
+    input_ids: list[int]
+    loss_mask: list[bool]
+    turns_kept: int
+    first_turn: int = 0
+
+
+class DoesNotFit(ValueError):
+    """Even the last target turn alone (with the system message) is longer than max_tokens."""
+
+
+class NoTarget(ValueError):
+    """The conversation has no turn to compute loss on."""
+
+
+def system_text(persona: Persona) -> str:
+    """The persona as a short system message.
+
+    >>> print(system_text(Persona("Mira", "Tomas", "telegram", dt.date(2024, 3, 9), notes="climbing partner")))
+    You are Mira chatting with Tomas on Telegram. Today is Saturday 2024-03-09.
+    About Tomas: climbing partner
+    Reply as Mira: your own words and style, one message per line.
+    """
+    p = persona
+    where = PLATFORM_NAMES.get(p.platform, p.platform)
+    who = f'in the group "{_one_line(p.group)}"' if p.group else f"chatting with {_one_line(p.contact)}"
+    lines = [f"You are {_one_line(p.owner)} {who} on {where}. Today is {WEEKDAYS[p.date.weekday()]} {p.date}."]
+    if p.notes.strip():
+        lines.append(f"About {_one_line(p.group or p.contact)}: {_one_line(p.notes)}")
+    if p.style.strip():
+        lines.append(_one_line(p.style))
+    lines.append(f"Reply as {_one_line(p.owner)}: your own words and style, one message per line.")
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def message_line(m: StoredMessage, group: bool) -> str:
+    """One stored message as one prompt line ("" when there is nothing to show).
+
+    Line breaks inside a message become spaces (a line is a message). Media is a placeholder with its caption
+    after it, a sticker is its emoji, a forward is marked, and in groups a contact's line names its sender.
+    """
+    text = " ".join(part.strip() for part in m.text.splitlines() if part.strip())
+    if m.kind == "text":
+        line = text
+    elif m.kind == "sticker":
+        line = text or MEDIA["sticker"]
+    else:
+        line = f"{MEDIA.get(m.kind, f'[{m.kind}]')} {text}".rstrip()
+    if not line:
+        return ""
+    if m.forwarded:
+        line = f"{FORWARDED} {line}"
+    if group and not m.from_owner:
+        line = f"{_one_line(m.sender_name or '') or 'Someone'}: {line}"
+    return line
+
+
+def to_turns(messages: Sequence[StoredMessage], group: bool) -> list[Turn]:
+    """Stored messages (oldest first) as alternating turns.
+
+    Consecutive messages from the owner are one owner turn; consecutive messages from anyone else are one
+    contact turn. Messages that render to nothing (empty text) are skipped. The target rule, for both roles:
+    a turn is `target=False` when any of its messages was forwarded (someone else's words) or when none of
+    its messages carries text of the sender's own (media without a caption, voice, files, placeholders,
+    stickers without an emoji). A sticker's emoji and a caption count as text.
+    """
+    turns: list[Turn] = []
+    burst: list[tuple[StoredMessage, str]] = []
+    for m in messages:
+        line = message_line(m, group)
+        if not line:
+            continue
+        if burst and burst[-1][0].from_owner != m.from_owner:
+            turns.append(_turn(burst))
+            burst = []
+        burst.append((m, line))
+    if burst:
+        turns.append(_turn(burst))
+    return turns
+
+
+def _turn(burst: list[tuple[StoredMessage, str]]) -> Turn:
+    msgs = [m for m, _ in burst]
+    target = not any(m.forwarded for m in msgs) and any(m.text.strip() for m in msgs)
+    return Turn("owner" if msgs[0].from_owner else "contact", tuple(line for _, line in burst), target)
+
+
+# -- the template --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Traits:
+    """What a chat template accepts, found once per template by rendering probe conversations."""
+
+    template: str
+    system: bool  # it renders a system message (itself or folded into the first user turn)
+    owner_first: bool  # an assistant message may come first (after the system message)
+    eot: str  # the text that closes an assistant message, e.g. "<|im_end|>"
+    control: re.Pattern  # control-token strings, defused when they occur inside a message
+
+
+_TRAITS: dict[tuple, _Traits] = {}
+_MARK = re.compile("\ue000(\\d+)\ue001")
+
+
+def _mark(n: int) -> str:
+    return f"\ue000{n}\ue001"
+
+
+def _template(tokenizer: Any) -> str:
+    t = tokenizer.chat_template
+    if isinstance(t, dict):
+        t = t.get("default")
+    return t or CHATML_TEMPLATE
+
+
+def _apply(tokenizer: Any, template: str, messages: list[dict], generation: bool) -> str:
+    return tokenizer.apply_chat_template(
+        messages, chat_template=template, tokenize=False, add_generation_prompt=generation
+    )
+
+
+def _traits(tokenizer: Any) -> _Traits:
+    template = _template(tokenizer)
+    key = (template, repr(sorted(tokenizer.special_tokens_map.items())), len(tokenizer))
+    if key not in _TRAITS:
+        _TRAITS[key] = _probe(tokenizer, template)
+    return _TRAITS[key]
+
+
+def _probe(tokenizer: Any, template: str) -> _Traits:
+    s, u, a, u2 = ({"role": r, "content": _mark(n)} for n, r in enumerate(("system", "user", "assistant", "user")))
+
+    def attempt(messages: list[dict]) -> str | None:
+        try:
+            return _apply(tokenizer, template, messages, False)
+        except Exception:  # a template refuses a shape by raising; which exception depends on the template
+            return None
+
+    full = attempt([s, u, a])
+    system = full is not None and s["content"] in full
+    head = [s] if system else []
+    owner_first = attempt([*head, a, u]) is not None
+    final, middle = attempt([*head, u, a]), attempt([*head, u, a, u2])
+    if final is None or middle is None:
+        raise ValueError("the chat template cannot render a user message followed by an assistant message")
+    tail_final = final.split(a["content"], 1)[1]
+    tail_middle = middle.split(a["content"], 1)[1].split(u2["content"], 1)[0]
+    eot = os.path.commonprefix([tail_final, tail_middle]).rstrip()
+    if not eot:
+        raise ValueError("the chat template ends an assistant message with nothing; the model could not learn to stop")
+    ids = tokenizer(final, add_special_tokens=False)["input_ids"]
+    if ids != _template_ids(tokenizer, template, [*head, u, a]):
+        raise ValueError("tokenizing the rendered chat differs from the template's own tokenization")
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special or t.content in template]
+    control = {*added, *tokenizer.all_special_tokens, "<|im_start|>", "<|im_end|>"} - {""}
+    control = sorted(control, key=len, reverse=True)
+    return _Traits(template, system, owner_first, eot, re.compile("|".join(map(re.escape, control))))
+
+
+def _template_ids(tokenizer: Any, template: str, messages: list[dict]) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True)
+    return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+
+def _defuse(text: str, traits: _Traits) -> str:
+    """A control token typed inside a message must stay text: a zero-width space after its first character."""
+    return traits.control.sub(lambda m: m[0][0] + "\u200b" + m[0][1:], text)
+
+
+Part = tuple[int, str]  # (turn index, or -1 for the persona; text)
+
+
+def _messages(persona: Persona, turns: Sequence[Turn], traits: _Traits) -> list[tuple[str, list[Part]]]:
+    """The messages handed to the chat template, each as its parts (joined by a blank line)."""
+    _check_alternation(turns)
+    persona_part = (-1, _defuse(system_text(persona), traits))
+    parts = [(i, _defuse(t.content, traits)) for i, t in enumerate(turns)]
+    first_contact = bool(turns) and turns[0].role == "contact"
+    if traits.system and (first_contact or traits.owner_first):
+        head = [("system", [persona_part])]
+    elif first_contact:  # no system role: the persona opens the first user message
+        head, parts[0] = [("user", [persona_part, parts[0]])], None
+    else:  # a user turn must come first: the persona is that turn
+        head = [("user", [persona_part])]
+    return head + [(ROLES[turns[i].role], [p]) for i, p in enumerate(parts) if p is not None]
+
+
+def _check_alternation(turns: Sequence[Turn]) -> None:
+    for a, b in zip(turns, turns[1:]):
+        if a.role == b.role:
+            raise ValueError(f"turns must alternate between owner and contact; two {a.role} turns in a row")
+
+
+def _layout(
+    tokenizer: Any, traits: _Traits, messages: list[tuple[str, list[Part]]], generation: bool
+) -> tuple[str, dict[int, tuple[int, int]]]:
+    """The rendered text and the character span of every part, found by rendering markers in their place."""
+    parts = [p for _, ps in messages for p in ps]
+    numbered, n = [], 0
+    for role, ps in messages:
+        numbered.append({"role": role, "content": "\n\n".join(_mark(n + k) for k in range(len(ps)))})
+        n += len(ps)
+    pieces = _MARK.split(_apply(tokenizer, traits.template, numbered, generation))
+    if [int(p) for p in pieces[1::2]] != list(range(len(parts))):
+        raise ValueError("the chat template drops, repeats or reorders message content")
+    text, spans, pos = [], {}, 0
+    for j, piece in enumerate(pieces):
+        if j % 2:
+            key, piece = parts[int(piece)]
+            spans[key] = (pos, pos + len(piece))
+        text.append(piece)
+        pos += len(piece)
+    rendered = "".join(text)
+    real = [{"role": role, "content": "\n\n".join(t for _, t in ps)} for role, ps in messages]
+    if _apply(tokenizer, traits.template, real, generation) != rendered:
+        raise ValueError("the chat template changes message content (e.g. strips or escapes it)")
+    return rendered, spans
+
+
+def _counts(turn: Turn, train_on: TrainOn) -> bool:
+    return turn.target and (turn.role == "owner" or train_on == "all")
+
+
+def render(
+    conv: Conversation, tokenizer: Any, train_on: TrainOn = "owner", max_tokens: int | None = None
+) -> Rendered:
+    """Token ids and loss mask of a conversation, computed from the same character spans.
+
+    The mask is True on each target turn's content and the end-of-turn text after it (`<|im_end|>` in
+    ChatML), False on everything else: the system message, role headers, the line break after the end of
+    turn, non-target turns. `train_on="owner"` learns target owner turns, `"all"` target contact turns too.
+    Turns after the last target are left out (they would carry no loss); with `max_tokens`, the oldest turns
+    are dropped whole until the sample fits. Raises NoTarget when no turn carries loss, DoesNotFit when the
+    last target turn alone does not fit.
+    """
+    if train_on not in ("owner", "all"):
+        raise ValueError(f"train_on must be 'owner' or 'all', got {train_on!r}")
+    traits = _traits(tokenizer)
+    targets = [i for i, t in enumerate(conv.turns) if _counts(t, train_on)]
+    if not targets:
+        raise NoTarget("the conversation has no target turn")
+    first, last = 0, targets[-1]
+    while True:
+        kept = conv.turns[first:last + 1]
+        text, spans = _layout(tokenizer, traits, _messages(conv.persona, kept, traits), False)
+        loss = []
+        for i, turn in enumerate(kept):
+            if _counts(turn, train_on):
+                start, end = spans[i]
+                if text.startswith(traits.eot, end):
+                    end += len(traits.eot)
+                elif turn.role == "owner":
+                    raise ValueError(f"expected {traits.eot!r} after an assistant message in the rendered chat")
+                loss.append((start, end))
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [a for a, _ in enc["offset_mapping"]]
+        ids = list(enc["input_ids"])
+        if max_tokens is None or len(ids) <= max_tokens:
+            return Rendered(ids, _mask(starts, loss), len(kept), first)
+        if first == last:
+            raise DoesNotFit(f"the last target turn needs {len(ids)} tokens, more than max_tokens={max_tokens}")
+        # Drop the fewest oldest turns whose tokens cover the excess; a re-render checks the estimate.
+        excess, base = len(ids) - max_tokens, bisect.bisect_left(starts, spans[0][0])
+        drop = 1
+        while first + drop < last and bisect.bisect_left(starts, spans[drop][0]) - base < excess:
+            drop += 1
+        first += drop
+
+
+def _mask(starts: list[int], spans: list[tuple[int, int]]) -> list[bool]:
+    """True for each token that starts inside one of the (sorted, disjoint) character spans."""
+    mask, k = [], 0
+    for a in starts:
+        while k < len(spans) and a >= spans[k][1]:
+            k += 1
+        mask.append(k < len(spans) and spans[k][0] <= a)
+    return mask
+
+
+def api_messages(persona: Persona, turns: Sequence[Turn], tokenizer: Any) -> list[dict[str, str]]:
+    """The messages as a chat API takes them (vLLM's /v1/chat/completions with the same template)."""
+    traits = _traits(tokenizer)
+    return [{"role": r, "content": "\n\n".join(t for _, t in ps)} for r, ps in _messages(persona, turns, traits)]
+
+
+def render_prompt(persona: Persona, turns: Sequence[Turn], tokenizer: Any) -> str:
+    """The drafting prompt: the conversation so far and the header of the owner's next turn."""
+    traits = _traits(tokenizer)
+    return _layout(tokenizer, traits, _messages(persona, turns, traits), True)[0]
+
+
+def prompt_ids(
+    persona: Persona, turns: Sequence[Turn], tokenizer: Any, max_tokens: int | None = None
+) -> list[int]:
+    """Token ids of `render_prompt`; with `max_tokens`, the oldest turns are dropped until it fits."""
+    turns = list(turns)
+    while True:
+        ids = list(tokenizer(render_prompt(persona, turns, tokenizer), add_special_tokens=False)["input_ids"])
+        if max_tokens is None or len(ids) <= max_tokens:
+            return ids
+        if len(turns) <= 1:
+            raise DoesNotFit(f"the prompt needs {len(ids)} tokens, more than max_tokens={max_tokens}")
+        turns = turns[1:]
