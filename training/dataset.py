@@ -45,8 +45,9 @@ GROUP_TYPES = frozenset({"group", "public_group", "channel"})
 class DatasetOptions:
     """How `build` turns sessions into samples.
 
-    `owner_name` is used when the store knows no name for the owner; `notes` maps a contact's display name
-    (or a group's title, or "platform:id") to the owner's notes on them; `seed` shuffles the training order.
+    `owner_name` (twin.toml's owner.name) overrides the name the exports give the owner; `notes` maps a
+    contact's display name (or a group's title, or "platform:id") to the owner's notes on them; `seed`
+    shuffles the training order.
     """
 
     max_tokens: int = 1024
@@ -55,7 +56,7 @@ class DatasetOptions:
     cap_per_chat: int | None = None
     holdout_fraction: float = 0.1
     session_gap: int = DEFAULT_GAP_SECONDS
-    owner_name: str = "Owner"
+    owner_name: str | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
 
@@ -131,7 +132,7 @@ class Dataset:
 
 def build(store: Store, tokenizer: Any, opts: DatasetOptions = DatasetOptions()) -> Dataset:
     """Every session of every chat in the store, as train and held-out samples (rules in the module docstring)."""
-    owner = store.owner_name() or opts.owner_name
+    owner = opts.owner_name or store.owner_name() or "Owner"
     dropped: Counter = Counter()
     seen: set[tuple[int, ...]] = set()
     train: list[Sample] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +37,29 @@ class IngestConfig(Section):
     include: list[str] = Field(default_factory=list)
 
 
+class TrainingConfig(Section):
+    """`twin train` defaults; command-line flags override them."""
+
+    base_model: str | None = None  # a hub id, a local directory or a .gguf file; none: the embedded default
+    name: str = "twin"
+    max_tokens: int = Field(1024, ge=64)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    time_budget_minutes: float | None = Field(None, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    r: int = 16
+    alpha: int = 32
+    grad_accum: int = Field(4, ge=1)
+    micro_batch_rows: int = Field(2, ge=1)
+    train_on: Literal["owner", "all"] = "owner"
+    scrub_pii: bool = True
+    cap_per_chat: int | None = Field(None, gt=0)
+    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    gradient_checkpointing: bool = False
+    qlora: bool = False
+    seed: int = 0
+
+
 class ContactConfig(Section):
     notes: str = ""
 
@@ -43,6 +67,7 @@ class ContactConfig(Section):
 class Config(Section):
     owner: OwnerConfig = OwnerConfig()
     ingest: IngestConfig = IngestConfig()
+    training: TrainingConfig = TrainingConfig()
     contacts: dict[str, ContactConfig] = Field(default_factory=dict)
 
 
@@ -83,6 +108,19 @@ TEMPLATE = """\
 [ingest]
 # session_gap_minutes = 60        # a silence longer than this starts a new conversation
 # include = []                    # also import: "saved", "bot", "channel", "public_group"
+
+[training]
+# base_model = "HuggingFaceTB/SmolLM2-1.7B-Instruct"   # a hub id, a local directory or a .gguf file
+# name = "twin"                   # adapters are named <name>-v1, <name>-v2, ...
+# max_tokens = 1024               # context per training sample
+# epochs = 1
+# time_budget_minutes = 30        # stop cleanly and save after this long
+# lr = 2e-4
+# r = 16                          # LoRA rank: 8, 16, 32, 64, 128, 256, 320 or 512 (what vLLM accepts)
+# alpha = 32
+# train_on = "owner"              # "all" also learns the contacts' turns (for role-play)
+# scrub_pii = true                # replace emails, phone, card and IBAN numbers before training
+# holdout_fraction = 0.1          # the most recent share of each chat's conversations, for `twin eval`
 
 # Notes about a contact, given to the twin when it writes to them.
 # [contacts."Tomas Berg"]
