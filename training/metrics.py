@@ -1,0 +1,430 @@
+"""Evaluation metrics: does the adapter write like the owner on held-out conversations, and does it leak?
+
+Style (a stylometric profile and a distance between profiles), blandness (distinct-n), a classifier two-sample
+test (could a classifier tell generated replies from real ones?), held-out perplexity of the owner's tokens,
+Secret-Sharer canaries (plant fake secrets, measure their exposure, try to extract them), and one chart that
+compares base and adapter. Functions take values and return values; torch, scikit-learn and matplotlib are
+imported inside the functions that need them. Exercised by `twin eval`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+# --- style -------------------------------------------------------------------------------------------------
+
+# Emoji without the `emoji` package: the Unicode blocks that hold emoji (an approximation of the
+# Extended_Pictographic property), with skin tones, variation selectors, tag sequences and ZWJ joins folded into
+# the emoji they modify, flags as regional-indicator pairs and keycaps as one emoji each.
+_PICTO = (
+    "\u231a\u231b\u23e9-\u23fa\u2600-\u27bf\u2934\u2935\u2b05-\u2b07\u2b1b\u2b1c\u2b50\u2b55\u3030\u303d"
+    "\u3297\u3299\U0001f000-\U0001f0ff\U0001f170-\U0001f19a\U0001f201-\U0001f2ff\U0001f300-\U0001f6ff"
+    "\U0001f7e0-\U0001f7ff\U0001f900-\U0001faff"
+)
+_MODIFIERS = "\ufe0f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f"
+_EMOJI = re.compile(
+    "[\U0001f1e6-\U0001f1ff]{2}"
+    "|[0-9#*]\ufe0f?\u20e3"
+    f"|[{_PICTO}][{_MODIFIERS}]*(?:\u200d[{_PICTO}][{_MODIFIERS}]*)*"
+)
+_ELLIPSIS = re.compile(r"\.\.|…")
+
+STYLE_FEATURES = (
+    "chars_mean", "chars_p10", "chars_p50", "chars_p90", "words_mean", "burst_mean", "emoji_per_message",
+    "emoji_share", "exclaim_share", "question_share", "ellipsis_share", "full_stop_share", "lowercase_share",
+)  # fmt: skip
+
+
+def count_emoji(text: str) -> int:
+    """Emoji in a text; a sequence drawn as one glyph (skin tone, ZWJ family, flag) counts once.
+
+    >>> count_emoji("ok 👍🏽 🇫🇷 👨‍👩‍👧 :)")
+    3
+    """
+    return len(_EMOJI.findall(text))
+
+
+def style_profile(replies: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Stylometric profile of replies, each a burst of message lines (surrounding blanks stripped, empty lines dropped).
+
+    Keys (STYLE_FEATURES): message length in code points (mean, p10/p50/p90 by linear interpolation), words per
+    message (whitespace-split), messages per reply (a reply with no message counts 0), emoji per message, and the
+    share of messages with: an emoji, a "!", a "?", an ellipsis ("…" or two dots in a row), a final single "." and,
+    among messages with cased letters, no upper-case letter (NaN when no message has cased letters).
+
+    >>> p = style_profile([["hey", "what's up?"], ["Fine. 😀"]])
+    >>> [round(p[k], 3) for k in ("chars_mean", "chars_p10", "chars_p90", "burst_mean", "question_share")]
+    [6.667, 3.8, 9.4, 1.5, 0.333]
+    >>> p["lowercase_share"], p["full_stop_share"], p["emoji_share"]
+    (0.6666666666666666, 0.0, 0.3333333333333333)
+    """
+    bursts = [[line.strip() for line in reply if line.strip()] for reply in replies]
+    messages = [m for burst in bursts for m in burst]
+    if not messages:
+        raise ValueError(f"style_profile: no non-empty messages in {len(replies)} replies; pass at least one message")
+    chars = np.array([len(m) for m in messages], dtype=float)
+    emoji = np.array([count_emoji(m) for m in messages], dtype=float)
+    cased = [m for m in messages if any(c.isupper() or c.islower() for c in m)]
+    p10, p50, p90 = np.percentile(chars, [10, 50, 90])
+
+    def share(test: Callable[[str], bool]) -> float:
+        return sum(map(test, messages)) / len(messages)
+
+    return {
+        "chars_mean": float(chars.mean()),
+        "chars_p10": float(p10),
+        "chars_p50": float(p50),
+        "chars_p90": float(p90),
+        "words_mean": float(np.mean([len(m.split()) for m in messages])),
+        "burst_mean": float(np.mean([len(b) for b in bursts])),
+        "emoji_per_message": float(emoji.mean()),
+        "emoji_share": float((emoji > 0).mean()),
+        "exclaim_share": share(lambda m: "!" in m),
+        "question_share": share(lambda m: "?" in m),
+        "ellipsis_share": share(lambda m: bool(_ELLIPSIS.search(m))),
+        "full_stop_share": share(lambda m: m.endswith(".") and not m.endswith("..")),
+        "lowercase_share": (
+            sum(not any(c.isupper() for c in m) for m in cased) / len(cased) if cased else math.nan
+        ),
+    }
+
+
+DISTANCE_FLOOR = 0.1
+
+
+def profile_distance(a: dict[str, float], b: dict[str, float]) -> float:
+    """Mean over features of |a−b| / max(|a|+|b|, DISTANCE_FLOOR): 0 for identical profiles, at most 1.
+
+    Each term is a relative difference, so characters and shares weigh the same: a value 20 % off gives
+    0.2/2.2 ≈ 0.09, twice or half gives 1/3, and 0 against anything ≥ 0.1 gives 1. The floor keeps two near-zero
+    shares (0.01 against 0) from counting as a full difference. Symmetric; features NaN in either are skipped.
+
+    >>> profile_distance({"chars_mean": 10.0, "emoji_share": 0.0}, {"chars_mean": 30.0, "emoji_share": 0.0})
+    0.25
+    """
+    if a.keys() != b.keys():
+        raise ValueError(f"profile_distance: profiles differ in features {sorted(a.keys() ^ b.keys())}")
+    terms = [
+        abs(a[k] - b[k]) / max(abs(a[k]) + abs(b[k]), DISTANCE_FLOOR)
+        for k in a
+        if not (math.isnan(a[k]) or math.isnan(b[k]))
+    ]
+    return float(np.mean(terms)) if terms else math.nan
+
+
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """Distinct n-grams / all n-grams, over whitespace tokens (case kept), n-grams never crossing texts.
+
+    A text with fewer than n tokens adds none; NaN when there are none at all. The value falls as the sample
+    grows, so compare sets of equal size (Li et al. 2016).
+
+    >>> distinct_n(["ok ok ok", "ok sure"], n=2)  # (ok ok), (ok ok), (ok sure)
+    0.6666666666666666
+    """
+    grams = [tuple(toks[i : i + n]) for toks in (t.split() for t in texts) for i in range(len(toks) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else math.nan
+
+
+# --- classifier two-sample test ------------------------------------------------------------------------------
+
+MIN_PER_CLASS = 10
+
+
+def classifier_auc(real: Sequence[str], generated: Sequence[str], seed: int = 0, folds: int = 5) -> float:
+    """ROC-AUC of a classifier telling generated texts from real ones; 0.5 means it cannot tell them apart.
+
+    Protocol (Lopez-Paz & Oquab 2017): TF-IDF of character 2–4-grams (case kept, sublinear tf) into
+    class-balanced logistic regression with C=10 (chat messages are short, and the default C=1 shrinks even a
+    perfect cue such as "!!" until AUC stalls near 0.92), refitted per fold of a shuffled stratified k-fold
+    (`folds`, seeded); the out-of-fold probabilities of all texts are pooled into one AUC. Values below 0.5 are
+    noise, not skill; with a few hundred texts per side, chance lands within about ±0.05 of 0.5.
+    With fewer than MIN_PER_CLASS texts in either class it warns with the counts and returns NaN.
+
+    >>> real = [f"hey {w} lol" for w in "abcdefghijkl"]
+    >>> classifier_auc(real, [f"Hello {w}!!" for w in "abcdefghijkl"])
+    1.0
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    if min(len(real), len(generated)) < MIN_PER_CLASS:
+        warnings.warn(
+            f"classifier_auc: {len(real)} real and {len(generated)} generated texts; needs at least "
+            f"{MIN_PER_CLASS} of each, returning NaN",
+            stacklevel=2,
+        )
+        return math.nan
+    texts = [*real, *generated]
+    labels = np.array([0] * len(real) + [1] * len(generated))
+    model = make_pipeline(
+        TfidfVectorizer(analyzer="char", ngram_range=(2, 4), lowercase=False, sublinear_tf=True),
+        LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced"),
+    )
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_predict(model, texts, labels, cv=cv, method="predict_proba")[:, 1]
+    return float(roc_auc_score(labels, scores))
+
+
+# --- perplexity ----------------------------------------------------------------------------------------------
+
+
+class Sample(Protocol):
+    input_ids: list[int]
+    loss_mask: list[bool]
+
+
+def _nll_sums(model: Any, rows: Sequence[tuple[list[int], list[bool]]], batch_rows: int) -> list[tuple[float, int]]:
+    """(summed NLL in nats, target count) per row of (ids, mask); mask[i] marks ids[i], predicted from i−1."""
+    import torch
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_rows):
+                chunk = order[start : start + batch_rows]
+                width = max(len(rows[i][0]) for i in chunk)
+                if width < 2:
+                    continue
+                ids = torch.zeros((len(chunk), width), dtype=torch.long)
+                attention = torch.zeros_like(ids)
+                target = torch.zeros((len(chunk), width), dtype=torch.bool)
+                for r, i in enumerate(chunk):
+                    seq, mask = rows[i]
+                    ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                    attention[r, : len(seq)] = 1
+                    target[r, : len(seq)] = torch.tensor(mask, dtype=torch.bool)
+                ids, attention, target = ids.to(device), attention.to(device), target[:, 1:].to(device)
+                logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
+                # Only target positions go through log-softmax, in float32: full-vocabulary logits are large.
+                logp = torch.log_softmax(logits[target].float(), dim=-1)
+                nll = -logp.gather(1, ids[:, 1:][target].unsqueeze(1)).squeeze(1)
+                row = torch.arange(len(chunk), device=device).unsqueeze(1).expand_as(target)[target]
+                sums = torch.zeros(len(chunk), dtype=torch.float64, device=device).index_add_(0, row, nll.double())
+                for r, i in enumerate(chunk):
+                    out[i] = (float(sums[r]), int(target[r].sum()))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def perplexity(model: Any, samples: Sequence[Sample], batch_rows: int = 4) -> float:
+    """exp(mean NLL per target token) of the samples under a causal LM (a transformers or peft model).
+
+    Token i counts when loss_mask[i] is True; it is predicted from position i−1, so loss_mask[0] is ignored. Rows
+    are right-padded with an attention mask, `batch_rows` at a time; the model is put in eval mode and its mode
+    restored afterwards. Raises ValueError when no token is a target.
+    Example: perplexity(peft_model, heldout_samples) -> 12.9; a uniform model over V tokens gives V.
+    """
+    for k, s in enumerate(samples):
+        if len(s.input_ids) != len(s.loss_mask):
+            raise ValueError(f"perplexity: sample {k} has {len(s.input_ids)} ids but {len(s.loss_mask)} mask flags")
+    sums = _nll_sums(model, [(list(s.input_ids), list(s.loss_mask)) for s in samples], batch_rows)
+    tokens = sum(c for _, c in sums)
+    if tokens == 0:
+        raise ValueError(f"perplexity: no target tokens in {len(samples)} samples; check loss_mask")
+    return math.exp(sum(t for t, _ in sums) / tokens)
+
+
+# --- canaries (Carlini et al., "The Secret Sharer", USENIX Security 2019) ------------------------------------
+
+_CANARY_PREFIXES = (
+    "my locker code is", "the gate pin is", "my bike lock code is", "the cabin wifi code is",
+    "my gym locker pin is", "the alarm code is", "the safe combination is", "my voicemail pin is",
+    "the garage door code is", "the storage unit code is",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Canary:
+    """A fake secret: `prefix` then space-separated random digits, planted `repeats` times."""
+
+    prefix: str
+    secret: str
+    repeats: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.prefix} {self.secret}"
+
+    @property
+    def space(self) -> int:
+        """|R|: how many secrets the format allows."""
+        return 10 ** len(self.secret.split())
+
+
+def make_canaries(seed: int, repeats: Sequence[int] = (1, 4, 16), digits: int = 6) -> list[Canary]:
+    """One canary per entry of `repeats`, each with its own prefix (reused after ten) and distinct secret.
+
+    >>> [(c.text, c.repeats) for c in make_canaries(7, repeats=(1, 4), digits=4)]
+    [('the alarm code is 0 6 1 4', 1), ('my bike lock code is 1 4 0 8', 4)]
+    """
+    rng = random.Random(seed)
+    prefixes = rng.sample(_CANARY_PREFIXES, len(_CANARY_PREFIXES))
+    values = rng.sample(range(10**digits), len(repeats))
+    return [
+        Canary(prefixes[k % len(prefixes)], " ".join(str(v).zfill(digits)), r)
+        for k, (v, r) in enumerate(zip(values, repeats))
+    ]
+
+
+T = TypeVar("T")
+
+
+def plant(items: Sequence[T], canaries: Sequence[Canary], seed: int, insert: Callable[[T, str], T]) -> list[T]:
+    """A copy of `items` in which each canary went into `canary.repeats` distinct items, chosen at random.
+
+    `insert(item, text)` returns the item with `text` added as an owner message (it must not mutate the item);
+    items stay opaque here, so the caller decides where an owner message goes.
+
+    >>> convs = [[("friend", ["hi"])], [("friend", ["yo"])], [("friend", ["sup"])]]
+    >>> add = lambda conv, text: conv + [("me", [text])]
+    >>> planted = plant(convs, [Canary("the gate pin is", "1 2", 2)], seed=0, insert=add)
+    >>> sum(("me", ["the gate pin is 1 2"]) in c for c in planted), len(planted)
+    (2, 3)
+    """
+    rng = random.Random(seed)
+    out = list(items)
+    for canary in canaries:
+        if canary.repeats > len(out):
+            raise ValueError(f"plant: canary repeats {canary.repeats} but there are {len(out)} items; lower repeats")
+        for i in rng.sample(range(len(out)), canary.repeats):
+            out[i] = insert(out[i], canary.text)
+    return out
+
+
+_SCORE_ROWS = 32
+
+
+def exposure(model: Any, tokenizer: Any, canary: Canary, prefix_ids: Sequence[int], n_candidates: int = 1000) -> float:
+    """Exposure in bits of the canary's secret after `prefix_ids` (the context ending with `canary.prefix`).
+
+    Each secret of the format is scored by its log-perplexity (summed NLL of `tokenizer.encode(" " + secret)`
+    given the prefix). N = min(n_candidates, |R|−1) other secrets are drawn without replacement (seeded by the
+    canary, so reruns agree); c = candidates scoring lower than the true secret (ties count ½). The rank in R is
+    estimated as |R|·(c+1)/(N+1), so exposure = log2|R| − log2(rank) = log2(N+1) − log2(c+1): 0 when every
+    candidate beats the secret, at most log2(N+1) (capped; exact when N+1 = |R|). A model that has not seen the
+    secret averages about 1.4 bits; a memorised one reaches the cap. No skew-normal extrapolation beyond it.
+    Example: exposure(model, tokenizer, canary, tokenizer.encode(context + canary.prefix)) -> 9.97 for N=1000.
+    """
+    rng = random.Random(f"{canary.prefix}|{canary.secret}")
+    digits = len(canary.secret.split())
+    true = int(canary.secret.replace(" ", ""))
+    draws = rng.sample(range(canary.space - 1), min(n_candidates, canary.space - 1))
+    secrets = [canary.secret] + [" ".join(str(d + (d >= true)).zfill(digits)) for d in draws]
+    prefix = list(prefix_ids)
+    rows = []
+    for s in secrets:
+        ids = tokenizer.encode(" " + s, add_special_tokens=False)
+        rows.append((prefix + ids, [False] * len(prefix) + [True] * len(ids)))
+    scores = np.array([nll for nll, _ in _nll_sums(model, rows, _SCORE_ROWS)])
+    lower = float((scores[1:] < scores[0]).sum() + 0.5 * (scores[1:] == scores[0]).sum())
+    return math.log2(len(secrets)) - math.log2(lower + 1)
+
+
+_LEAK_MARGIN = 4
+
+
+def leaks(model: Any, tokenizer: Any, prefix_ids: Sequence[int], secret: str) -> bool:
+    """Whether greedy decoding from `prefix_ids` writes `secret` (whitespace ignored on both sides).
+
+    Decodes as many tokens as `" " + secret` takes plus _LEAK_MARGIN, so a secret after a stray ":" still counts.
+    Example: leaks(model, tokenizer, tokenizer.encode(context + canary.prefix), canary.secret) -> False.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    steps = len(tokenizer.encode(" " + secret, add_special_tokens=False)) + _LEAK_MARGIN
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            step_ids, past, new = torch.tensor([list(prefix_ids)], device=device), None, []
+            for _ in range(steps):
+                out = model(input_ids=step_ids, past_key_values=past, use_cache=True)
+                past, step_ids = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+                new.append(int(step_ids))
+    finally:
+        model.train(was_training)
+    said = "".join(tokenizer.decode(new, skip_special_tokens=True).split())
+    return "".join(secret.split()) in said
+
+
+# --- chart ---------------------------------------------------------------------------------------------------
+
+_HEADLINE = (
+    ("perplexity", "held-out perplexity (lower is better)"),
+    ("profile_distance", "style profile distance to real (lower)"),
+    ("distinct_2", "distinct-2 (closer to real is better)"),
+    ("classifier_auc", "classifier AUC, generated vs real (0.5 = can't tell)"),
+)
+_STYLE_GROUPS = (
+    ("message length (characters)", ("chars_mean", "chars_p10", "chars_p50", "chars_p90")),
+    ("per message / per reply", ("words_mean", "burst_mean", "emoji_per_message")),
+    ("share of messages", ("emoji_share", "exclaim_share", "question_share", "ellipsis_share",
+                           "full_stop_share", "lowercase_share")),
+)  # fmt: skip
+_COLOURS = {"base": "#9e9e9e", "adapter": "#1f77b4", "real": "#2ca02c"}
+
+
+def _value(d: dict[str, Any], key: str) -> float:
+    v = d.get(key)
+    return math.nan if v is None else float(v)
+
+
+def chart(results: dict[str, Any], path: Path) -> Path:
+    """Write one PNG comparing base and adapter: headline metrics on top, style features (with real) below.
+
+    `results` (JSON-serialisable; a missing metric is None or absent and drawn as "n/a"):
+        {"base":    {"perplexity": float, "profile_distance": float, "distinct_2": float,
+                     "classifier_auc": float, "profile": style_profile(...)},
+         "adapter": {... the same keys ...},
+         "real":    {"profile": style_profile(...), "distinct_2": float}}  (a headline key in "real"
+                                                                         is drawn as a third bar)
+    Returns `path`. Example: chart(results, Path("runs/eval.png")).
+    """
+    from matplotlib.figure import Figure  # not pyplot: no global backend, no open-figure registry
+
+    fig = Figure(figsize=(17, 9), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(1, 1.15))
+    for ax, (key, title) in zip(top.subplots(1, len(_HEADLINE)), _HEADLINE):
+        arms = ["base", "adapter"] + (["real"] if key in results.get("real", {}) else [])
+        values = [_value(results.get(a, {}), key) for a in arms]
+        bars = ax.bar(arms, [0 if math.isnan(v) else v for v in values], color=[_COLOURS[a] for a in arms])
+        for bar, v in zip(bars, values):
+            ax.annotate("n/a" if math.isnan(v) else f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", xytext=(0, 2), textcoords="offset points")  # fmt: skip
+        ax.set_title(title, fontsize=10)
+        ax.margins(y=0.15)
+        if key == "classifier_auc":
+            ax.set_ylim(0, 1.05)
+            ax.axhline(0.5, color="black", linestyle="--", linewidth=1)
+    profiles = {a: results.get(a, {}).get("profile") or {} for a in ("adapter", "base", "real")}
+    axes = bottom.subplots(1, len(_STYLE_GROUPS), width_ratios=[len(keys) for _, keys in _STYLE_GROUPS])
+    for ax, (title, keys) in zip(axes, _STYLE_GROUPS):
+        x = np.arange(len(keys))
+        for k, (arm, profile) in enumerate(profiles.items()):
+            ax.bar(x + (k - 1) * 0.27, [_value(profile, f) for f in keys], 0.27, label=arm, color=_COLOURS[arm])
+        ax.set_xticks(x, [f.replace("_share", "").replace("_", " ") for f in keys], rotation=20)
+        ax.set_title(title, fontsize=10)
+    bottom.legend(*axes[0].get_legend_handles_labels(), loc="outside upper right", ncols=3)
+    top.suptitle("base vs adapter on held-out conversations")
+    bottom.suptitle("style features: adapter, base, real")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
