@@ -96,14 +96,27 @@ def test_full_export_yields_owner_chats_and_messages_in_file_order(tmp_path):
     ]
 
 
+def test_the_pure_python_ijson_backend_gives_the_same_records(tmp_path, monkeypatch):
+    import ijson
+
+    from training.exports import telegram_desktop
+
+    path = full(tmp_path, [chat("personal_chat", TOMAS, [msg(1, TOMAS, ["a", {"type": "bold", "text": "b"}])]),
+                           chat("bot_chat", 7007, [msg(2, 7007, "skipped")])])
+    fast = records(path)
+    monkeypatch.setattr(telegram_desktop, "_json", ijson.get_backend("python"))
+    assert records(path) == fast
+    assert len(fast) == 4
+
+
 def test_single_personal_chat_export_names_the_other_sender_as_owner(tmp_path):
     path = write(tmp_path, chat("personal_chat", TOMAS, [msg(1, TOMAS, "ping"), msg(2, MIRA, "pong", T0 + 1),
                                                          msg(3, MIRA, "again", T0 + 2)]))
     assert detect(path) == "telegram"
     got = records(path)
     assert got[0] == Chat("telegram", str(TOMAS), "personal", "Tomas Berg")
-    assert [type(r).__name__ for r in got] == ["Chat", "Message", "Message", "Owner", "Message"]
-    assert got[3] == Owner("telegram", f"user{MIRA}", "Mira Testova")
+    assert [type(r).__name__ for r in got] == ["Chat", "Message", "Message", "Message", "Owner"]
+    assert got[-1] == Owner("telegram", f"user{MIRA}", "Mira Testova")
 
 
 def test_single_personal_chat_where_only_the_peer_wrote_names_no_owner(tmp_path):
@@ -131,6 +144,12 @@ def test_saved_messages_names_the_owner_when_personal_information_is_missing(tmp
         Message("telegram", "4004", "2", f"user{TOMAS}", "Tomas Berg", at(T0), "hello"),
         Owner("telegram", f"user{MIRA}"),
     ]
+
+
+def test_saved_messages_wins_over_a_personal_chats_other_side(tmp_path):
+    path = full(tmp_path, [chat("personal_chat", TOMAS, [msg(1, ANA, "odd sender")]),
+                           chat("saved_messages", MIRA, [])], personal=False)
+    assert [r for r in records(path) if isinstance(r, Owner)] == [Owner("telegram", f"user{MIRA}")]
 
 
 def test_personal_information_wins_over_every_other_owner_clue(tmp_path):

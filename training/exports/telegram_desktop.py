@@ -19,9 +19,9 @@ Decisions (DESIGN.md, counting rules):
   video_message / video_file / animation → video; any other document → file; a message with no text and no
   media (a poll, a location, a contact card) is a `placeholder`. Captions stay as the media message's text.
 - `reply_to` only for replies within the same chat (a `reply_to_peer_id` points into another chat).
-- The owner: `personal_information.user_id`; else, in a personal chat, the sender who is not the peer (the
-  chat's id is the peer's user id); else the id of the saved-messages chat. A single group export names no
-  owner; ingest then asks for --owner.
+- The owner: `personal_information.user_id` (yielded when read); else, at the end, the id of the
+  saved-messages chat; else, in a personal chat, the sender who is not the peer (the chat's id is the peer's
+  user id). A single group export names no owner; ingest then asks for --owner.
 """
 
 from __future__ import annotations
@@ -129,8 +129,10 @@ class _Reader:
         self.heads: dict[str, _Head] = {}
         self.top_keys: list[str] = []
         self.personal: dict[str, Any] = {}
+        # Owner clues, strongest first: personal_information, the saved-messages chat, a personal chat's other side.
         self.owner_said = False
         self.saved_id: str | None = None
+        self.not_the_peer: Owner | None = None
         self.built: list[Any] = ijson.sendable_list()
         self.reading: Chat | None = None  # the chat whose messages are being built
         self.feed: Any = None  # the builder for the messages array being read, when its chat is imported
@@ -218,11 +220,10 @@ class _Reader:
             self.messages += 1
             record = to_record(self.path, chat, raw)
             yield record
-            if (not self.owner_said and chat.type == "personal" and isinstance(record, Message)
+            if (self.not_the_peer is None and chat.type == "personal" and isinstance(record, Message)
                     and record.sender_id != f"user{chat.id}"):
                 # In a personal chat the chat's id is the peer's user id, so the other sender is the owner.
-                self.owner_said = True
-                yield Owner(PLATFORM, record.sender_id, record.sender_name)
+                self.not_the_peer = Owner(PLATFORM, record.sender_id, record.sender_name)
 
     def _personal(self, key: str | None, event: str, value: Any) -> Iterable[Record]:
         if key is not None and event in SCALARS:
@@ -237,10 +238,12 @@ class _Reader:
         if not TELEGRAM_KEYS & set(self.top_keys):
             raise ExportError(self.path, f"expected a Telegram Desktop export (an object with 'chats' or "
                                          f"'messages'), got keys {sorted(set(self.top_keys))[:10]}; {FIX}")
-        if not self.owner_said and self.saved_id is not None:
+        if self.owner_said:
+            return ()
+        if self.saved_id is not None:
             # Saved Messages is the owner's chat with themself: its id is the owner's user id.
             return [Owner(PLATFORM, f"user{self.saved_id}")]
-        return ()
+        return [self.not_the_peer] if self.not_the_peer else ()
 
 
 def to_record(path: Path, chat: Chat, raw: Any) -> Message | Skipped:
