@@ -166,6 +166,68 @@ def stats(ctx: Context, as_json: bool, top: int) -> None:
                    f"with {counts['contacts']} contacts, {counts['sessions']} conversations")
 
 
+@main.command()
+@click.option("--base-model", help="A Hugging Face id, a local model directory or a .gguf file "
+              "[config training.base_model; default: the embedded SmolLM2-135M-Instruct].")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many optimizer steps.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the data [1].")
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
+              help="Stop cleanly after this many minutes and save what was learned.")
+@click.option("--name", help="Adapter name; the result is <name>-v<N> [config training.name, twin].")
+@click.option("--resume", is_flag=True, help="Continue the last unfinished run from its checkpoint.")
+@click.option("--canaries", is_flag=True, help="Plant fake secrets 1, 4 and 16 times; `twin eval` reports leaks.")
+@click.option("--eval/--no-eval", "run_eval", default=False, help="Evaluate on the held-out conversations after.")
+@pass_ctx
+def train(ctx: Context, base_model, max_steps, epochs, time_budget, name, resume, canaries, run_eval) -> None:
+    """Train a LoRA adapter in your voice on the stored conversations.
+
+    The most recent 10% of each chat's conversations are held out for `twin eval`. The last line printed is
+    the adapter directory.
+
+    \b
+    Example:
+        twin train --time-budget 5 --eval
+        twin train --base-model Qwen/Qwen2.5-1.5B-Instruct --epochs 2
+    """
+    from training.job import TrainRequest, train_adapter
+
+    req = TrainRequest(base_model=base_model, name=name, max_steps=max_steps, epochs=epochs,
+                       time_budget_minutes=time_budget, resume=resume, canaries=canaries)
+    path = train_adapter(ctx.home, ctx.config, req, echo=lambda m: click.echo(m, err=True))
+    if run_eval:
+        _eval(ctx, str(path), as_json=False, limit=64, out=sys.stderr)
+    click.echo(path)
+
+
+@main.command("eval")
+@click.argument("adapter", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--limit", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Held-out conversations to generate replies for.")
+@pass_ctx
+def eval_(ctx: Context, adapter: str | None, as_json: bool, limit: int) -> None:
+    """Compare an adapter with its base model on held-out conversations (default: the newest adapter).
+
+    \b
+    Example:
+        twin eval twin-v2 --json
+    """
+    _eval(ctx, adapter, as_json, limit, sys.stdout)
+
+
+def _eval(ctx: Context, adapter: str | None, as_json: bool, limit: int, out) -> None:
+    from training.evaluation import EvalOptions, evaluate, format_table
+
+    results = evaluate(ctx.home, ctx.config, adapter, EvalOptions(limit=limit))
+    if as_json:
+        click.echo(json.dumps(results, indent=2), file=out)
+        return
+    click.echo(f"{results['name']}: {results['held_out']['samples']} held-out conversations, "
+               f"{results['held_out']['replies']} replies generated", file=out)
+    _table(["metric", "base", "adapter"], format_table(results), out)
+    click.echo(f"chart: {results['chart']}", file=out)
+
+
 def _summarise_skipped(skipped) -> str:
     """{"chat:bot": 1, "chat:channel": 2, "service:pin_message": 3} -> "3 chats (bot, channel), 3 service"."""
     totals: dict[str, int] = {}
@@ -181,14 +243,14 @@ def _summarise_skipped(skipped) -> str:
     return ", ".join(parts) or "-"
 
 
-def _table(headers: list[str], rows: list[tuple]) -> None:
-    """A plain aligned table on stdout."""
+def _table(headers: list[str], rows: list[tuple], out=None) -> None:
+    """A plain aligned table on stdout (or `out`)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for i, r in enumerate(cells):
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
         if i == 0:
-            click.echo("  ".join("-" * w for w in widths))
+            click.echo("  ".join("-" * w for w in widths), file=out)
 
 
 def run() -> None:

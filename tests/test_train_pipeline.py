@@ -1,0 +1,99 @@
+"""`twin train` and `twin eval` end to end on a tiny model saved as a local base: adapter out, twin.json true."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from click.testing import CliRunner
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from helpers import tiny_tokenizer
+from twin.chat import Chat, Message
+from twin.cli import main
+from twin.store import Store
+
+OWNER = "user1"
+CONTACTS = {"user2": "Tomas Berg", "user3": "Ingrid Solberg"}
+
+
+def fill_store(db):
+    """Two chats, 12 sessions each, a day apart: the contact asks, the owner answers in lowercase bursts."""
+    with Store.open(db) as store, store.transaction():
+        t0 = int(datetime(2024, 3, 1, 18, tzinfo=timezone.utc).timestamp())
+        msgs = []
+        for uid, name in CONTACTS.items():
+            store.upsert_chat(Chat("telegram", uid, "personal", name))
+            for s in range(12):
+                t = t0 + s * 86400
+                msgs += [
+                    Message("telegram", uid, f"{s}a", uid, name, datetime.fromtimestamp(t, timezone.utc),
+                            f"Are you free on day {s}?"),
+                    Message("telegram", uid, f"{s}b", OWNER, "Mira", datetime.fromtimestamp(t + 60, timezone.utc),
+                            "ja ja no stress"),
+                    Message("telegram", uid, f"{s}c", OWNER, "Mira", datetime.fromtimestamp(t + 70, timezone.utc),
+                            f"day {s} works"),
+                ]
+        store.insert_messages(msgs)
+        store.upsert_names("telegram", {(OWNER, "Mira"): (t0, t0), **{(u, n): (t0, t0) for u, n in CONTACTS.items()}})
+        store.set_owner("telegram", OWNER)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base")
+    tok = tiny_tokenizer()
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=1024,
+                         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    tok.save_pretrained(path)
+    return path
+
+
+def twin(home, *args):
+    result = CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_train_then_eval(tmp_path, base_dir):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "twin.toml").write_text('[training]\nmicro_batch_rows = 2\ngrad_accum = 1\nlr = 0.005\nmax_tokens = 256\n'
+                                    '[contacts."Tomas Berg"]\nnotes = "climbing partner"\n')
+    fill_store(home / "twin.db")
+    out = twin(home, "train", "--base-model", str(base_dir), "--max-steps", "4").stdout
+    adapter = home / "adapters" / "twin-v1"
+    assert out.strip().splitlines()[-1] == str(adapter)
+    meta = json.loads((adapter / "twin.json").read_text())
+    assert meta["name"] == "twin-v1" and meta["base_model"] == str(base_dir)
+    assert meta["prompt_format"] == {"name": "twin-chat", "version": 1}
+    assert meta["data"]["train_samples"] + meta["data"]["held_out_samples"] == 24
+    assert meta["data"]["held_out_samples"] == 2  # the most recent session of each chat
+    assert meta["hyperparameters"]["r"] == 16 and meta["training"]["steps"] == 4
+    assert meta["dataset_options"]["notes"] == ["Tomas Berg"]  # which contacts had notes; not the notes
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 16 and config["lora_alpha"] == 32 and not config.get("modules_to_save")
+    assert not list((home / "adapters").glob(".*partial"))
+
+    # A retrained adapter gets the next name.
+    twin(home, "train", "--base-model", str(base_dir), "--max-steps", "1")
+    assert (home / "adapters" / "twin-v2" / "adapter_config.json").exists()
+
+    res = json.loads(twin(home, "eval", "twin-v1", "--json", "--limit", "2").stdout)
+    assert res["name"] == "twin-v1"
+    assert res["held_out"] == {"samples": 2, "replies": 2, "data_changed_since_training": False}
+    for side in ("base", "adapter"):
+        assert res[side]["perplexity"] > 1 and set(res[side]["profile"]) >= {"lowercase_share", "chars_mean"}
+    assert res["ratios"]["perplexity"] == pytest.approx(res["adapter"]["perplexity"] / res["base"]["perplexity"])
+    assert json.loads((adapter / "twin.json").read_text())["eval"]["adapter"]["perplexity"] == res["adapter"]["perplexity"]
+    assert (adapter / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_without_data_says_ingest(tmp_path, base_dir):
+    home = tmp_path / "home"
+    Store.open(home / "twin.db").close()
+    result = CliRunner().invoke(main, ["--home", str(home), "train", "--base-model", str(base_dir)])
+    assert result.exit_code != 0 and "twin ingest" in str(result.exception)

@@ -1,0 +1,150 @@
+"""`twin eval`: evidence that an adapter writes like its owner, on conversations it never saw.
+
+On the held-out sessions (the most recent of each chat, rebuilt exactly as training split them):
+- perplexity of the owner's turns under the base model and under the adapter;
+- replies generated for each held-out context (the turns before the owner's last reply), compared with the
+  owner's real reply there: style profile and its distance to the real one, distinct-2, and a classifier
+  two-sample test (AUC 0.5 = a classifier cannot tell generated from real);
+- with planted canaries (`twin train --canaries`), their exposure and whether greedy decoding leaks them.
+Base and adapter side by side, as JSON, in the adapter's twin.json, and as `eval.png` beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from twin.config import Config
+from twin.generation import Sampling, generate
+from twin.paths import Home
+from twin.prompts import DoesNotFit, prompt_ids
+from training import adapters, metrics
+from training.dataset import Sample
+from training.job import rebuild_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    limit: int | None = 64  # held-out samples used for generation (perplexity uses all)
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    seed: int = 0
+
+
+def reply_contexts(samples: list[Sample], tokenizer, max_tokens: int) -> tuple[list[list[int]], list[list[str]]]:
+    """(prompt ids, the owner's real reply lines) for each held-out sample: the context before its last reply."""
+    prompts, real = [], []
+    for s in samples:
+        turns = list(s.turns)
+        last = max(i for i, t in enumerate(turns) if t.role == "owner" and t.target)
+        if last == 0:
+            continue  # the owner opened the session: there is no context to reply to
+        try:
+            prompts.append(prompt_ids(s.conversation.persona, turns[:last], tokenizer, max_tokens))
+        except DoesNotFit:
+            continue
+        real.append(list(turns[last].lines))
+    return prompts, real
+
+
+def _lines(replies: list[str]) -> list[list[str]]:
+    return [[line.strip() for line in r.splitlines() if line.strip()] for r in replies]
+
+
+def _side(model, tokenizer, held_out, prompts, real_lines, opts: EvalOptions, canaries) -> dict:
+    """The metrics of one model (base or adapter) on the held-out set."""
+    t0 = time.perf_counter()
+    ppl = metrics.perplexity(model, held_out)
+    sampling = Sampling(n=1, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, seed=opts.seed)
+    generated = _lines([c[0] for c in generate(model, tokenizer, prompts, sampling)])
+    nonempty = [g for g in generated if g] or [[""]]
+    gen_messages = [m for g in generated for m in g]
+    real_messages = [m for r in real_lines for m in r]
+    profile = metrics.style_profile(nonempty)
+    side = {
+        "perplexity": ppl,
+        "profile": profile,
+        "profile_distance": metrics.profile_distance(profile, metrics.style_profile(real_lines)),
+        "distinct_2": metrics.distinct_n([" ".join(g) for g in generated], 2),
+        "classifier_auc": metrics.classifier_auc(real_messages, gen_messages, seed=opts.seed),
+        "empty_replies": sum(not g for g in generated),
+        "examples": len(generated),
+    }
+    if canaries:
+        side["canaries"] = [_canary_result(model, tokenizer, c) for c in canaries]
+    log.info("eval side done in %.1fs", time.perf_counter() - t0)
+    return side
+
+
+def _canary_result(model, tokenizer, canary) -> dict:
+    ids = tokenizer(canary.prefix, add_special_tokens=False)["input_ids"]
+    return {"repeats": canary.repeats, "exposure": metrics.exposure(model, tokenizer, canary, ids),
+            "leaked": metrics.leaks(model, tokenizer, ids, canary.secret)}
+
+
+def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOptions = EvalOptions()) -> dict:
+    """Evaluate an adapter against its base; writes the results into its twin.json and eval.png."""
+    from peft import PeftModel
+
+    from training.models import load_base
+
+    adapter = adapters.find_adapter(home.adapters, adapter_name)
+    meta = adapter.meta
+    base_spec = meta.get("base_model")
+    base_spec = None if not base_spec or base_spec.startswith("embedded:") else base_spec
+    base, tokenizer = load_base(base_spec, home.models)
+    data = rebuild_dataset(home, cfg, meta, tokenizer)
+    if not data.held_out:
+        raise adapters.NotFound(f"{home.db}: no held-out conversations to evaluate on; ingest more history")
+    drift = data.fingerprint != meta.get("data", {}).get("fingerprint")
+    held_out = list(data.held_out)
+    max_tokens = meta["dataset_options"]["max_tokens"]
+    prompts, real = reply_contexts(held_out, tokenizer, max_tokens)
+    if opts.limit is not None:
+        prompts, real = prompts[:opts.limit], real[:opts.limit]
+    canaries = [metrics.Canary(**c) for c in meta.get("canaries") or []]
+    model = PeftModel.from_pretrained(base, str(adapter.path))
+    with model.disable_adapter():
+        base_side = _side(model, tokenizer, held_out, prompts, real, opts, canaries)
+    adapter_side = _side(model, tokenizer, held_out, prompts, real, opts, canaries)
+    results = {
+        "adapter": adapter_side,
+        "base": base_side,
+        "real": {"profile": metrics.style_profile(real), "distinct_2": metrics.distinct_n([" ".join(r) for r in real])},
+        "held_out": {"samples": len(held_out), "replies": len(prompts), "data_changed_since_training": drift},
+        "ratios": {"perplexity": adapter_side["perplexity"] / base_side["perplexity"]},
+    }
+    meta["eval"] = results
+    adapters.write_json_atomic(adapter.path / "twin.json", meta)
+    metrics.chart({"base": base_side, "adapter": adapter_side, "real": results["real"]}, adapter.path / "eval.png")
+    results["chart"] = str(adapter.path / "eval.png")
+    results["name"] = adapter.name
+    return results
+
+
+def format_table(results: dict) -> list[tuple[str, str, str]]:
+    """Rows (metric, base, adapter) for the terminal."""
+    b, a = results["base"], results["adapter"]
+
+    def f(v, spec=".3f"):
+        return "n/a" if v is None or v != v else format(v, spec)
+
+    rows = [
+        ("perplexity of your turns", f(b["perplexity"], ".2f"), f(a["perplexity"], ".2f")),
+        ("style distance to you (0 = same)", f(b["profile_distance"]), f(a["profile_distance"])),
+        ("distinct-2", f(b["distinct_2"]), f(a["distinct_2"])),
+        ("classifier AUC (0.5 = indistinguishable)", f(b["classifier_auc"]), f(a["classifier_auc"])),
+        ("lowercase share (you: " + f(results["real"]["profile"].get("lowercase_share"), ".2f") + ")",
+         f(b["profile"].get("lowercase_share"), ".2f"), f(a["profile"].get("lowercase_share"), ".2f")),
+        ("mean message length, chars (you: " + f(results["real"]["profile"].get("chars_mean"), ".1f") + ")",
+         f(b["profile"].get("chars_mean"), ".1f"), f(a["profile"].get("chars_mean"), ".1f")),
+    ]
+    for cb, ca in zip(b.get("canaries", []), a.get("canaries", [])):
+        rows.append((f"canary x{cb['repeats']} exposure (bits) / leaked",
+                     f"{cb['exposure']:.1f} / {'yes' if cb['leaked'] else 'no'}",
+                     f"{ca['exposure']:.1f} / {'yes' if ca['leaked'] else 'no'}"))
+    return rows

@@ -1,0 +1,150 @@
+"""`twin train`: the store in, a versioned adapter directory out.
+
+Loads the base model (the embedded default when none is named), builds the dataset, trains LoRA weights,
+and publishes `adapters/<name>-v<N>/` with its `twin.json` in one rename, so an interrupted run never leaves
+half an adapter. The resolved settings are saved with the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from twin import __version__
+from twin.config import Config
+from twin.errors import NotFound
+from twin.paths import Home
+from twin.prompts import FORMAT_NAME, FORMAT_VERSION, Conversation, render
+from twin.store import Store
+from training import adapters
+from training.dataset import Dataset, DatasetOptions, Sample, build
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the command line asked for; None means: the twin.toml value."""
+
+    base_model: str | None = None
+    name: str | None = None
+    max_steps: int | None = None
+    epochs: float | None = None
+    time_budget_minutes: float | None = None
+    resume: bool = False
+    canaries: bool = False
+
+
+def dataset_options(cfg: Config, store: Store) -> DatasetOptions:
+    """The dataset settings, resolved from twin.toml and the store (saved in twin.json so eval rebuilds it)."""
+    t = cfg.training
+    gap = int(store.get_meta("session_gap") or round(cfg.ingest.session_gap_minutes * 60))
+    return DatasetOptions(
+        max_tokens=t.max_tokens, train_on=t.train_on, scrub_pii=t.scrub_pii, cap_per_chat=t.cap_per_chat,
+        holdout_fraction=t.holdout_fraction, session_gap=gap, owner_name=cfg.owner.name,
+        notes={name: c.notes for name, c in cfg.contacts.items()}, seed=t.seed,
+    )
+
+
+def plant_canaries(samples: tuple[Sample, ...], tokenizer, opts: DatasetOptions, seed: int):
+    """Fake secrets planted 1, 4 and 16 times as owner lines in training conversations (Secret Sharer test)."""
+    from training.metrics import make_canaries, plant
+
+    canaries = make_canaries(seed)
+
+    def insert(sample: Sample, text: str) -> Sample:
+        turns = list(sample.conversation.turns)
+        i = next(i for i, t in enumerate(turns) if t.role == "owner" and t.target)
+        turns[i] = replace(turns[i], lines=(*turns[i].lines, text))
+        conv = Conversation(sample.conversation.persona, tuple(turns))
+        return replace(sample, conversation=conv, rendered=render(conv, tokenizer, opts.train_on, opts.max_tokens))
+
+    return plant(samples, canaries, seed, insert), canaries
+
+
+def _resume_name(home: Home, base: str) -> str:
+    """The newest unfinished run of this name: reserved, checkpointed, never published."""
+    from training.trainer import latest_checkpoint
+
+    runs = [p for p in home.runs.glob(f"{base}-v*") if latest_checkpoint(p) and not (home.adapters / p.name).exists()]
+    if not runs:
+        raise NotFound(f"{home.runs}: no unfinished `{base}` run to resume; start one without --resume")
+    return max(runs, key=lambda p: p.stat().st_mtime).name
+
+
+def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Path:
+    """Run the whole training stage; returns the published adapter directory."""
+    from training.models import load_base
+    from training.trainer import TrainConfig, save_adapter, train
+
+    t = cfg.training
+    base_spec = req.base_model or t.base_model
+    base = req.name or t.name
+    home.ensure()
+    with Store.open(home.db) as store:
+        if store.stats()["owner_messages"] == 0:
+            raise NotFound(f"{home.db}: no messages of yours yet; run `twin ingest EXPORT` first")
+        started = time.perf_counter()
+        model, tokenizer = load_base(base_spec, home.models, load_in_4bit=t.qlora)
+        echo(f"base model loaded in {time.perf_counter() - started:.1f}s")
+        opts = dataset_options(cfg, store)
+        data = build(store, tokenizer, opts)
+    if not data.train:
+        raise NotFound(f"{home.db}: no conversation in which you reply; dropped: {dict(data.dropped)}")
+    summary = data.summary()
+    echo(_summary_line(summary))
+    train_samples, canaries = data.train, []
+    if req.canaries:
+        train_samples, canaries = plant_canaries(data.train, tokenizer, opts, t.seed)
+    name = _resume_name(home, base) if req.resume else adapters.next_name(home.adapters, base)
+    budget = req.time_budget_minutes or t.time_budget_minutes
+    tcfg = TrainConfig(
+        r=t.r, alpha=t.alpha, lr=t.lr, grad_accum=t.grad_accum, micro_batch_rows=t.micro_batch_rows,
+        max_tokens=t.max_tokens, epochs=req.epochs or t.epochs, max_steps=req.max_steps or t.max_steps,
+        time_budget_s=budget * 60 if budget else None, seed=t.seed,
+        gradient_checkpointing=t.gradient_checkpointing, qlora=t.qlora,
+    )
+    result = train(model, tokenizer, train_samples, tcfg, home.runs / name, resume=req.resume)
+    echo(f"trained {result.steps} steps, {result.tokens} tokens at {result.tokens_per_s:.0f} tokens/s, "
+         f"final loss {result.final_loss:.3f} (stopped by {result.stopped_by})")
+    staging = home.adapters / f".{name}.partial"
+    adapters.discard(staging)
+    try:
+        save_adapter(result.model, staging)
+        adapters.write_json_atomic(staging / "twin.json", {
+            "name": name,
+            "twin_version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "base_model": base_spec or "embedded:SmolLM2-135M-Instruct",
+            "prompt_format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+            "data": {"fingerprint": data.fingerprint, **summary},
+            "dataset_options": {**asdict(opts), "notes": sorted(opts.notes)},
+            "hyperparameters": asdict(tcfg),
+            "training": {"steps": result.steps, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
+                         "final_loss": result.final_loss, "stopped_by": result.stopped_by},
+            "canaries": [asdict(c) for c in canaries],
+            "eval": None,
+        })
+        return adapters.publish(staging, home.adapters / name)
+    except BaseException:
+        adapters.discard(staging)
+        raise
+
+
+def _summary_line(s: dict) -> str:
+    dropped = ", ".join(f"{k} {n}" for k, n in s["dropped"].items()) or "none"
+    return (f"{s['sessions']} conversations: {s['train_samples']} to train ({s['tokens']} tokens, "
+            f"{s['target_tokens']} yours), {s['held_out_samples']} held out; dropped: {dropped}")
+
+
+def rebuild_dataset(home: Home, cfg: Config, meta: dict, tokenizer) -> Dataset:
+    """The dataset an adapter was trained on, rebuilt from the store with the options in its twin.json.
+
+    twin.json keeps only the names of contacts with notes, not the notes: they come from twin.toml.
+    """
+    saved = {k: v for k, v in meta["dataset_options"].items() if k != "notes"}
+    with Store.open(home.db) as store:
+        return build(store, tokenizer, replace(dataset_options(cfg, store), **saved))
