@@ -1,0 +1,123 @@
+"""The in-process backend: the base model and its LoRA adapters in this process, with transformers and peft.
+
+The embedded default when no vLLM server runs (DESIGN.md): it loads the base once, each adapter the first time
+a draft asks for it (`PeftModel.from_pretrained`, then `load_adapter`), switches between them with
+`set_adapter`, and drafts for the base model itself with the adapters disabled. At most `max_adapters` stay
+loaded; the one used longest ago goes first. Generation is `twin.generation.generate`, stopped at the end of
+the owner's turn. torch, transformers and peft are imported when a backend is made, never before.
+
+    twin draft --contact "Tomas Berg" --backend local "are we still on for saturday?"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from serving.backends import BaseModelMissing, adapter_dir, adapter_meta, check_adapter
+from twin.generation import Sampling, generate
+
+log = logging.getLogger(__name__)
+
+
+class LocalBackend:
+    """A base model loaded from `base` (a model directory or a hub id) and the adapters under `adapters_dir`.
+
+    `base_spec` is how twin.json names this base ("embedded:SmolLM2-135M-Instruct", a path, a hub id; None:
+    `base` itself), used to refuse an adapter trained on another base.
+    """
+
+    name = "local"
+
+    def __init__(self, base: Path | str, adapters_dir: Path | None = None, base_spec: str | None = None,
+                 device: str | None = None, max_adapters: int = 4):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        started = time.monotonic()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # bf16 on CUDA; fp32 on CPU, where bf16 matmuls are slow on most processors.
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(base))
+            model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise BaseModelMissing(f"{base}: cannot load the base model ({type(e).__name__}); pass a saved "
+                                   "transformers model directory, or run `twin train` to convert the default") from e
+        self.base = model.to(self.device).eval()
+        self.base_spec = base_spec or str(base)
+        self.adapters_dir = adapters_dir
+        self.max_adapters = max_adapters
+        self._peft: Any = None
+        self._loaded: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        log.info("local backend: base loaded on %s in %.1f s", self.device, time.monotonic() - started)
+
+    @property
+    def adapters(self) -> list[str]:
+        """The adapters loaded now, used longest ago first."""
+        return list(self._loaded)
+
+    def complete(
+        self, prompt_ids: Sequence[int], *, n: int, max_new_tokens: int, temperature: float, top_p: float,
+        seed: int | None, adapter: str | None,
+    ) -> list[str]:
+        sampling = Sampling(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                            seed=0 if seed is None else seed, batch_size=1)
+        started = time.monotonic()
+        with self._lock:
+            model, scope = self._select(adapter)
+            with scope:
+                [texts] = generate(model, self.tokenizer, [list(prompt_ids)], sampling)
+        log.info("local completion adapter=%s n=%d prompt_tokens=%d in %.0f ms", adapter or "base", n,
+                 len(prompt_ids), (time.monotonic() - started) * 1000)
+        return texts
+
+    def _select(self, adapter: str | None) -> tuple[Any, contextlib.AbstractContextManager]:
+        """The model to generate with and the scope to do it in: the adapter active, or all adapters off."""
+        if adapter is None:
+            if self._peft is None:
+                return self.base, contextlib.nullcontext()
+            return self._peft, self._peft.disable_adapter()
+        if adapter in self._loaded:
+            self._loaded.move_to_end(adapter)
+        else:
+            self._load(adapter)
+        self._peft.set_adapter(adapter)
+        return self._peft, contextlib.nullcontext()
+
+    def _load(self, adapter: str) -> None:
+        from peft import PeftModel
+
+        path = adapter_dir(self.adapters_dir, adapter)
+        check_adapter(adapter, adapter_meta(path), self.base_spec)
+        started = time.monotonic()
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self.base, str(path), adapter_name=adapter, is_trainable=False)
+        else:
+            self._peft.load_adapter(str(path), adapter_name=adapter, is_trainable=False)
+        self._peft.to(self.device).eval()
+        self._loaded[adapter] = None
+        while len(self._loaded) > self.max_adapters:
+            old, _ = self._loaded.popitem(last=False)
+            self._peft.set_adapter(adapter)  # peft refuses to delete the active adapter
+            self._peft.delete_adapter(old)
+            log.info("unloaded adapter %s (more than %d loaded)", old, self.max_adapters)
+        log.info("loaded adapter %s in %.1f s", adapter, time.monotonic() - started)
+
+    def close(self) -> None:
+        """Drop the model so its memory can be freed."""
+        self._peft = self.base = None
+        self._loaded.clear()
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
