@@ -1,7 +1,7 @@
 """Drafting: what just arrived from a contact, in the context of the current conversation, to n reply candidates.
 
 The prompt is the training format exactly (`twin.prompts.prompt_ids`): the chat's persona as training builds
-it (`serving.personas.contact_persona`, dated by the conversation's first message, as training dates each
+it (`twin.prompts.chat_persona`, dated by the conversation's first message, as training dates each
 session), then the current conversation from the store (the messages since the last silence longer than the
 session gap; none when the last message is older than that), with the incoming messages appended as the
 contact's turn. So a draft's prompt is a training sample of that conversation cut before the owner's reply.
@@ -30,11 +30,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from serving.backends import Backend
-from serving.personas import (
-    DEFAULT_GAP_SECONDS, GROUP_TYPES, ContactProfile, contact_persona, count_emoji, is_emoji, measure,
-)
+from serving.personas import ContactProfile, count_emoji, is_emoji, measure
 from twin.errors import ConfigError, NotFound, TwinError
-from twin.prompts import DoesNotFit, Persona, Turn, prompt_ids, to_turns
+from twin.prompts import GROUP_TYPES, DoesNotFit, Persona, Turn, chat_persona, prompt_ids, to_turns
+from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
 from twin.store import ChatKey, Store, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ class Draft:
 class DraftSettings:
     """How drafts are made. `owner_name` and `notes` as for training (twin.toml's owner.name and contacts' notes);
     `session_gap` in seconds, None: the store's (what ingest used); `scrub` is applied to every message's text
-    when the adapter was trained on scrubbed text (training.dataset.scrub)."""
+    when the adapter was trained on scrubbed text (twin.pii.scrub)."""
 
     owner_name: str | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
@@ -130,8 +129,7 @@ def current_session(messages: Sequence[StoredMessage], now: datetime, gap: int) 
     times = [int(m.time.timestamp()) for m in messages]
     if not times or int(now.timestamp()) - times[-1] > gap:
         return []
-    start = max((i for i in range(1, len(times)) if times[i] - times[i - 1] > gap), default=0)
-    return list(messages[start:])
+    return list(messages[session_starts(times, gap)[-1]:])
 
 
 def incoming_messages(
@@ -163,7 +161,7 @@ def build_prompt(store: Store, request: DraftRequest, tokenizer, settings: Draft
                           "pass the contact's message to reply to")
     owner = settings.owner_name or store.owner_name() or "Owner"
     date = session[0].time.date() if session else now.date()
-    persona = contact_persona(chat, history, owner, settings.notes, date)
+    persona = replace(chat_persona(chat, history, owner, settings.notes), date=date)
     try:
         ids = prompt_ids(persona, turns, tokenizer, max_tokens=settings.max_prompt_tokens)
     except DoesNotFit as e:

@@ -1,8 +1,6 @@
 """Who the twin writes to: the persona of a chat, and a profile of how the owner writes to that contact.
 
-`contact_persona` builds the system-message persona of a chat from its stored messages exactly as training
-does (`training.dataset.chat_persona`; tests/test_personas.py holds the two together), with the date a drafting
-caller passes in. `measure` reads the owner's habits with this contact off the history (how many messages per
+The persona itself is `twin.prompts.chat_persona`, the one training uses. `measure` reads the owner's habits with this contact off the history (how many messages per
 conversation and in a row, how long, how often emoji and all-lowercase, which language, at which hours, when
 last); `style_line` says it in a few words and `summary_line` adds the numbers, for `twin chat` and `/status`.
 
@@ -22,16 +20,12 @@ import re
 import statistics
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from twin.chat import Chat
-from twin.prompts import Persona
+from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
 from twin.store import StoredMessage
 
-# The chat types whose persona names a group, as in training (training.dataset.GROUP_TYPES; a test holds them equal).
-GROUP_TYPES = frozenset({"group", "public_group", "channel"})
-DEFAULT_GAP_SECONDS = 60 * 60
 HOURS_COVERED = 0.8  # the typical hours hold this share of the owner's messages
 
 
@@ -56,25 +50,6 @@ class ContactProfile:
     last_contact: dt.date | None
 
 
-def contact_persona(
-    chat: Chat, messages: Sequence[StoredMessage], owner: str, notes: Mapping[str, str], date: dt.date
-) -> Persona:
-    """The persona of a chat on `date`, named and annotated as training names it; `style` is left empty.
-
-    The contact is the chat's title, else the name of the other participant who wrote most (the first of
-    them on a tie), else "Contact" ("Group" for a group). Notes are looked up by that name, then
-    "platform:chat_id", then, in one-to-one chats, "platform:user_id" of that participant.
-    """
-    counts = Counter(m.sender_id for m in messages if not m.from_owner)
-    top = counts.most_common(1)[0][0] if counts else None
-    top_name = next((m.sender_name for m in messages if m.sender_id == top and m.sender_name), None)
-    group = chat.type in GROUP_TYPES
-    contact = chat.title or top_name or ("Group" if group else "Contact")
-    keys = [contact, f"{chat.platform}:{chat.id}"] + ([f"{chat.platform}:{top}"] if top and not group else [])
-    note = next((notes[k] for k in keys if k in notes), "")
-    return Persona(owner, contact, chat.platform, date, note, contact if group else None)
-
-
 def measure(messages: Sequence[StoredMessage], gap: int = DEFAULT_GAP_SECONDS) -> ContactProfile:
     """The owner's profile in a chat from its messages (oldest first); `gap` splits conversations (seconds).
 
@@ -91,7 +66,7 @@ def measure(messages: Sequence[StoredMessage], gap: int = DEFAULT_GAP_SECONDS) -
     own = [m for m in messages if m.from_owner]
     texts = [m.text.strip() for m in own if m.kind == "text" and m.text.strip()]
     times = [int(m.time.timestamp()) for m in messages]
-    starts = [i for i in range(len(times)) if i == 0 or times[i] - times[i - 1] > gap]
+    starts = session_starts(times, gap)
     with_owner = sum(any(m.from_owner for m in messages[a:b]) for a, b in zip(starts, starts[1:] + [len(messages)]))
     cased = [t for t in texts if any(c.isalpha() and c.lower() != c.upper() for c in t)]
     return ContactProfile(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.adapters import find_adapter, list_adapters, next_name, publish
+from twin.adapters import find_adapter, list_adapters, next_name, publish
 from twin.errors import NotFound
 
 

@@ -7,7 +7,8 @@ import pytest
 
 import training.dataset
 from helpers import tiny_tokenizer
-from training.dataset import DatasetOptions, build, held_out_count, scrub
+from training.dataset import DatasetOptions, build, held_out_count
+from twin.pii import scrub
 from training.ingest import resessionize
 from twin.chat import Chat, Message, utc
 from twin.errors import ConfigError

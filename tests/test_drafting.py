@@ -12,7 +12,8 @@ from serving.drafting import (
     DraftRequest, DraftSettings, Guard, NoDraft, build_prompt, current_session, dedupe, draft, reject_reason,
     split_reply,
 )
-from training.dataset import DatasetOptions, build, scrub
+from training.dataset import DatasetOptions, build
+from twin.pii import scrub
 from training.ingest import resessionize
 from twin.chat import Chat, Message, utc
 from twin.errors import ConfigError, NotFound

@@ -9,11 +9,9 @@ import pytest
 
 import serving.personas
 from serving.personas import (
-    GROUP_TYPES, ContactProfile, active_hours, contact_persona, hours_text, language_hint, measure, style_line,
-    summary_line,
+    ContactProfile, active_hours, hours_text, language_hint, measure, style_line, summary_line,
 )
-from training.dataset import GROUP_TYPES as TRAINING_GROUP_TYPES
-from training.dataset import chat_persona
+from twin.prompts import chat_persona
 from twin.chat import Chat, utc
 from twin.store import StoredMessage
 
@@ -49,25 +47,18 @@ NOTES = [
 
 @pytest.mark.parametrize("case", CHATS)
 @pytest.mark.parametrize("notes", range(len(NOTES)))
-def test_the_persona_is_the_one_training_builds(case, notes):
+def test_persona_is_dated_by_the_first_message_and_has_no_style(case, notes):
     chat, messages = CHATS[case]
-    date = dt.date(2024, 3, 10)
-    expected = chat_persona(chat, messages, "Mira", NOTES[notes])
-    assert contact_persona(chat, messages, "Mira", NOTES[notes], date) == expected.__class__(
-        **{**expected.__dict__, "date": date})
-    assert contact_persona(chat, messages, "Mira", NOTES[notes], date).style == ""
-
-
-def test_group_types_match_training():
-    assert GROUP_TYPES == TRAINING_GROUP_TYPES
+    p = chat_persona(chat, messages, "Mira", NOTES[notes])
+    assert (p.owner, p.platform, p.date, p.style) == ("Mira", chat.platform, utc(T0).date(), "")
 
 
 def test_persona_names_and_notes():
     chat, messages = CHATS["untitled"]
-    p = contact_persona(chat, messages, "Mira", NOTES[2], dt.date(2024, 3, 10))
+    p = chat_persona(chat, messages, "Mira", NOTES[2])
     assert (p.contact, p.notes, p.group) == ("Ola", "by user id", None)
     chat, messages = CHATS["untitled group"]
-    p = contact_persona(chat, messages, "Mira", {}, dt.date(2024, 3, 10))
+    p = chat_persona(chat, messages, "Mira", {})
     assert (p.contact, p.group) == ("Group", "Group")
 
 

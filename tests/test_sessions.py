@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies as st
 
-from training.sessions import Session, session_starts, sessionize
+from twin.sessions import Session, session_starts, sessionize
 
 HOUR = 3600
 

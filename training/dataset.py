@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,13 +31,12 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from training.sessions import DEFAULT_GAP_SECONDS, session_starts
 from twin.chat import Chat
 from twin.errors import ConfigError
-from twin.prompts import Conversation, DoesNotFit, Persona, Rendered, Turn, render, to_turns
+from twin.pii import scrub
+from twin.prompts import GROUP_TYPES, Conversation, DoesNotFit, Persona, Rendered, Turn, chat_persona, render, to_turns
+from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
 from twin.store import ChatKey, Store, StoredMessage
-
-GROUP_TYPES = frozenset({"group", "public_group", "channel"})
 
 
 @dataclass(frozen=True)
@@ -196,81 +194,3 @@ def held_out_count(n: int, fraction: float) -> int:
     if n < 2 or fraction <= 0:
         return 0
     return min(n - 1, max(1, math.floor(n * fraction + 1e-9)))
-
-
-def chat_persona(chat: Chat, messages: Sequence[StoredMessage], owner: str, notes: Mapping[str, str]) -> Persona:
-    """The persona of a chat with messages (its date is set per session).
-
-    The contact is the chat's title, else the name of the other participant who wrote most; a group's title
-    names the group. Notes are looked up by that name, then by "platform:chat_id", then (one-to-one chats) by
-    "platform:user_id" of the other participant.
-    """
-    others = Counter(m.sender_id for m in messages if not m.from_owner)
-    other_id = others.most_common(1)[0][0] if others else None
-    other_name = next((m.sender_name for m in messages if m.sender_id == other_id and m.sender_name), None)
-    group = chat.type in GROUP_TYPES
-    contact = chat.title or other_name or ("Group" if group else "Contact")
-    keys = [contact, f"{chat.platform}:{chat.id}"]
-    if not group and other_id is not None:
-        keys.append(f"{chat.platform}:{other_id}")
-    note = next((notes[k] for k in keys if k in notes), "")
-    return Persona(owner, contact, chat.platform, messages[0].time.date(), note, contact if group else None)
-
-
-# -- PII -----------------------------------------------------------------------------------------------------
-
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
-# Country, check digits, then groups of four (spaces optional), a short group last.
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])")
-_CARD = re.compile(r"(?<![\w+])\d(?:[ -]?\d){12,18}(?!\w)")
-# Digits with at most one separator between them: a closing paren, one of " .-", an opening paren.
-_PHONE = re.compile(r"(?<![\w+])(?:\+ ?)?\(?\d(?:\)?[ .\-]?\(?\d)+(?!\w)")
-_DATE = re.compile(r"(?<!\d)(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})(?!\d)")
-_THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:([ .])\d{3})+")
-
-
-def scrub(text: str) -> str:
-    """Replace emails, payment cards, IBANs and phone numbers with typed placeholders.
-
-    Cards must pass the Luhn check (13-19 digits, spaces or dashes allowed), IBANs their mod-97 check. A
-    phone number has 8-15 digits after a "+", else 10-15 digits, and is not a date or a number grouped in
-    thousands; shorter local numbers stay (times, dates, prices and short numbers must survive).
-
-    >>> scrub("write to mira.s@example.org or call +47 912 34 567")
-    'write to <EMAIL> or call <PHONE>'
-    >>> scrub("card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00, (555) 123-4567")
-    'card <CARD>, IBAN <IBAN>, <PHONE>'
-    >>> scrub("at 18:30 on 2024-03-05, 3 tickets for 45.50, 1 200 000 people, flight 1234")
-    'at 18:30 on 2024-03-05, 3 tickets for 45.50, 1 200 000 people, flight 1234'
-    """
-    text = _EMAIL.sub("<EMAIL>", text)
-    text = _IBAN.sub(lambda m: "<IBAN>" if _iban_ok(m[0]) else m[0], text)
-    text = _CARD.sub(lambda m: "<CARD>" if _luhn_ok(m[0]) else m[0], text)
-    return _PHONE.sub(lambda m: "<PHONE>" if _phone_like(m[0]) else m[0], text)
-
-
-def _digits(s: str) -> str:
-    return "".join(c for c in s if c.isdigit())
-
-
-def _luhn_ok(s: str) -> bool:
-    digits = [int(c) for c in _digits(s)]
-    if not 13 <= len(digits) <= 19:
-        return False
-    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(reversed(digits)))
-    return total % 10 == 0
-
-
-def _iban_ok(s: str) -> bool:
-    compact = s.replace(" ", "")
-    if not 15 <= len(compact) <= 34:
-        return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
-
-
-def _phone_like(s: str) -> bool:
-    n = len(_digits(s))
-    if s.startswith("+"):
-        return 8 <= n <= 15
-    return 10 <= n <= 15 and not _DATE.search(s) and not _THOUSANDS.fullmatch(s)

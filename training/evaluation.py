@@ -20,7 +20,8 @@ from twin.config import Config
 from twin.generation import Sampling, generate
 from twin.paths import Home
 from twin.prompts import DoesNotFit, prompt_ids
-from training import adapters, metrics
+from training import metrics
+from twin import adapters
 from training.dataset import Sample
 from training.job import rebuild_dataset
 

@@ -20,7 +20,7 @@ from twin.chat import Chat, Message, Owner
 from twin.errors import ExportError, OwnerUnknown
 from twin.store import ChatKey, Store
 from training.exports import FORMATS, ParseOptions, Skipped, detect, parser_for
-from training.sessions import sessionize
+from twin.sessions import sessionize
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from twin.errors import NotFound
 from twin.paths import Home
 from twin.prompts import FORMAT_NAME, FORMAT_VERSION, Conversation, render
 from twin.store import Store
-from training import adapters
+from twin import adapters
 from training.dataset import Dataset, DatasetOptions, Sample, build
 
 log = logging.getLogger(__name__)

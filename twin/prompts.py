@@ -22,11 +22,13 @@ import bisect
 import datetime as dt
 import os
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from twin.chat import Chat
     from twin.store import StoredMessage
 
 FORMAT_NAME = "twin-chat"
@@ -409,3 +411,26 @@ def prompt_ids(
         if len(turns) <= 1:
             raise DoesNotFit(f"the prompt needs {len(ids)} tokens, more than max_tokens={max_tokens}")
         turns = turns[1:]
+
+
+# The chat types whose persona names a group rather than one contact.
+GROUP_TYPES = frozenset({"group", "public_group", "channel"})
+
+
+def chat_persona(chat: Chat, messages: Sequence[StoredMessage], owner: str, notes: Mapping[str, str]) -> Persona:
+    """The persona of a chat with messages (its date is set per session).
+
+    The contact is the chat's title, else the name of the other participant who wrote most; a group's title
+    names the group. Notes are looked up by that name, then by "platform:chat_id", then (one-to-one chats) by
+    "platform:user_id" of the other participant.
+    """
+    others = Counter(m.sender_id for m in messages if not m.from_owner)
+    other_id = others.most_common(1)[0][0] if others else None
+    other_name = next((m.sender_name for m in messages if m.sender_id == other_id and m.sender_name), None)
+    group = chat.type in GROUP_TYPES
+    contact = chat.title or other_name or ("Group" if group else "Contact")
+    keys = [contact, f"{chat.platform}:{chat.id}"]
+    if not group and other_id is not None:
+        keys.append(f"{chat.platform}:{other_id}")
+    note = next((notes[k] for k in keys if k in notes), "")
+    return Persona(owner, contact, chat.platform, messages[0].time.date(), note, contact if group else None)
