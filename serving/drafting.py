@@ -65,6 +65,8 @@ class DraftRequest:
     top_p: float = 0.95
     seed: int | None = None
     sender: str | None = None
+    # The conversation so far, when it is not the store's (`twin chat` keeps its own); None: the store's.
+    session: tuple[StoredMessage, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "incoming", tuple(self.incoming))
@@ -150,7 +152,7 @@ def build_prompt(store: Store, request: DraftRequest, tokenizer, settings: Draft
     gap = settings.session_gap or int(store.get_meta("session_gap") or DEFAULT_GAP_SECONDS)
     others = Counter(m.sender_id for m in history if not m.from_owner)
     sender_id = others.most_common(1)[0][0] if others else "contact"
-    session = current_session(history, now, gap)
+    session = list(request.session) if request.session is not None else current_session(history, now, gap)
     session += incoming_messages(request.incoming, now, sender_id, request.sender)
     if settings.scrub:
         session = [replace(m, text=settings.scrub(m.text)) for m in session]

@@ -21,10 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from pydantic import Field
-
 from serving.openai_api import OpenAIClient
-from twin.config import Section
+from twin.config import ServeConfig
 from twin.errors import ConfigError, ServingUnavailable
 
 log = logging.getLogger(__name__)
@@ -33,32 +31,6 @@ SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 # The only values vLLM accepts for --max-lora-rank (vllm/config/lora.py, MaxLoRARanks, in 0.32).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VENV_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
-
-
-class ServeConfig(Section):
-    """The `[serve]` section of twin.toml. The API key is a secret: it comes from TWIN_VLLM_API_KEY, never here."""
-
-    base_model: str = Field(description="a Hugging Face id or a local model directory")
-    served_model_name: str = "base"
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    dtype: str = "auto"
-    max_model_len: int | None = Field(None, gt=0)
-    # Without it vLLM sizes the KV cache from --gpu-memory-utilization, which on the CPU backend means a
-    # fraction of all RAM, and refuses to start when other processes hold too much of it.
-    kv_cache_gib: float | None = Field(None, gt=0)
-    max_loras: int = Field(4, ge=1)
-    max_cpu_loras: int | None = Field(None, ge=1)
-    max_lora_rank: int = Field(16, ge=1, le=512)
-    chat_template: str | None = None
-    prefix_caching: bool = True
-    runtime_lora: bool = True
-    python: str | None = None
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
 
 
 def build_command(

@@ -97,3 +97,24 @@ def test_chat_messages_read_back_in_order_with_owner_flag():
         ("1", "Tomas", False, "a"), ("2", "Mira", True, "b")]
     assert store.chats() == [Chat("telegram", "2", "personal", "Tomas")]
     assert store.owner_name() == "Mira"
+
+
+def test_find_chat_by_name_title_or_id():
+    from twin.errors import NotFound
+
+    store = Store.open(None)
+    with store.transaction():
+        store.upsert_chat(Chat("telegram", "2", "personal", "Tomas Berg"))
+        store.upsert_chat(Chat("telegram", "9", "group", "Crux Crew"))
+        store.upsert_chat(Chat("whatsapp", "Tom", "personal", "Tom"))
+        store.insert_messages([msg(1, "user2"), msg(2, "user2", chat="9"),
+                               Message("whatsapp", "Tom", "a", "Tom", None, utc(1), "hi")])
+        store.upsert_names("telegram", {("user2", "Tomas Berg"): (1, 1)})
+        store.upsert_names("whatsapp", {("Tom", "Tom"): (1, 1)})
+    assert store.find_chat("tomas berg").id == "2"
+    assert store.find_chat("Crux Crew").id == "9"
+    assert store.find_chat("telegram:2").id == "2"
+    assert store.find_chat("telegram:9").type == "group"
+    assert store.find_chat("whatsapp:Tom").platform == "whatsapp"
+    with pytest.raises(NotFound, match="no chat with that name"):
+        store.find_chat("Nobody")

@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from serving.vllm_server import (
-    ServeConfig,
     adapter_rank,
     build_command,
     has_chat_template,
@@ -18,6 +17,7 @@ from serving.vllm_server import (
     stop,
     wait_healthy,
 )
+from twin.config import ServeConfig
 from twin.errors import ConfigError, ServingUnavailable
 
 

@@ -60,6 +60,44 @@ class TrainingConfig(Section):
     seed: int = 0
 
 
+class ServeConfig(Section):
+    """The `[serve]` section of twin.toml. The API key is a secret: it comes from TWIN_VLLM_API_KEY, never here."""
+
+    base_model: str | None = None  # a hub id or a local directory; none: the adapters' base (twin.json)
+    served_model_name: str = "base"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    dtype: str = "auto"
+    max_model_len: int | None = Field(None, gt=0)
+    # Without it vLLM sizes the KV cache from --gpu-memory-utilization, which on the CPU backend means a
+    # fraction of all RAM, and refuses to start when other processes hold too much of it.
+    kv_cache_gib: float | None = Field(None, gt=0)
+    max_loras: int = Field(4, ge=1)
+    max_cpu_loras: int | None = Field(None, ge=1)
+    max_lora_rank: int = Field(16, ge=1, le=512)
+    chat_template: str | None = None
+    prefix_caching: bool = True
+    runtime_lora: bool = True
+    python: str | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+class DraftingConfig(Section):
+    """`twin draft`, `twin chat` and the bots: which backend, which adapter, how many candidates."""
+
+    backend: Literal["auto", "vllm", "local"] = "auto"
+    vllm_url: str | None = None  # default: the [serve] host and port
+    adapter: str | None = None  # default: the newest adapter
+    n: int = Field(3, ge=1, le=10)
+    max_new_tokens: int = Field(96, ge=1)
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+
+
 class ContactConfig(Section):
     notes: str = ""
 
@@ -68,6 +106,8 @@ class Config(Section):
     owner: OwnerConfig = OwnerConfig()
     ingest: IngestConfig = IngestConfig()
     training: TrainingConfig = TrainingConfig()
+    serve: ServeConfig = ServeConfig()
+    drafting: DraftingConfig = DraftingConfig()
     contacts: dict[str, ContactConfig] = Field(default_factory=dict)
 
 
@@ -121,6 +161,19 @@ TEMPLATE = """\
 # train_on = "owner"              # "all" also learns the contacts' turns (for role-play)
 # scrub_pii = true                # replace emails, phone, card and IBAN numbers before training
 # holdout_fraction = 0.1          # the most recent share of each chat's conversations, for `twin eval`
+
+[serve]
+# base_model = "..."              # default: the base your adapters were trained on
+# host = "127.0.0.1"
+# port = 8000
+# max_loras = 4                   # adapters active in one batch
+# kv_cache_gib = 4                # needed on CPU; on a GPU vLLM sizes it from --gpu-memory-utilization
+
+[drafting]
+# backend = "auto"                # auto: vLLM when it answers, else the in-process model
+# adapter = "twin-v3"             # default: the newest adapter
+# n = 3                           # candidates per draft
+# temperature = 0.8
 
 # Notes about a contact, given to the twin when it writes to them.
 # [contacts."Tomas Berg"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import sqlite_utils
 
 from twin.chat import Chat, Message, utc
-from twin.errors import StoreError
+from twin.errors import NotFound, StoreError
 
 # Each entry migrates the schema from version i to i + 1. Never edit a shipped entry: append a new one.
 MIGRATIONS: list[str] = [
@@ -327,6 +327,36 @@ class Store:
             (key.platform, key.chat_id, since or 0),
         )
         return [StoredMessage(r[0], r[1], r[2], bool(r[3]), utc(r[4]), r[5], r[6], bool(r[7]), r[8]) for r in rows]
+
+    def find_chat(self, contact: str) -> Chat:
+        """The chat a contact names: `platform:id` (a chat id or a person's id) or a display name / chat title.
+
+        A person's name finds their one-to-one chat; a group is found by its title.
+        """
+        platform, _, ident = contact.partition(":")
+        if platform in ("telegram", "discord", "whatsapp") and ident:
+            people = (ident, f"user{ident}")
+            rows = self.conn.execute(
+                "SELECT DISTINCT c.platform, c.chat_id, c.type, c.title FROM chats c WHERE c.platform = ? AND "
+                "(c.chat_id = ? OR (c.type = 'personal' AND EXISTS (SELECT 1 FROM messages m WHERE "
+                "m.platform = c.platform AND m.chat_id = c.chat_id AND m.sender_id IN (?, ?))))",
+                (platform, ident, *people),
+            ).fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT DISTINCT c.platform, c.chat_id, c.type, c.title FROM chats c WHERE lower(c.title) = lower(?) "
+                "OR (c.type = 'personal' AND EXISTS (SELECT 1 FROM messages m JOIN contacts p ON "
+                "p.platform = m.platform AND p.user_id = m.sender_id AND p.is_owner = 0 WHERE "
+                "m.platform = c.platform AND m.chat_id = c.chat_id AND lower(p.name) = lower(?)))",
+                (contact, contact),
+            ).fetchall()
+        if len(rows) == 1:
+            return Chat(*rows[0])
+        if not rows:
+            raise NotFound(f"contact {contact!r}: no chat with that name or id; see `twin stats` for names, "
+                           "or use platform:id (e.g. telegram:2002)")
+        options = ", ".join(f"{p}:{c}" for p, c, _, _ in rows)
+        raise NotFound(f"contact {contact!r} is ambiguous ({options}); name one as platform:id")
 
     def owner_name(self) -> str | None:
         """The owner's most recent display name on any platform."""
