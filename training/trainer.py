@@ -1,0 +1,533 @@
+"""LoRA training: packed rows, loss only on target tokens, a plain loop; exercised by `twin train`.
+
+Samples (token ids + a loss mask) are packed best-fit-decreasing into rows of `max_tokens`. Each sample's
+position ids restart at 0 and no attention mask is passed, so no token attends across samples:
+transformers (`masking_utils.find_packed_sequence_indices`, used only when there is no mask and no cache,
+hence use_cache=False) builds a block-diagonal causal mask from the position ids for sdpa/eager/flex, and
+flash-attention runs varlen from them. For sdpa/eager the trainer goes one step further and runs attention
+per sample (`segment_attention`): the same numbers without computing the masked-out scores. A self-check at
+start refuses a model whose attention leaks anyway. The lm_head runs only on the positions whose next token
+is a target (a 49k vocabulary at every position would dominate time and memory), the loss in fp32, averaged
+over all target tokens of the optimizer step on every rank alike.
+
+The same code runs under `accelerate launch` or torchrun (DDP: deploy/accelerate/); on one process
+Accelerator is a no-op. Checkpoints (`run_dir/checkpoint-<step>/`) hold the adapter, optimizer, scheduler,
+RNG states and the step; the data order is a pure function of the seed, so a resumed run continues exactly
+where it stopped. The adapter is plain LoRA that vLLM loads: no modules_to_save, no new tokens, a rank
+vLLM allows.
+"""
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import warnings
+from array import array
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from twin.errors import ConfigError, TwinError
+
+log = logging.getLogger(__name__)
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py, MaxLoRARanks
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainingError(TwinError):
+    """Training cannot start or resume as asked."""
+
+
+class Sample(Protocol):
+    input_ids: list[int]
+    loss_mask: list[bool]  # True at i: token i is a target, predicted from position i - 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] | None = None  # None: every linear projection of the model
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    grad_accum: int = 4
+    micro_batch_rows: int = 2
+    max_tokens: int = 1024  # row length; longer samples are cut to this
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs when set
+    time_budget_s: float | None = None
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    qlora: bool = False  # the base must then be loaded in 4 bit: load_base(..., load_in_4bit=True)
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.r not in VLLM_LORA_RANKS:
+            raise ConfigError(f"training.r = {self.r}: vLLM serves only ranks {list(VLLM_LORA_RANKS)}; pick one")
+        for name in ("grad_accum", "micro_batch_rows", "max_tokens", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training.{name} = {getattr(self, name)}: must be at least 1")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ConfigError(f"training.epochs = {self.epochs}: must be positive (or set max_steps)")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int  # real (unpadded) tokens processed by this call, all ranks
+    tokens_per_s: float
+    final_loss: float
+    loss_history: list[float]
+    stopped_by: Literal["steps", "epochs", "time_budget"]
+    model: nn.Module = field(repr=False)  # the PeftModel, unwrapped
+    checkpoint: Path | None = None
+
+
+# --- the model -------------------------------------------------------------------------------------------
+
+
+def lora_targets(model: nn.Module) -> list[str]:
+    """Names of the linear projections to adapt: Llama's seven when present, else every nn.Linear but the head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    # transformers' Conv1D (GPT-2 style) is a linear layer with transposed weights; peft adapts it too.
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+             if (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D") and m is not head}
+    if set(LLAMA_PROJECTIONS) <= names:
+        return list(LLAMA_PROJECTIONS)
+    names.discard("lm_head")
+    if not names:
+        raise TrainingError(f"{type(model).__name__}: no linear layers to put LoRA on")
+    return sorted(names)
+
+
+def add_lora(model: nn.Module, cfg: TrainConfig):
+    """The model wrapped as a PeftModel with fresh LoRA weights on its linear projections (seeded)."""
+    from peft import LoraConfig, get_peft_model
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif cfg.gradient_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(cfg.seed)
+    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
+                        target_modules=list(cfg.target_modules or lora_targets(model)), task_type="CAUSAL_LM")
+    with warnings.catch_warnings():  # peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        return get_peft_model(model, config)
+
+
+class TargetLoss(nn.Module):
+    """Summed next-token cross-entropy over target positions, with logits computed only at those positions."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, position_ids, targets):
+        causal = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        # No attention mask and no cache: the position ids alone mark the packed samples.
+        hidden = causal.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False)[0]
+        where = targets[:, 1:]
+        logits = causal.get_output_embeddings()(hidden[:, :-1][where]).float()
+        if cap := getattr(causal.config, "final_logit_softcapping", None):
+            logits = torch.tanh(logits / cap) * cap
+        return F.cross_entropy(logits, input_ids[:, 1:][where], reduction="sum")
+
+
+SEGMENT_ATTENTION = "twin_segments"
+
+
+def segment_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, position_ids=None,
+                      **kwargs):
+    """sdpa run on each packed sample of each row by itself, causal inside it.
+
+    With a block-diagonal mask sdpa still computes every row x row score and throws most away (a 1024-token
+    row of ~200-token samples: ~80% of the attention work, ~20% of a SmolLM2 step on CPU); cutting the row
+    at the position-id restarts does only the work that counts, and lets sdpa use its causal kernels.
+    Anything else (a cache, no position ids) goes to plain sdpa with the mask transformers built.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    length = query.shape[2]
+    if position_ids is None or length == 1 or key.shape[2] != length or kwargs.get("sliding_window"):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      position_ids=position_ids, **kwargs)
+    pos = position_ids.expand(query.shape[0], -1)
+    restarts = (pos[:, 1:] != pos[:, :-1] + 1).nonzero().tolist()
+    rows = []
+    for b in range(query.shape[0]):
+        cuts = [0, *(i + 1 for row, i in restarts if row == b), length]
+        rows.append(torch.cat([
+            sdpa_attention_forward(module, query[b : b + 1, :, s:e], key[b : b + 1, :, s:e],
+                                   value[b : b + 1, :, s:e], None, dropout=dropout, scaling=scaling, is_causal=True)[0]
+            for s, e in zip(cuts, cuts[1:])], dim=1))
+    return torch.cat(rows, dim=0), None
+
+
+def use_segment_attention(causal: nn.Module) -> str | None:
+    """Switch an sdpa/eager model to segment_attention; the previous implementation, or None if left alone.
+
+    flash-attention and flex already skip the masked work (varlen from position ids, block masks); models
+    with sliding-window layers or attention soft-capping keep transformers' own masks.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    config = causal.config
+    previous = getattr(config, "_attn_implementation", None)
+    windowed = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    if previous not in ("sdpa", "eager") or windowed or getattr(config, "attn_logit_softcapping", None):
+        return None
+    AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
+    AttentionMaskInterface.register(SEGMENT_ATTENTION, sdpa_mask)  # the fallback's mask, packing-aware
+    config._attn_implementation = SEGMENT_ATTENTION
+    return previous
+
+
+def check_packing(lm: nn.Module, device) -> None:
+    """Refuse to train if a sample's hidden states change when another sample is packed before it."""
+    causal = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    body = causal.get_decoder()
+    vocab = causal.get_input_embeddings().num_embeddings
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(0, vocab, (1, n), generator=gen).to(device) for n in (5, 7))
+    was_training = lm.training
+    lm.eval()
+    with torch.no_grad():
+        alone = body(input_ids=b, position_ids=torch.arange(7, device=device)[None], use_cache=False)[0]
+        packed = body(input_ids=torch.cat([a, b], 1), use_cache=False,
+                      position_ids=torch.cat([torch.arange(5), torch.arange(7)]).to(device)[None])[0][:, 5:]
+    lm.train(was_training)
+    err = ((packed - alone).norm() / alone.norm()).item()
+    if err > (5e-2 if alone.dtype != torch.float32 else 1e-3):
+        impl = getattr(causal.config, "_attn_implementation", "?")
+        raise TrainingError(f"attention implementation {impl!r} lets packed samples see each other "
+                            f"(relative difference {err:.3g}); use sdpa, eager or flash_attention_2")
+
+
+# --- the data --------------------------------------------------------------------------------------------
+
+
+def pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Sample indices grouped into rows of at most `capacity` tokens, best-fit decreasing.
+
+    >>> pack([5, 3, 4, 2, 6], 8)
+    [[4, 3], [0, 1], [2]]
+    """
+    free: list[tuple[int, int]] = []  # (space left, row), sorted
+    rows: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        k = bisect.bisect_left(free, (lengths[i], -1))
+        if k == len(free):
+            rows.append([i])
+            space, row = capacity - lengths[i], len(rows) - 1
+        else:
+            space, row = free.pop(k)
+            rows[row].append(i)
+            space -= lengths[i]
+        if space > 0:
+            bisect.insort(free, (space, row))
+    return rows
+
+
+@dataclass(frozen=True)
+class Prepared:
+    ids: list[list[int]]
+    targets: list[list[bool]]  # first token of every sample is never a target: nothing in its sample precedes it
+    rows: list[list[int]]
+    row_tokens: list[int]
+    row_targets: list[int]
+    fingerprint: str
+
+
+def prepare(samples: Sequence[Sample], cfg: TrainConfig, vocab_size: int) -> Prepared:
+    """Samples cut to the row length, without target-less ones, packed into rows; with a data fingerprint."""
+    ids, targets, cut = [], [], 0
+    digest = hashlib.sha256(f"{cfg.max_tokens}".encode())
+    for n, s in enumerate(samples):
+        if len(s.input_ids) != len(s.loss_mask):
+            raise TrainingError(f"sample {n}: {len(s.input_ids)} tokens but {len(s.loss_mask)} loss-mask values")
+        x, m = list(s.input_ids[: cfg.max_tokens]), [False, *map(bool, s.loss_mask[1 : cfg.max_tokens])]
+        cut += len(s.input_ids) > cfg.max_tokens
+        if not any(m):
+            continue
+        if max(x) >= vocab_size or min(x) < 0:
+            raise TrainingError(f"sample {n}: token id {max(x)} outside the model's vocabulary of {vocab_size}; "
+                                "twin never adds tokens (vLLM adapters cannot)")
+        ids.append(x)
+        targets.append(m)
+        digest.update(array("q", x).tobytes())
+        digest.update(bytes(m))
+    if not ids:
+        raise TrainingError(f"none of {len(samples)} samples has a target token; nothing to learn from")
+    rows = pack([len(x) for x in ids], cfg.max_tokens)
+    row_tokens = [sum(len(ids[i]) for i in r) for r in rows]
+    row_targets = [sum(sum(targets[i]) for i in r) for r in rows]
+    log.info("samples: %d used, %d cut to %d tokens, %d without targets; %d rows, %.1f%% full",
+             len(ids), cut, cfg.max_tokens, len(samples) - len(ids), len(rows),
+             100 * sum(row_tokens) / (len(rows) * cfg.max_tokens))
+    return Prepared(ids, targets, rows, row_tokens, row_targets, digest.hexdigest()[:16])
+
+
+def epoch_steps(data: Prepared, cfg: TrainConfig, epoch: int, world: int) -> list[list[list[int]]]:
+    """One epoch's optimizer steps, each a list of micro-batches (row ids) for all ranks; rank r takes [r::world]."""
+    order = list(range(len(data.rows)))
+    random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
+    micro = [order[i : i + cfg.micro_batch_rows] for i in range(0, len(order), cfg.micro_batch_rows)]
+    if len(micro) < world:
+        raise TrainingError(f"{len(data.rows)} packed rows make {len(micro)} micro-batches, fewer than the "
+                            f"{world} processes; use fewer processes or more data")
+    micro = micro[: len(micro) - len(micro) % world]  # every rank gets the same number of micro-batches
+    per_step = cfg.grad_accum * world
+    return [micro[i : i + per_step] for i in range(0, len(micro), per_step)]
+
+
+def collate(data: Prepared, row_ids: list[int], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """A micro-batch: rows of concatenated samples, positions restarting per sample, padded to the longest row.
+
+    Padding is a block of its own (positions from 0, never a target), so it changes nothing for the samples.
+    """
+    width = max(data.row_tokens[r] for r in row_ids)
+    ids, pos, tgt = [], [], []
+    for r in row_ids:
+        x, p, t = [], [], []
+        for i in data.rows[r]:
+            x += data.ids[i]
+            p += range(len(data.ids[i]))
+            t += data.targets[i]
+        pad = width - len(x)
+        ids.append(x + [pad_id] * pad)
+        pos.append(p + list(range(pad)))
+        tgt.append(t + [False] * pad)
+    return {"input_ids": torch.tensor(ids, device=device), "position_ids": torch.tensor(pos, device=device),
+            "targets": torch.tensor(tgt, device=device)}
+
+
+# --- the loop --------------------------------------------------------------------------------------------
+
+
+def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainConfig, run_dir: Path,
+          resume: bool = False) -> TrainResult:
+    """Train LoRA weights on the samples; checkpoints into run_dir. The model is a base model or a PeftModel."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from peft import PeftModel
+    from transformers import get_cosine_schedule_with_warmup
+
+    # Several processes without CUDA (torchrun/accelerate launch on CPU): DDP over gloo, which accelerate
+    # only sets up when told the run is on CPU.
+    acc = Accelerator(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
+    set_seed(cfg.seed)
+    if cfg.qlora and not getattr(model, "is_loaded_in_4bit", False):
+        raise TrainingError("training.qlora is on but the base was not loaded in 4 bit; "
+                            "load it with load_base(..., load_in_4bit=True) on a CUDA machine")
+    peft_model = model if isinstance(model, PeftModel) else add_lora(model, cfg)
+    vocab = peft_model.get_base_model().get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise TrainingError(f"tokenizer has {len(tokenizer)} tokens, the model {vocab} embeddings; "
+                            "twin never resizes embeddings (vLLM adapters cannot carry new tokens)")
+    data = prepare(train_samples, cfg, vocab)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
+    total = cfg.max_steps or math.ceil(cfg.epochs * len(epoch_steps(data, cfg, 0, acc.num_processes)))
+
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
+    # The scheduler stays outside prepare(): accelerate would step it once per process.
+    loss_fn, optimizer = acc.prepare(TargetLoss(peft_model), optimizer)
+    run = Run(acc, peft_model, loss_fn, optimizer, scheduler, data, cfg, Path(run_dir), pad_id, total)
+    causal = peft_model.get_base_model()
+    previous_attention = use_segment_attention(causal)
+    try:
+        check_packing(peft_model, acc.device)
+        return _loop(run, resume)
+    finally:
+        if previous_attention:
+            causal.config._attn_implementation = previous_attention
+
+
+@dataclass
+class Run:
+    """Everything the loop works with."""
+
+    acc: object  # accelerate.Accelerator
+    model: nn.Module  # the PeftModel, unwrapped
+    loss_fn: nn.Module  # TargetLoss, wrapped by accelerate (DDP) where it applies
+    optimizer: object
+    scheduler: object
+    data: Prepared
+    cfg: TrainConfig
+    run_dir: Path
+    pad_id: int
+    total: int  # optimizer steps
+
+
+def _loop(run: Run, resume: bool) -> TrainResult:
+    """The optimizer steps from the start or the last checkpoint to the end, the time budget or max_steps."""
+    from tqdm import tqdm
+
+    acc, data, cfg, total = run.acc, run.data, run.cfg, run.total
+    world, rank = acc.num_processes, acc.process_index
+    per_epoch = len(epoch_steps(data, cfg, 0, world))
+    step, losses = 0, []
+    if resume and (last := latest_checkpoint(run.run_dir)):
+        step, losses = load_checkpoint(last, run, world, rank)
+        log.info("resumed from %s at step %d of %d", last.name, step, total)
+    start_step, tokens, started = step, 0, time.monotonic()
+    bar = tqdm(total=total, initial=step, unit="step", file=sys.stderr, dynamic_ncols=True,
+               disable=not (cfg.progress and acc.is_main_process))
+    stopped_by, plan, plan_epoch, checkpoint = ("steps" if cfg.max_steps else "epochs"), [], -1, None
+    while step < total:
+        epoch, k = divmod(step, per_epoch)
+        if epoch != plan_epoch:
+            plan, plan_epoch = epoch_steps(data, cfg, epoch, world), epoch
+        micro = plan[k]
+        step_targets = sum(data.row_targets[r] for mb in micro for r in mb)
+        step_tokens = sum(data.row_tokens[r] for mb in micro for r in mb)
+        mine = micro[rank::world]
+        run.loss_fn.train()
+        loss_sum = torch.zeros((), device=acc.device)
+        for j, rows in enumerate(mine):
+            batch = collate(data, rows, run.pad_id, acc.device)
+            # Gradients are all-reduced (averaged over ranks) only on the last micro-batch of the step.
+            with acc.no_sync(run.loss_fn) if j < len(mine) - 1 else contextlib.nullcontext():
+                summed = run.loss_fn(**batch)
+                acc.backward(summed * world / step_targets)
+            loss_sum += summed.detach()
+        acc.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], cfg.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens += step_tokens
+        losses.append(acc.reduce(loss_sum, reduction="sum").item() / step_targets)
+        elapsed = time.monotonic() - started
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
+        bar.update(1)
+        out_of_time = cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and step < total
+        if step % cfg.save_every == 0 or step == total or out_of_time:
+            checkpoint = save_checkpoint(run, step, {"loss_history": losses, "fingerprint": data.fingerprint,
+                                                     "world_size": world, "config": asdict(cfg)})
+        if out_of_time:
+            stopped_by = "time_budget"
+            break
+    bar.close()
+    elapsed = time.monotonic() - started
+    log.info("trained steps %d-%d: %d tokens in %.1f s (%.0f tokens/s), stopped by %s",
+             start_step, step, tokens, elapsed, tokens / max(elapsed, 1e-9), stopped_by)
+    return TrainResult(steps=step, tokens=tokens, tokens_per_s=tokens / max(elapsed, 1e-9),
+                       final_loss=losses[-1] if losses else float("nan"), loss_history=losses,
+                       stopped_by=stopped_by, model=run.model, checkpoint=checkpoint)
+
+
+# --- checkpoints and the adapter -------------------------------------------------------------------------
+
+
+def save_adapter(model, out_dir: Path) -> Path:
+    """Write the PEFT adapter (adapter_config.json, adapter_model.safetensors) that vLLM loads; main process only."""
+    from accelerate import PartialState
+
+    out_dir = Path(out_dir)
+    model = getattr(model, "module", model)
+    if isinstance(model, TargetLoss):
+        model = model.lm
+    config = model.peft_config["default"]
+    if config.modules_to_save or config.r not in VLLM_LORA_RANKS:
+        raise TrainingError(f"adapter not servable by vLLM: r={config.r}, modules_to_save={config.modules_to_save}")
+    if PartialState().is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    found = [p for p in found if (p / "trainer_state.json").is_file()]
+    return found[-1] if found else None
+
+
+def _rng_state() -> dict:
+    import numpy as np
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save_checkpoint(run: Run, step: int, state: dict) -> Path:
+    """run_dir/checkpoint-<step>/, written to a temp dir and renamed; older ones beyond keep_checkpoints removed."""
+    acc, run_dir = run.acc, run.run_dir
+    final, tmp = run_dir / f"checkpoint-{step}", run_dir / f".checkpoint-{step}.tmp"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    torch.save(_rng_state(), tmp / f"rng-{acc.process_index}.pt")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        run.model.save_pretrained(tmp, safe_serialization=True)
+        torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(run.scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=1), encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        old = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+        for p in old[: -run.cfg.keep_checkpoints]:
+            shutil.rmtree(p, ignore_errors=True)
+    acc.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(path: Path, run: Run, world: int, rank: int) -> tuple[int, list[float]]:
+    """Restore weights, optimizer, scheduler and RNG from a checkpoint; (step, loss history)."""
+    import numpy as np
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    cfg, peft_model = run.cfg, run.model
+    state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    same = ("seed", "max_tokens", "micro_batch_rows", "grad_accum", "r", "alpha", "target_modules")
+    changed = [k for k in same if state["config"].get(k) != json.loads(json.dumps(asdict(cfg)[k]))]
+    if state["fingerprint"] != run.data.fingerprint or state["world_size"] != world or changed:
+        raise TrainingError(f"{path}: saved from other data or settings ({', '.join(changed) or 'data/processes'}"
+                            " differ); train without --resume, or resume with the same data and settings")
+    weights = load_file(str(path / "adapter_model.safetensors"), device=str(next(peft_model.parameters()).device))
+    result = set_peft_model_state_dict(peft_model, weights)
+    if getattr(result, "unexpected_keys", None):
+        raise TrainingError(f"{path}: adapter weights do not fit this model ({result.unexpected_keys[:2]})")
+    run.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    run.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    rng = torch.load(path / f"rng-{rank}.pt", weights_only=False)
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state["step"], list(state["loss_history"])
