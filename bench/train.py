@@ -167,7 +167,7 @@ def main() -> None:
 
     import torch
 
-    from training.models import default_dtype, load_base
+    from twin.models import default_dtype, load_base
     from training.trainer import pack
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

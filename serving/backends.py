@@ -1,7 +1,7 @@
 """Model backends for drafting: one interface, a vLLM server over HTTP or the in-process model, picked here.
 
 `open_backend("auto", settings)` uses the vLLM server when its health check answers within a short timeout,
-else the in-process backend (the embedded default: SmolLM2-135M-Instruct converted under `models/`). Both take
+else the in-process backend (the embedded default: SmolLM2-135M-Instruct, converted under `models/` on first use). Both take
 rendered token ids (twin.prompts) and return the completions' texts; `tokenizer` is the base model's, which
 drafting renders prompts with. Exercised by `twin draft` and `twin chat` (`--backend auto|vllm|local`).
 
@@ -19,22 +19,16 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from serving.openai_api import OpenAIClient
-from twin.errors import ConfigError, NotFound, TwinError
+from twin.adapters import find_adapter
+from twin.errors import ConfigError
+from twin.models import DEFAULT_NAME, EMBEDDED_SPEC, resolve_base_model
 from twin.prompts import FORMAT_NAME, FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
-# What training writes as twin.json's base_model when no base was given (training.job), and the directory
-# the embedded GGUF is converted into under models/ (training.models.DEFAULT_NAME).
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-EMBEDDED_SPEC = f"embedded:{EMBEDDED_NAME}"
 BASE_NAME = "base"  # the base model's served name in vLLM (serving.vllm_server.ServeConfig)
 
 Kind = Literal["auto", "vllm", "local"]
-
-
-class BaseModelMissing(TwinError):
-    """The base model to draft with is not on disk (the embedded one is converted by `twin train`)."""
 
 
 @runtime_checkable
@@ -83,11 +77,11 @@ def open_backend(kind: Kind, settings: BackendSettings) -> Backend:
 
         client = OpenAIClient(settings.vllm_url, api_key=settings.api_key, timeout=settings.timeout_s,
                               retries=settings.retries)
-        return VLLMBackend(client, load_tokenizer(resolve_base(spec, settings.models_dir)),
+        return VLLMBackend(client, load_tokenizer(resolve_base_model(spec, settings.models_dir)),
                            base_name=settings.served_base, adapters_dir=settings.adapters_dir)
     from serving.local_backend import LocalBackend
 
-    return LocalBackend(resolve_base(spec, settings.models_dir), settings.adapters_dir,
+    return LocalBackend(resolve_base_model(spec, settings.models_dir), settings.adapters_dir,
                         base_spec=spec or EMBEDDED_SPEC, device=settings.device)
 
 
@@ -105,53 +99,8 @@ def base_spec(settings: BackendSettings) -> str | None:
     if settings.base_model:
         return settings.base_model
     if settings.adapter and settings.adapters_dir:
-        return adapter_meta(adapter_dir(settings.adapters_dir, settings.adapter)).get("base_model")
+        return find_adapter(settings.adapters_dir, settings.adapter).meta.get("base_model")
     return None
-
-
-def resolve_base(spec: str | None, models_dir: Path) -> Path | str:
-    """Where to load a base model from, without converting anything (training converts GGUF files).
-
-    None or "embedded:<name>" -> models_dir/<name>; "x/y.gguf" -> models_dir/y; a model directory -> itself;
-    anything else is a Hugging Face hub id, returned as it is.
-    """
-    if not spec or spec.startswith("embedded:"):
-        target = models_dir / (spec.split(":", 1)[1] if spec else EMBEDDED_NAME)
-        return _converted(target, "the embedded base model")
-    path = Path(spec).expanduser()
-    if path.suffix.lower() == ".gguf":
-        return _converted(models_dir / path.stem, f"the base model {path.name}")
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise BaseModelMissing(f"{spec}: directory has no config.json; pass a saved transformers model")
-        return path.resolve()
-    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise BaseModelMissing(f"{spec}: not a model directory; pass one, a converted .gguf or a hub id")
-    return spec
-
-
-def _converted(target: Path, what: str) -> Path:
-    if not (target / "config.json").is_file():
-        raise BaseModelMissing(f"{target}: {what} is not converted yet; run `twin train` once (it converts it), "
-                               "or pass --base-model with a model directory")
-    return target
-
-
-def adapter_dir(adapters_dir: Path | None, name: str) -> Path:
-    """An adapter's directory: adapters_dir/<name>, or `name` itself when that is an adapter directory."""
-    for path in ([adapters_dir / name] if adapters_dir else []) + [Path(name)]:
-        if (path / "adapter_config.json").is_file():
-            return path
-    raise NotFound(f"adapter {name!r} not found in {adapters_dir}; run `twin train`, or name one that exists")
-
-
-def adapter_meta(path: Path) -> dict:
-    """An adapter's twin.json ({} for a plain PEFT directory)."""
-    f = path / "twin.json"
-    try:
-        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{f}: unreadable ({e}); retrain the adapter or restore the file") from e
 
 
 def check_adapter(name: str, meta: dict, base: str | None) -> None:
@@ -171,7 +120,7 @@ def check_adapter(name: str, meta: dict, base: str | None) -> None:
 
 def _same_base(spec: str) -> str:
     """One spelling per base: the embedded one by its spec, a local directory by its resolved path."""
-    if spec in ("", EMBEDDED_NAME):
+    if spec in ("", DEFAULT_NAME):
         return EMBEDDED_SPEC
     path = Path(spec).expanduser()
     return str(path.resolve()) if path.is_dir() else spec

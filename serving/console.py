@@ -19,6 +19,7 @@ from serving.personas import measure, summary_line
 from twin import adapters
 from twin.config import Config
 from twin.errors import NotFound
+from twin.models import EMBEDDED_SPEC, resolve_base_model
 from twin.paths import Home
 from twin.pii import scrub
 from twin.store import ChatKey, Store, StoredMessage
@@ -132,12 +133,11 @@ def chat_loop(home: Home, cfg: Config, opts: DraftOptions, read: Callable[[str],
 def serve(home: Home, cfg: Config, extra_args: Sequence[str], wait_s: float, echo: Callable[[str], None]) -> int:
     """`twin serve`: start vLLM with every adapter under its versioned name, wait until healthy, run until
     stopped. Returns vLLM's exit status."""
-    from serving.backends import EMBEDDED_SPEC, resolve_base
     from serving.vllm_server import adapter_rank, build_command, find_python, start, stop, wait_healthy
 
     found = adapters.list_adapters(home.adapters)
     spec = cfg.serve.base_model or (found[-1].meta.get("base_model") if found else None) or EMBEDDED_SPEC
-    base = resolve_base(spec, home.models)
+    base = resolve_base_model(spec, home.models)
     served = [(a.name, a.path, adapter_rank(a.path)) for a in found if _same_base(a.meta.get("base_model"), spec)]
     scfg = cfg.serve.model_copy(update={"base_model": str(base)})
     python = scfg.python or find_python()
@@ -161,8 +161,6 @@ def serve(home: Home, cfg: Config, extra_args: Sequence[str], wait_s: float, ech
 
 
 def _same_base(adapter_base: str | None, spec: str) -> bool:
-    from serving.backends import EMBEDDED_SPEC
-
     return (adapter_base or EMBEDDED_SPEC) == spec
 
 

@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from serving.backends import BaseModelMissing, adapter_dir, adapter_meta, check_adapter
+from serving.backends import check_adapter
+from twin.adapters import find_adapter
+from twin.models import load_base
 from twin.generation import Sampling, generate
 
 log = logging.getLogger(__name__)
@@ -39,18 +41,11 @@ class LocalBackend:
     def __init__(self, base: Path | str, adapters_dir: Path | None = None, base_spec: str | None = None,
                  device: str | None = None, max_adapters: int = 4):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         started = time.monotonic()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        # bf16 on CUDA; fp32 on CPU, where bf16 matmuls are slow on most processors.
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(base))
-            model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
-        except (OSError, ValueError) as e:
-            raise BaseModelMissing(f"{base}: cannot load the base model ({type(e).__name__}); pass a saved "
-                                   "transformers model directory, or run `twin train` to convert the default") from e
+        # `base` is already resolved (a model directory or a hub id): nothing to convert, models_dir unused.
+        model, self.tokenizer = load_base(str(base), Path(base).parent, device=self.device)
         self.base = model.to(self.device).eval()
         self.base_spec = base_spec or str(base)
         self.adapters_dir = adapters_dir
@@ -96,8 +91,9 @@ class LocalBackend:
     def _load(self, adapter: str) -> None:
         from peft import PeftModel
 
-        path = adapter_dir(self.adapters_dir, adapter)
-        check_adapter(adapter, adapter_meta(path), self.base_spec)
+        found = find_adapter(self.adapters_dir, adapter)
+        path = found.path
+        check_adapter(adapter, found.meta, self.base_spec)
         started = time.monotonic()
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self.base, str(path), adapter_name=adapter, is_trainable=False)

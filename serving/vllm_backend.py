@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from serving.backends import BASE_NAME, adapter_dir, adapter_meta, check_adapter
+from serving.backends import BASE_NAME, check_adapter
+from twin.adapters import find_adapter
 from serving.openai_api import OpenAIClient
 from twin.errors import NotFound
 from twin.generation import stop_ids
@@ -71,8 +72,9 @@ class VLLMBackend:
             if self.adapters_dir is None:
                 raise NotFound(f"{self.client.base_url} has no adapter {adapter!r}; restart `twin serve` "
                                "to load the newest adapters") from e
-            path = adapter_dir(self.adapters_dir, adapter)
-        check_adapter(adapter, adapter_meta(path), None)
+            found = find_adapter(self.adapters_dir, adapter)
+        path = found.path
+        check_adapter(adapter, found.meta, None)
         log.info("adapter %s not on the server; loading it", adapter)
         self.client.load_lora(adapter, str(path.resolve()))
         return send()

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from training import models
-from training.models import BaseModelError, load_base, resolve_base_model
+from twin import models
+from twin.models import BaseModelError, load_base, resolve_base_model
 
 
 def test_a_local_model_directory_is_used_as_it_is(tmp_path):

@@ -18,7 +18,7 @@ from fake_openai import FakeOpenAI  # noqa: E402
 from helpers import tiny_tokenizer  # noqa: E402
 import serving.backends  # noqa: E402
 from serving.backends import (  # noqa: E402
-    EMBEDDED_SPEC, Backend, BackendSettings, BaseModelMissing, base_spec, open_backend, resolve_base,
+    Backend, BackendSettings, base_spec, open_backend,
 )
 from serving.drafting import DraftRequest, DraftSettings, draft  # noqa: E402
 from serving.local_backend import LocalBackend  # noqa: E402
@@ -26,6 +26,7 @@ from serving.openai_api import OpenAIClient  # noqa: E402
 from serving.vllm_backend import VLLMBackend, stop_strings  # noqa: E402
 from twin.chat import Chat, Message, utc  # noqa: E402
 from twin.errors import ConfigError, NotFound, ServingUnavailable  # noqa: E402
+from twin.models import BaseModelError  # noqa: E402
 from twin.prompts import FORMAT_NAME, FORMAT_VERSION  # noqa: E402
 from twin.store import ChatKey, Store  # noqa: E402
 
@@ -174,19 +175,6 @@ def test_auto_falls_back_to_local_when_no_server_answers(home):
         open_backend("gpu", s)  # type: ignore[arg-type]
 
 
-def test_resolve_base(home, tmp_path):
-    with pytest.raises(BaseModelMissing, match="run `twin train` once"):
-        resolve_base(None, tmp_path)
-    with pytest.raises(BaseModelMissing, match="twin train"):
-        resolve_base(EMBEDDED_SPEC, tmp_path)
-    assert resolve_base("embedded:tiny", home / "models") == home / "models" / "tiny"
-    assert resolve_base("/downloads/tiny.gguf", home / "models") == home / "models" / "tiny"
-    assert resolve_base(str(home / "models" / "tiny"), tmp_path) == (home / "models" / "tiny").resolve()
-    assert resolve_base("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path) == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    with pytest.raises(BaseModelMissing, match="config.json"):
-        resolve_base(str(tmp_path), tmp_path)
-
-
 # -- in process ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -245,5 +233,5 @@ def test_drafting_through_the_local_backend(local):
 
 
 def test_local_backend_with_a_missing_base_says_what_to_do(tmp_path):
-    with pytest.raises(BaseModelMissing, match="twin train"):
+    with pytest.raises(BaseModelError, match="nothing"):
         LocalBackend(tmp_path / "nothing")

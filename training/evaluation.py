@@ -91,13 +91,11 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     """Evaluate an adapter against its base; writes the results into its twin.json and eval.png."""
     from peft import PeftModel
 
-    from training.models import load_base
+    from twin.models import load_base
 
     adapter = adapters.find_adapter(home.adapters, adapter_name)
     meta = adapter.meta
-    base_spec = meta.get("base_model")
-    base_spec = None if not base_spec or base_spec.startswith("embedded:") else base_spec
-    base, tokenizer = load_base(base_spec, home.models)
+    base, tokenizer = load_base(meta.get("base_model"), home.models)
     data = rebuild_dataset(home, cfg, meta, tokenizer)
     if not data.held_out:
         raise adapters.NotFound(f"{home.db}: no held-out conversations to evaluate on; ingest more history")

@@ -16,6 +16,7 @@ from pathlib import Path
 from twin import __version__
 from twin.config import Config
 from twin.errors import NotFound
+from twin.models import EMBEDDED_SPEC
 from twin.paths import Home
 from twin.prompts import FORMAT_NAME, FORMAT_VERSION, Conversation, render
 from twin.store import Store
@@ -77,7 +78,7 @@ def _resume_name(home: Home, base: str) -> str:
 
 def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Path:
     """Run the whole training stage; returns the published adapter directory."""
-    from training.models import load_base
+    from twin.models import load_base
     from training.trainer import TrainConfig, save_adapter, train
 
     t = cfg.training
@@ -118,7 +119,7 @@ def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Pat
             "name": name,
             "twin_version": __version__,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "base_model": base_spec or "embedded:SmolLM2-135M-Instruct",
+            "base_model": base_spec or EMBEDDED_SPEC,
             "prompt_format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
             "data": {"fingerprint": data.fingerprint, **summary},
             "dataset_options": {**asdict(opts), "notes": sorted(opts.notes)},

