@@ -168,7 +168,7 @@ def main() -> None:
     import torch
 
     from twin.models import default_dtype, load_base
-    from training.trainer import pack
+    from training.packing import pack
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = (64, 2, 4, 512) if args.tiny else args.config_shape

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from twin.errors import ConfigError  # noqa: E402
+from training import packing as pk  # noqa: E402
 from training import trainer as tr  # noqa: E402
 from training.trainer import LLAMA_PROJECTIONS, TrainConfig, train  # noqa: E402
 
@@ -90,8 +91,8 @@ def test_two_steps_change_lora_weights_with_a_servable_config(tmp_path):
     config = result.model.peft_config["default"]
     assert (config.r, config.lora_alpha, config.modules_to_save) == (16, 32, None)
     assert set(config.target_modules) == set(LLAMA_PROJECTIONS)
-    data = tr.prepare(chat_samples(), cfg(), VOCAB)
-    planned = [step for epoch in range(2) for step in tr.epoch_steps(data, cfg(), epoch, 1)]
+    data = pk.prepare(chat_samples(), cfg(), VOCAB)
+    planned = [step for epoch in range(2) for step in pk.epoch_steps(data, cfg(), epoch, 1)]
     first_two = planned[:2]  # 12 short samples fill one step per epoch: step 2 starts the second epoch
     assert result.tokens == sum(data.row_tokens[r] for step in first_two for mb in step for r in mb)
 
@@ -122,16 +123,16 @@ def test_generic_targets_cover_every_linear_but_the_head():
 
 def test_pack_fills_rows_best_fit_decreasing():
     lengths = [5, 3, 4, 2, 6, 8, 1]
-    rows = tr.pack(lengths, 8)
+    rows = pk.pack(lengths, 8)
     assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in r) <= 8 for r in rows)
     assert len(rows) == 4  # 29 tokens need at least 4 rows of 8
-    assert tr.pack([5, 3, 4, 2, 6], 8) == [[4, 3], [0, 1], [2]]
+    assert pk.pack([5, 3, 4, 2, 6], 8) == [[4, 3], [0, 1], [2]]
 
 
 def test_prepare_cuts_long_samples_and_never_targets_a_sample_start():
     samples = [Sample([5] * 10, [True] * 10), Sample([6] * 4, [False] * 4), Sample([7] * 300, [True] * 300)]
-    data = tr.prepare(samples, cfg(max_tokens=128), VOCAB)
+    data = pk.prepare(samples, cfg(max_tokens=128), VOCAB)
     assert [len(x) for x in data.ids] == [10, 128]  # the target-less sample is dropped, the long one cut
     assert [t[0] for t in data.targets] == [False, False]
     assert data.row_targets and sum(data.row_targets) == 9 + 127
@@ -149,14 +150,14 @@ def packed_batch(samples, order):
 
 
 # transformers' own block-diagonal masks (sdpa, eager) and the trainer's per-sample attention.
-ATTENTION = ["sdpa", "eager", tr.SEGMENT_ATTENTION]
+ATTENTION = ["sdpa", "eager", pk.SEGMENT_ATTENTION]
 
 
 def tiny_llama_with(attn: str) -> LlamaForCausalLM:
-    if attn != tr.SEGMENT_ATTENTION:
+    if attn != pk.SEGMENT_ATTENTION:
         return tiny_llama(attn)
     model = tiny_llama("sdpa")
-    assert tr.use_segment_attention(model) == "sdpa"
+    assert pk.use_segment_attention(model) == "sdpa"
     return model
 
 
@@ -164,7 +165,7 @@ def tiny_llama_with(attn: str) -> LlamaForCausalLM:
 def test_a_sample_packed_with_others_gives_the_same_logits_and_loss(attn):
     model = tiny_llama_with(attn).eval()
     samples = chat_samples(3, seed=7, lo=20, hi=40)
-    loss = tr.TargetLoss(model)
+    loss = pk.TargetLoss(model)
     ids, pos, tgt = packed_batch(samples, [0])
     with torch.no_grad():
         # use_cache=False, as the trainer does: with a cache transformers skips the packed-sequence mask.
@@ -185,14 +186,14 @@ def test_a_sample_packed_with_others_gives_the_same_logits_and_loss(attn):
 def test_selected_logits_loss_equals_the_full_logits_loss(attn):
     reference = tiny_llama("sdpa").eval()
     model = tiny_llama_with(attn).eval()
-    data = tr.prepare(chat_samples(8, seed=1), cfg(), VOCAB)
-    batch = tr.collate(data, [0, 1], pad_id=0, device="cpu")  # two rows, different cuts, one padded
+    data = pk.prepare(chat_samples(8, seed=1), cfg(), VOCAB)
+    batch = pk.collate(data, [0, 1], pad_id=0, device="cpu")  # two rows, different cuts, one padded
     assert batch["input_ids"].shape[0] == 2 and data.row_tokens[0] != data.row_tokens[1]
     labels = batch["input_ids"].masked_fill(~batch["targets"], -100)
     with torch.no_grad():
         full = reference(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=labels,
                          use_cache=False).loss
-        selected = tr.TargetLoss(model)(**batch) / batch["targets"][:, 1:].sum()
+        selected = pk.TargetLoss(model)(**batch) / batch["targets"][:, 1:].sum()
     torch.testing.assert_close(selected, full, rtol=1e-5, atol=1e-6)
 
 
@@ -209,9 +210,9 @@ def test_a_model_whose_attention_leaks_across_samples_is_refused():
         return sdpa_attention_forward(module, q, k, v, None, **kw)
 
     AttentionInterface.register("twin_test_causal_only", causal_only)
-    with pytest.raises(tr.TrainingError, match="see each other"):
-        tr.check_packing(tiny_llama("twin_test_causal_only"), "cpu")
-    tr.check_packing(tiny_llama(), "cpu")
+    with pytest.raises(pk.TrainingError, match="see each other"):
+        pk.check_packing(tiny_llama("twin_test_causal_only"), "cpu")
+    pk.check_packing(tiny_llama(), "cpu")
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
@@ -231,7 +232,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
 
 def test_resume_with_other_data_is_refused(tmp_path):
     train(tiny_llama(), Tokenizer(), chat_samples(10), cfg(), tmp_path)
-    with pytest.raises(tr.TrainingError, match="other data or settings"):
+    with pytest.raises(pk.TrainingError, match="other data or settings"):
         train(tiny_llama(), Tokenizer(), chat_samples(10, seed=9), cfg(), tmp_path, resume=True)
 
 
