@@ -29,6 +29,7 @@ def twin(home, *args, timeout=1200):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
+    (home / "twin.toml").write_text((ROOT / "examples" / "demo.toml").read_text())
     twin(home, "ingest", str(SAMPLE))
     adapter = Path(twin(home, "train", "--time-budget", os.environ.get("TWIN_TEST_TRAIN_MINUTES", "4"))
                    .strip().splitlines()[-1])

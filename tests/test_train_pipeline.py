@@ -97,3 +97,51 @@ def test_train_without_data_says_ingest(tmp_path, base_dir):
     Store.open(home / "twin.db").close()
     result = CliRunner().invoke(main, ["--home", str(home), "train", "--base-model", str(base_dir)])
     assert result.exit_code != 0 and "twin ingest" in str(result.exception)
+
+
+def test_canaries_are_planted_recorded_and_reported(tmp_path, base_dir):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "twin.toml").write_text('[training]\ngrad_accum = 1\nmax_tokens = 256\n')
+    fill_store(home / "twin.db")
+    twin(home, "train", "--base-model", str(base_dir), "--max-steps", "1", "--canaries")
+    meta = json.loads((home / "adapters" / "twin-v1" / "twin.json").read_text())
+    assert [c["repeats"] for c in meta["canaries"]] == [1, 4, 16]
+    assert all(c["secret"] and c["prefix"] for c in meta["canaries"])
+    res = json.loads(twin(home, "eval", "--json", "--limit", "2").stdout)
+    for side in ("base", "adapter"):
+        assert [c["repeats"] for c in res[side]["canaries"]] == [1, 4, 16]
+        assert all(c["exposure"] >= 0 and isinstance(c["leaked"], bool) for c in res[side]["canaries"])
+
+
+def test_chat_keeps_its_own_conversation_and_stores_nothing(tmp_path, base_dir, monkeypatch):
+    """`twin chat` drafts for each line typed as the contact; the chosen replies become context, unstored."""
+    import serving.console
+
+    home = tmp_path / "home"
+    home.mkdir()
+    fill_store(home / "twin.db")
+    seen_prompts = []
+
+    class Scripted:
+        name = "fake"
+        tokenizer = tiny_tokenizer()
+
+        def complete(self, prompt_ids, *, n, **_):
+            seen_prompts.append(self.tokenizer.decode(prompt_ids))
+            words = ["sure thing", "no way", "maybe later", "ask tomas", "ja ja", "lol ok"]
+            return [f"{words[i % len(words)]} {len(seen_prompts)}" for i in range(n)]
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(serving.console, "open_backend", lambda kind, settings: Scripted())
+    before = Store.open(home / "twin.db").stats()
+    result = CliRunner().invoke(main, ["--home", str(home), "chat", "--contact", "Tomas Berg", "--n", "2"],
+                                input="Free on Sunday?\n2\nGreat, 10 am?\nmy own words\n")
+    assert result.exit_code == 0, result.output
+    assert "[1] sure thing 1" in result.output and "[2] no way 1" in result.output
+    # The second prompt carries the first exchange: the contact's line and the candidate picked.
+    assert "Free on Sunday?" in seen_prompts[1] and "no way 1" in seen_prompts[1]
+    assert "Great, 10 am?" in seen_prompts[1]
+    assert Store.open(home / "twin.db").stats() == before
