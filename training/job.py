@@ -37,6 +37,7 @@ class TrainRequest:
     time_budget_minutes: float | None = None
     resume: bool = False
     canaries: bool = False
+    train_on: str | None = None
 
 
 def dataset_options(cfg: Config, store: Store) -> DatasetOptions:
@@ -92,6 +93,8 @@ def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Pat
         model, tokenizer = load_base(base_spec, home.models, load_in_4bit=t.qlora)
         echo(f"base model loaded in {time.perf_counter() - started:.1f}s")
         opts = dataset_options(cfg, store)
+        if req.train_on:
+            opts = replace(opts, train_on=req.train_on)
         data = build(store, tokenizer, opts)
     if not data.train:
         raise NotFound(f"{home.db}: no conversation in which you reply; dropped: {dict(data.dropped)}")
@@ -112,6 +115,10 @@ def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Pat
     echo(f"trained {result.steps} steps, {result.tokens} tokens at {result.tokens_per_s:.0f} tokens/s, "
          f"final loss {result.final_loss:.3f} (stopped by {result.stopped_by})")
     staging = home.adapters / f".{name}.partial"
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return home.adapters / name  # under DDP only the main process writes the adapter
     adapters.discard(staging)
     try:
         save_adapter(result.model, staging)

@@ -175,10 +175,13 @@ def stats(ctx: Context, as_json: bool, top: int) -> None:
               help="Stop cleanly after this many minutes and save what was learned.")
 @click.option("--name", help="Adapter name; the result is <name>-v<N> [config training.name, twin].")
 @click.option("--resume", is_flag=True, help="Continue the last unfinished run from its checkpoint.")
+@click.option("--train-on", type=click.Choice(["owner", "all"]),
+              help="Learn your turns only, or the contacts' too (role-play) [config training.train_on, owner].")
 @click.option("--canaries", is_flag=True, help="Plant fake secrets 1, 4 and 16 times; `twin eval` reports leaks.")
 @click.option("--eval/--no-eval", "run_eval", default=False, help="Evaluate on the held-out conversations after.")
 @pass_ctx
-def train(ctx: Context, base_model, max_steps, epochs, time_budget, name, resume, canaries, run_eval) -> None:
+def train(ctx: Context, base_model, max_steps, epochs, time_budget, name, resume, train_on, canaries,
+          run_eval) -> None:
     """Train a LoRA adapter in your voice on the stored conversations.
 
     The most recent 10% of each chat's conversations are held out for `twin eval`. The last line printed is
@@ -192,7 +195,7 @@ def train(ctx: Context, base_model, max_steps, epochs, time_budget, name, resume
     from training.job import TrainRequest, train_adapter
 
     req = TrainRequest(base_model=base_model, name=name, max_steps=max_steps, epochs=epochs,
-                       time_budget_minutes=time_budget, resume=resume, canaries=canaries)
+                       time_budget_minutes=time_budget, resume=resume, canaries=canaries, train_on=train_on)
     path = train_adapter(ctx.home, ctx.config, req, echo=lambda m: click.echo(m, err=True))
     if run_eval:
         _eval(ctx, str(path), as_json=False, limit=64, out=sys.stderr)
