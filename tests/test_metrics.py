@@ -13,18 +13,15 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from training import metrics
+from training import canaries
+from training.canaries import Canary, exposure, leaks, make_canaries, plant
 from training.metrics import (
     STYLE_FEATURES,
-    Canary,
     chart,
     classifier_auc,
     count_emoji,
     distinct_n,
-    exposure,
-    leaks,
-    make_canaries,
     perplexity,
-    plant,
     profile_distance,
     style_profile,
 )
@@ -32,6 +29,7 @@ from training.metrics import (
 
 def test_docstring_examples():
     assert doctest.testmod(metrics).failed == 0
+    assert doctest.testmod(canaries).failed == 0
 
 
 # --- style -----------------------------------------------------------------------------------------------------

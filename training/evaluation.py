@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from twin.config import Config
 from twin.generation import Sampling, generate
 from twin.paths import Home
 from twin.prompts import DoesNotFit, prompt_ids
-from training import metrics
+from training import canaries, metrics
 from twin import adapters
 from training.dataset import Sample
 from training.job import rebuild_dataset
@@ -56,7 +55,7 @@ def _lines(replies: list[str]) -> list[list[str]]:
     return [[line.strip() for line in r.splitlines() if line.strip()] for r in replies]
 
 
-def _side(model, tokenizer, held_out, prompts, real_lines, opts: EvalOptions, canaries) -> dict:
+def _side(model, tokenizer, held_out, prompts, real_lines, opts: EvalOptions, planted) -> dict:
     """The metrics of one model (base or adapter) on the held-out set."""
     t0 = time.perf_counter()
     ppl = metrics.perplexity(model, held_out)
@@ -75,16 +74,16 @@ def _side(model, tokenizer, held_out, prompts, real_lines, opts: EvalOptions, ca
         "empty_replies": sum(not g for g in generated),
         "examples": len(generated),
     }
-    if canaries:
-        side["canaries"] = [_canary_result(model, tokenizer, c) for c in canaries]
+    if planted:
+        side["canaries"] = [_canary_result(model, tokenizer, c) for c in planted]
     log.info("eval side done in %.1fs", time.perf_counter() - t0)
     return side
 
 
 def _canary_result(model, tokenizer, canary) -> dict:
     ids = tokenizer(canary.prefix, add_special_tokens=False)["input_ids"]
-    return {"repeats": canary.repeats, "exposure": metrics.exposure(model, tokenizer, canary, ids),
-            "leaked": metrics.leaks(model, tokenizer, ids, canary.secret)}
+    return {"repeats": canary.repeats, "exposure": canaries.exposure(model, tokenizer, canary, ids),
+            "leaked": canaries.leaks(model, tokenizer, ids, canary.secret)}
 
 
 def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOptions = EvalOptions()) -> dict:
@@ -105,11 +104,11 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     prompts, real = reply_contexts(held_out, tokenizer, max_tokens)
     if opts.limit is not None:
         prompts, real = prompts[:opts.limit], real[:opts.limit]
-    canaries = [metrics.Canary(**c) for c in meta.get("canaries") or []]
+    planted = [canaries.Canary(**c) for c in meta.get("canaries") or []]
     model = PeftModel.from_pretrained(base, str(adapter.path))
     with model.disable_adapter():
-        base_side = _side(model, tokenizer, held_out, prompts, real, opts, canaries)
-    adapter_side = _side(model, tokenizer, held_out, prompts, real, opts, canaries)
+        base_side = _side(model, tokenizer, held_out, prompts, real, opts, planted)
+    adapter_side = _side(model, tokenizer, held_out, prompts, real, opts, planted)
     results = {
         "adapter": adapter_side,
         "base": base_side,

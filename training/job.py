@@ -53,7 +53,7 @@ def dataset_options(cfg: Config, store: Store) -> DatasetOptions:
 
 def plant_canaries(samples: tuple[Sample, ...], tokenizer, opts: DatasetOptions, seed: int):
     """Fake secrets planted 1, 4 and 16 times as owner lines in training conversations (Secret Sharer test)."""
-    from training.metrics import make_canaries, plant
+    from training.canaries import make_canaries, plant
 
     canaries = make_canaries(seed)
 
