@@ -10,7 +10,6 @@ drafting renders prompts with. Exercised by `twin draft` and `twin chat` (`--bac
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
