@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from twin.chat import DEFAULT_CHAT_TYPES, Chat, Message, Owner
 from twin.errors import ExportError
@@ -45,6 +46,17 @@ FORMATS = {
     "discord": "training.exports.discord_exporter",
     "whatsapp": "training.exports.whatsapp_txt",
 }
+
+
+def open_json(path: Path) -> BinaryIO:
+    """A JSON export opened in binary for streaming, past a UTF-8 byte-order mark (which ijson rejects)."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise ExportError(path, f"cannot read ({e.strerror}); check the path and its permissions") from e
+    if f.read(3) != b"\xef\xbb\xbf":
+        f.seek(0)
+    return f
 
 
 def parser_for(fmt: str) -> Parser:

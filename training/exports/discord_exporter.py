@@ -27,13 +27,13 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 import ijson
 
 from twin.chat import Chat, Message
 from twin.errors import ExportError
-from training.exports import ParseOptions, Record, Skipped
+from training.exports import ParseOptions, Record, Skipped, open_json
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def parse(path: Path, options: ParseOptions) -> Iterator[Record]:
         return
     yield chat
     counted = 0
-    with _open(path) as f:
+    with open_json(path) as f:
         try:
             for index, raw in enumerate(ijson.items(f, "messages.item")):
                 yield to_record(path, chat.id, index, raw)
@@ -211,7 +211,7 @@ def _read_head(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """`guild` and `channel`, read from the stream up to `messages` (DCE writes them first)."""
     found: dict[str, Any] = {}
     saw_messages = False
-    with _open(path) as f:
+    with open_json(path) as f:
         events = ijson.parse(f)
         try:
             first = next(events, None)
@@ -265,17 +265,6 @@ def _skip(events: Iterator[tuple[str, str, Any]], depth: int) -> None:
             depth -= 1
             if depth == 0:
                 return
-
-
-def _open(path: Path) -> BinaryIO:
-    """The file in binary, past a UTF-8 byte-order mark (which the JSON parser would reject)."""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise ExportError(path, f"cannot read ({e.strerror}); check the path and its permissions") from e
-    if f.read(3) != b"\xef\xbb\xbf":
-        f.seek(0)
-    return f
 
 
 def _short(error: Exception) -> str:

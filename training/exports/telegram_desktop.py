@@ -37,7 +37,7 @@ import ijson
 
 from twin.chat import Chat, Message, Owner, utc
 from twin.errors import ExportError
-from training.exports import ParseOptions, Record, Skipped
+from training.exports import ParseOptions, Record, Skipped, open_json
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def parse(path: Path, options: ParseOptions) -> Iterator[Record]:
     """Each chat's `Chat` (or `Skipped("chat", type)`), then its messages, in file order; `Owner` when known."""
     path = Path(path)
     reader = _Reader(path, options)
-    with _open(path) as f:
+    with open_json(path) as f:
         try:
             yield from reader.read(_json.parse(f))
         except (ijson.JSONError, UnicodeDecodeError) as e:
@@ -336,17 +336,6 @@ def _time(path: Path, chat: Chat, raw: dict[str, Any], value: Any, key: str) -> 
         problem = "has no" if value is None else f"has a bad {str(value)[:20]!r} as"
         raise ExportError(path, f"chat {chat.id}, message {raw.get('id')} {problem} {key!r}; exports from "
                                 f"before 2021 lack it: {FIX}") from e
-
-
-def _open(path: Path) -> BinaryIO:
-    """The file in binary, past a UTF-8 byte-order mark (which the JSON parser would reject)."""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise ExportError(path, f"cannot read ({e.strerror}); check the path and its permissions") from e
-    if f.read(3) != b"\xef\xbb\xbf":
-        f.seek(0)
-    return f
 
 
 def _is_blank(f: BinaryIO) -> bool:
