@@ -146,13 +146,15 @@ def serve(home: Home, cfg: Config, extra_args: Sequence[str], wait_s: float, ech
              "and set TWIN_VLLM_PYTHON to its python; on a CPU: run scripts/setup-vllm. The command would be:")
         echo(" ".join(build_command(scfg.model_copy(update={"python": python}), served, extra_args)))
         return 1
+    # SIGTERM (systemd, docker stop) must end vLLM too, also while it is still starting: vLLM runs in its own
+    # process group, so only the `finally` below reaches it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     proc = start(scfg.model_copy(update={"python": python}), served, extra_args,
                  api_key=os.environ.get("TWIN_VLLM_API_KEY"))
     try:
         waited = wait_healthy(scfg.url, wait_s, proc)
         echo(f"vLLM serving {len(served)} adapters ({', '.join(n for n, _, _ in served) or 'none'}) on base "
              f"'{scfg.served_model_name}' at {scfg.url}/v1 (ready in {waited:.0f} s); Ctrl-C stops it")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         return proc.wait()
     except KeyboardInterrupt:
         return 0
