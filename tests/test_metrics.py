@@ -152,13 +152,7 @@ class CharTokenizer:
         return "".join(ALPHABET[i] for i in ids)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny models on a shared 2-core runner: two OpenMP threads fighting a busy core run 10-40x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_llama(seed=0):

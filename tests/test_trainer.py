@@ -40,13 +40,7 @@ class Tokenizer:
         return VOCAB
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matmuls are several times slower split over threads; the tests stay fast on one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_llama(attn="sdpa", seed=0) -> LlamaForCausalLM:
