@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from tqdm import tqdm
 
 from twin.chat import Chat, Message, Owner
 from twin.errors import ExportError, OwnerUnknown
@@ -101,7 +104,9 @@ def ingest_file(store: Store, path: Path, opts: IngestOptions, now: Callable[[],
     seen_names: dict[tuple[str, str | None], tuple[int, int]] = {}
     touched: set[ChatKey] = set()
     platform = fmt
-    with store.transaction():
+    # A counter with the rate on a terminal: the parsers stream, so the total is known only at the end.
+    progress = tqdm(desc=path.name, unit=" msg", unit_scale=True, disable=not sys.stderr.isatty(), leave=False)
+    with store.transaction(), progress:
         import_id = store.start_import(str(path), digest, fmt, now())
         batch: list[Message] = []
         changes = 0
@@ -119,6 +124,7 @@ def ingest_file(store: Store, path: Path, opts: IngestOptions, now: Callable[[],
                 if len(batch) >= BATCH:
                     changes += store.insert_messages(batch, import_id)
                     summary.seen += len(batch)
+                    progress.update(len(batch))
                     batch.clear()
             elif isinstance(record, Chat):
                 store.upsert_chat(record)
