@@ -30,7 +30,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from serving.backends import Backend
-from serving.personas import ContactProfile, count_emoji, is_emoji, measure
+from serving.personas import ContactProfile, measure
+from twin.emoji import count_emoji, is_emoji
 from twin.errors import ConfigError, NotFound, TwinError
 from twin.prompts import GROUP_TYPES, DoesNotFit, Persona, Turn, chat_persona, prompt_ids, to_turns
 from twin.sessions import DEFAULT_GAP_SECONDS, session_starts

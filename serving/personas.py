@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from twin.emoji import count_emoji
 from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
 from twin.store import StoredMessage
 
@@ -132,31 +133,7 @@ def hours_text(span: tuple[int, int] | None) -> str:
     return "any time" if (end - start) % 24 in (0, *range(20, 24)) else f"{start:02d}-{end:02d} UTC"
 
 
-# -- emoji and language --------------------------------------------------------------------------------------
-
-# Emoji code points: pictographs, emoticons, transport, supplemental symbols, dingbats, misc symbols, flags
-# (regional indicators count once per pair below) and a few singles in other blocks.
-_EMOJI_RANGES = (
-    (0x1F300, 0x1FAFF), (0x2600, 0x27BF), (0x1F000, 0x1F2FF), (0x2B00, 0x2BFF), (0x2300, 0x23FF),
-)
-_EMOJI_SINGLES = frozenset({0x00A9, 0x00AE, 0x203C, 0x2049, 0x2122, 0x2139, 0x3030, 0x303D, 0x3297, 0x3299})
-
-
-def is_emoji(ch: str) -> bool:
-    cp = ord(ch)
-    return cp in _EMOJI_SINGLES or any(a <= cp <= b for a, b in _EMOJI_RANGES)
-
-
-def count_emoji(text: str) -> int:
-    """Emoji in a text; a flag (two regional indicators) counts once, modifiers and joiners not at all.
-
-    >>> count_emoji("ok 👍🏽 see you 🇳🇴!"), count_emoji("plain")
-    (2, 0)
-    """
-    n = sum(1 for ch in text if is_emoji(ch) and not 0x1F3FB <= ord(ch) <= 0x1F3FF)
-    flags = sum(1 for ch in text if 0x1F1E6 <= ord(ch) <= 0x1F1FF)
-    return n - flags // 2
-
+# -- language ------------------------------------------------------------------------------------------------
 
 # A few very frequent, distinctive short words per language (enough for a hint, not an identification).
 STOPWORDS = {

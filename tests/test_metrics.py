@@ -14,12 +14,13 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from training import metrics
 from training import canaries
+from twin import emoji
+from twin.emoji import count_emoji
 from training.canaries import Canary, exposure, leaks, make_canaries, plant
 from training.metrics import (
     STYLE_FEATURES,
     chart,
     classifier_auc,
-    count_emoji,
     distinct_n,
     perplexity,
     profile_distance,
@@ -30,6 +31,7 @@ from training.metrics import (
 def test_docstring_examples():
     assert doctest.testmod(metrics).failed == 0
     assert doctest.testmod(canaries).failed == 0
+    assert doctest.testmod(emoji).failed == 0
 
 
 # --- style -----------------------------------------------------------------------------------------------------

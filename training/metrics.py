@@ -17,37 +17,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from twin.emoji import count_emoji
+
 # --- style -------------------------------------------------------------------------------------------------
 
-# Emoji without the `emoji` package: the Unicode blocks that hold emoji (an approximation of the
-# Extended_Pictographic property), with skin tones, variation selectors, tag sequences and ZWJ joins folded into
-# the emoji they modify, flags as regional-indicator pairs and keycaps as one emoji each.
-_PICTO = (
-    "\u231a\u231b\u23e9-\u23fa\u2600-\u27bf\u2934\u2935\u2b05-\u2b07\u2b1b\u2b1c\u2b50\u2b55\u3030\u303d"
-    "\u3297\u3299\U0001f000-\U0001f0ff\U0001f170-\U0001f19a\U0001f201-\U0001f2ff\U0001f300-\U0001f6ff"
-    "\U0001f7e0-\U0001f7ff\U0001f900-\U0001faff"
-)
-_MODIFIERS = "\ufe0f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f"
-_EMOJI = re.compile(
-    "[\U0001f1e6-\U0001f1ff]{2}"
-    "|[0-9#*]\ufe0f?\u20e3"
-    f"|[{_PICTO}][{_MODIFIERS}]*(?:\u200d[{_PICTO}][{_MODIFIERS}]*)*"
-)
 _ELLIPSIS = re.compile(r"\.\.|…")
 
 STYLE_FEATURES = (
     "chars_mean", "chars_p10", "chars_p50", "chars_p90", "words_mean", "burst_mean", "emoji_per_message",
     "emoji_share", "exclaim_share", "question_share", "ellipsis_share", "full_stop_share", "lowercase_share",
 )  # fmt: skip
-
-
-def count_emoji(text: str) -> int:
-    """Emoji in a text; a sequence drawn as one glyph (skin tone, ZWJ family, flag) counts once.
-
-    >>> count_emoji("ok 👍🏽 🇫🇷 👨‍👩‍👧 :)")
-    3
-    """
-    return len(_EMOJI.findall(text))
 
 
 def style_profile(replies: Sequence[Sequence[str]]) -> dict[str, float]:
