@@ -1,8 +1,8 @@
 """Who the twin writes to: the persona of a chat, and a profile of how the owner writes to that contact.
 
-The persona itself is `twin.prompts.chat_persona`, the one training uses. `measure` reads the owner's habits with this contact off the history (how many messages per
-conversation and in a row, how long, how often emoji and all-lowercase, which language, at which hours, when
-last); `style_line` says it in a few words and `summary_line` adds the numbers, for `twin chat` and `/status`.
+The persona itself is `twin.prompts.chat_persona`, the one training uses. `measure` reads the owner's habits
+with this contact off the history (how many messages per conversation and in a row, how long, how often emoji
+and all-lowercase, which language, at which hours, when last); `style_line` says it in a few words and `summary_line` adds the numbers, for `twin chat` and `/status`.
 
 The persona's `style` stays empty in drafting prompts: training renders every persona with `style=""`, and a
 line the adapter never saw would make live prompts differ from its training samples. To feed the profile to

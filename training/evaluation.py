@@ -55,7 +55,7 @@ def _lines(replies: list[str]) -> list[list[str]]:
     return [[line.strip() for line in r.splitlines() if line.strip()] for r in replies]
 
 
-def _side(model, tokenizer, held_out, prompts, real_lines, opts: EvalOptions, planted) -> dict:
+def _side(model, tokenizer, held_out, prompts, real_lines, real_profile, opts: EvalOptions, planted) -> dict:
     """The metrics of one model (base or adapter) on the held-out set."""
     t0 = time.perf_counter()
     ppl = metrics.perplexity(model, held_out)
@@ -68,7 +68,7 @@ def _side(model, tokenizer, held_out, prompts, real_lines, opts: EvalOptions, pl
     side = {
         "perplexity": ppl,
         "profile": profile,
-        "profile_distance": metrics.profile_distance(profile, metrics.style_profile(real_lines)),
+        "profile_distance": metrics.profile_distance(profile, real_profile),
         "distinct_2": metrics.distinct_n([" ".join(g) for g in generated], 2),
         "classifier_auc": metrics.classifier_auc(real_messages, gen_messages, seed=opts.seed),
         "empty_replies": sum(not g for g in generated),
@@ -105,14 +105,15 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     if opts.limit is not None:
         prompts, real = prompts[:opts.limit], real[:opts.limit]
     planted = [canaries.Canary(**c) for c in meta.get("canaries") or []]
+    real_profile = metrics.style_profile(real)
     model = PeftModel.from_pretrained(base, str(adapter.path))
     with model.disable_adapter():
-        base_side = _side(model, tokenizer, held_out, prompts, real, opts, planted)
-    adapter_side = _side(model, tokenizer, held_out, prompts, real, opts, planted)
+        base_side = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
+    adapter_side = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
     results = {
         "adapter": adapter_side,
         "base": base_side,
-        "real": {"profile": metrics.style_profile(real), "distinct_2": metrics.distinct_n([" ".join(r) for r in real])},
+        "real": {"profile": real_profile, "distinct_2": metrics.distinct_n([" ".join(r) for r in real])},
         "held_out": {"samples": len(held_out), "replies": len(prompts), "data_changed_since_training": drift},
         "ratios": {"perplexity": adapter_side["perplexity"] / base_side["perplexity"]},
     }
