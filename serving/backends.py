@@ -112,12 +112,17 @@ def check_adapter(name: str, meta: dict, base: str | None) -> None:
         raise ConfigError(f"adapter {name}: trained on prompt format {fmt.get('name')} v{fmt.get('version')}, "
                           f"this twin drafts with {FORMAT_NAME} v{FORMAT_VERSION}; retrain it with `twin train`")
     trained_on = meta.get("base_model")
-    if trained_on and base and _same_base(trained_on) != _same_base(base):
+    if trained_on and base and not same_base(trained_on, base):
         raise ConfigError(f"adapter {name}: trained on base {trained_on}, but this backend runs {base}; "
                           "draft with an adapter of this base, or start the backend with the adapter's base")
 
 
-def _same_base(spec: str) -> str:
+def same_base(a: str | None, b: str | None) -> bool:
+    """Whether two base-model specs name the same model (None or "" is the embedded default)."""
+    return _canonical(a or EMBEDDED_SPEC) == _canonical(b or EMBEDDED_SPEC)
+
+
+def _canonical(spec: str) -> str:
     """One spelling per base: the embedded one by its spec, a local directory by its resolved path."""
     if spec in ("", DEFAULT_NAME):
         return EMBEDDED_SPEC

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from serving.backends import BackendSettings, open_backend
+from serving.backends import BackendSettings, open_backend, same_base
 from serving.drafting import Draft, DraftRequest, DraftSettings, draft
 from serving.personas import measure, summary_line
 from twin import adapters
@@ -138,7 +138,7 @@ def serve(home: Home, cfg: Config, extra_args: Sequence[str], wait_s: float, ech
     found = adapters.list_adapters(home.adapters)
     spec = cfg.serve.base_model or (found[-1].meta.get("base_model") if found else None) or EMBEDDED_SPEC
     base = resolve_base_model(spec, home.models)
-    served = [(a.name, a.path, adapter_rank(a.path)) for a in found if _same_base(a.meta.get("base_model"), spec)]
+    served = [(a.name, a.path, adapter_rank(a.path)) for a in found if same_base(a.meta.get("base_model"), spec)]
     scfg = cfg.serve.model_copy(update={"base_model": str(base)})
     python = scfg.python or find_python()
     if not _has_vllm(python):
@@ -160,10 +160,6 @@ def serve(home: Home, cfg: Config, extra_args: Sequence[str], wait_s: float, ech
         return 0
     finally:
         stop(proc)
-
-
-def _same_base(adapter_base: str | None, spec: str) -> bool:
-    return (adapter_base or EMBEDDED_SPEC) == spec
 
 
 def _has_vllm(python: str) -> bool:
