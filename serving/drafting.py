@@ -32,6 +32,7 @@ from datetime import datetime
 from serving.backends import Backend
 from serving.personas import ContactProfile, measure
 from twin.emoji import count_emoji, is_emoji
+from twin.text import edit_distance
 from twin.errors import ConfigError, NotFound, TwinError
 from twin.prompts import GROUP_TYPES, DoesNotFit, Persona, Turn, chat_persona, prompt_ids, to_turns
 from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
@@ -91,6 +92,7 @@ class Draft:
     prompt_tokens: int
     attempts: int = 1
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> candidates dropped
+    prompt_ids: tuple[int, ...] = ()  # the exact prompt (kept with a live draft, for learning from its outcome)
 
     def to_json(self) -> dict:
         """The `twin draft --json` object (DESIGN.md), plus prompt_tokens."""
@@ -319,17 +321,6 @@ def similarity(a: str, b: str, limit: int = 300) -> float:
     return max(jaccard, 1 - edit_distance(a, b) / longest)
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance: `edit_distance("kitten", "sitting")` -> 3."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def dedupe(texts: Sequence[str], threshold: float = 0.8, seen: Sequence[str] = ()) -> list[str]:
     """The texts that are not near-duplicates (similarity >= threshold) of an earlier one or of `seen`.
 
@@ -384,4 +375,5 @@ def draft(store: Store, backend: Backend, request: DraftRequest, settings: Draft
         why = ", ".join(f"{r} {k}" for r, k in rejected.most_common()) or "no completions"
         raise NoDraft(f"no usable reply in {attempts} tries ({why}); try again, raise the temperature, "
                       "or retrain the adapter on more of your messages")
-    return Draft(kept[:request.n], request.adapter or "base", latency, len(prompt.ids), attempts, dict(rejected))
+    return Draft(kept[:request.n], request.adapter or "base", latency, len(prompt.ids), attempts, dict(rejected),
+                 tuple(prompt.ids))

@@ -45,7 +45,9 @@ class DatasetOptions:
 
     `owner_name` (twin.toml's owner.name) overrides the name the exports give the owner; `notes` maps a
     contact's display name (or a group's title, or "platform:id") to the owner's notes on them; `seed`
-    shuffles the training order.
+    shuffles the training order. `include_live` also learns from the Telegram messages the relay stored
+    (the owner's opt-in, twin.toml telegram.train_on_live); Discord's live messages are never training data
+    (Discord Developer Policy: no training on message content obtained through its API).
     """
 
     max_tokens: int = 1024
@@ -57,6 +59,7 @@ class DatasetOptions:
     owner_name: str | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
+    include_live: bool = False
 
     def __post_init__(self) -> None:
         if self.max_tokens < 16:
@@ -137,7 +140,10 @@ def build(store: Store, tokenizer: Any, opts: DatasetOptions = DatasetOptions())
     held_out: list[Sample] = []
     sessions = 0
     for chat in store.chats():
-        messages = store.chat_messages(ChatKey(chat.platform, chat.id))
+        live = opts.include_live and chat.platform == "telegram"
+        messages = store.chat_messages(ChatKey(chat.platform, chat.id), live=live)
+        if not messages:
+            continue
         if opts.scrub_pii:
             messages = [replace(m, text=scrub(m.text)) for m in messages]
         persona = chat_persona(chat, messages, owner, opts.notes)

@@ -48,6 +48,7 @@ def dataset_options(cfg: Config, store: Store) -> DatasetOptions:
         max_tokens=t.max_tokens, train_on=t.train_on, scrub_pii=t.scrub_pii, cap_per_chat=t.cap_per_chat,
         holdout_fraction=t.holdout_fraction, session_gap=gap, owner_name=cfg.owner.name,
         notes={name: c.notes for name, c in cfg.contacts.items()}, seed=t.seed,
+        include_live=cfg.telegram.train_on_live,
     )
 
 

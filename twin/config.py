@@ -102,6 +102,44 @@ class ContactConfig(Section):
     notes: str = ""
 
 
+class TelegramConfig(Section):
+    """The Telegram relay (`twin run`). The token is a secret: TWIN_TELEGRAM_TOKEN, never here."""
+
+    owner_id: int | None = None  # the owner's Telegram user id: only it may approve drafts or give commands
+    base_url: str = "https://api.telegram.org/bot"  # a self-hosted Bot API server: "http://127.0.0.1:8081/bot"
+    settle_seconds: float = Field(3.0, ge=0)  # a burst of messages gets one draft, this long after its last
+    pace_seconds: float = Field(1.0, ge=0)  # at least this long between two messages sent into one chat
+    # Drafts expire this long before the 24-hour reply window closes (Bot API: can_reply covers private chats
+    # with an incoming message in the last 24 hours).
+    expiry_margin_minutes: float = Field(15, ge=0, lt=24 * 60)
+    send_retries: int = Field(3, ge=0)  # a failed send is retried this often, with backoff, then reported
+    digest_hour: int | None = Field(21, ge=0, le=23)  # the daily digest, local time; none: no digest
+    # Store live messages from contacts for training too (off: they are only context for drafts).
+    train_on_live: bool = False
+
+
+class DiscordConfig(Section):
+    """The twin's own Discord bot. The token is a secret: TWIN_DISCORD_TOKEN, never here."""
+
+    users: dict[str, str] = Field(default_factory=dict)  # Discord user id -> contact (a name or platform:id)
+    channels: list[str] = Field(default_factory=list)  # channel ids where it answers when mentioned
+    approval: bool = False  # every reply goes to the owner's Telegram for approval first
+    rate_limit_per_minute: int = Field(6, ge=1)  # replies per user per minute
+    memory_messages: int = Field(20, ge=0)  # earlier messages of the conversation it remembers
+
+
+class LearnConfig(Section):
+    """`twin learn`: preference training on draft outcomes; `schedule` runs it from `twin run`."""
+
+    schedule: str | None = None  # a cron expression ("0 4 * * *"); none: only by hand
+    min_outcomes: int = Field(20, ge=1)  # new outcomes needed before a scheduled run trains
+    method: Literal["auto", "dpo", "kto"] = "auto"
+    beta: float = Field(0.1, gt=0)
+    lr: float = Field(5e-5, gt=0)
+    epochs: float = Field(2.0, gt=0)
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)
+
+
 class Config(Section):
     owner: OwnerConfig = OwnerConfig()
     ingest: IngestConfig = IngestConfig()
@@ -109,6 +147,9 @@ class Config(Section):
     serve: ServeConfig = ServeConfig()
     drafting: DraftingConfig = DraftingConfig()
     contacts: dict[str, ContactConfig] = Field(default_factory=dict)
+    telegram: TelegramConfig = TelegramConfig()
+    discord: DiscordConfig = DiscordConfig()
+    learn: LearnConfig = LearnConfig()
 
 
 def _where(loc: tuple) -> str:
@@ -174,6 +215,24 @@ TEMPLATE = """\
 # adapter = "twin-v3"             # default: the newest adapter
 # n = 3                           # candidates per draft
 # temperature = 0.8
+
+[telegram]
+# owner_id = 123456789            # your Telegram user id (ask @userinfobot); only you can approve or command
+# base_url = "http://127.0.0.1:8081/bot"   # a self-hosted Bot API server; default: api.telegram.org
+# settle_seconds = 3              # wait this long after a contact's last message, then draft once
+# expiry_margin_minutes = 15      # drafts expire this long before the 24-hour reply window closes
+# digest_hour = 21                # the daily digest (local time)
+# train_on_live = false           # contacts' live messages are context only, never training data
+
+[discord]
+# users = { "123456789012345678" = "Tomas Berg" }   # who may talk to the twin, and as which contact
+# channels = ["234567890123456789"]                 # where it answers when mentioned
+# approval = false                # true: every reply waits for your approval in Telegram
+# rate_limit_per_minute = 6
+
+[learn]
+# schedule = "0 4 * * *"          # run `twin learn` at 04:00 when enough new outcomes have accrued
+# min_outcomes = 20
 
 # Notes about a contact, given to the twin when it writes to them.
 # [contacts."Tomas Berg"]

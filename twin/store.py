@@ -63,6 +63,38 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (platform, chat_id, idx)
     );
     """,
+    # 2: the relay. Live messages are marked (`source`) so that training leaves them out unless asked; drafts
+    # and every transition of one (bot/drafts.py); Telegram business connections; per-chat relay settings.
+    """
+    ALTER TABLE messages ADD COLUMN source TEXT NOT NULL DEFAULT 'import';
+    CREATE TABLE connections (
+        id TEXT PRIMARY KEY, user_id TEXT NOT NULL, user_chat_id TEXT NOT NULL,
+        enabled INTEGER NOT NULL, can_reply INTEGER NOT NULL, rights TEXT NOT NULL, updated_at REAL NOT NULL
+    );
+    CREATE TABLE drafts (
+        id INTEGER PRIMARY KEY,
+        origin TEXT NOT NULL, platform TEXT NOT NULL, connection_id TEXT, chat_id TEXT NOT NULL,
+        contact_id TEXT NOT NULL, answers TEXT NOT NULL, reply_to TEXT,
+        candidates TEXT NOT NULL, shown INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,
+        final_text TEXT, edited INTEGER NOT NULL DEFAULT 0, editing INTEGER NOT NULL DEFAULT 0,
+        adapter TEXT, prompt TEXT, latency_ms REAL,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL,
+        card_chat_id TEXT, card_message_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0, inflight INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL,
+        error TEXT, sent_ids TEXT, regenerations INTEGER NOT NULL DEFAULT 0, auto INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX drafts_chat ON drafts (platform, chat_id, state);
+    CREATE INDEX drafts_state ON drafts (state, expires_at);
+    CREATE TABLE draft_events (
+        id INTEGER PRIMARY KEY, draft_id INTEGER NOT NULL REFERENCES drafts(id) ON DELETE CASCADE,
+        time REAL NOT NULL, action TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL
+    );
+    CREATE INDEX draft_events_draft ON draft_events (draft_id);
+    CREATE TABLE chat_settings (
+        platform TEXT NOT NULL, chat_id TEXT NOT NULL, auto INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (platform, chat_id)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -198,24 +230,25 @@ class Store:
             (chat.platform, chat.id, chat.type, chat.title),
         )
 
-    def insert_messages(self, messages: Iterable[Message], import_id: int | None = None) -> int:
+    def insert_messages(self, messages: Iterable[Message], import_id: int | None = None, source: str = "import") -> int:
         """Insert new messages; update the text of ones edited since they were stored.
 
         Returns the rows inserted or updated. A message already stored with the same or a later edit is
         left alone. New rows carry `import_id` (an update keeps the first import's), which is how
-        `count_import_messages` tells added from updated.
+        `count_import_messages` tells added from updated. `source` is "import" for exports, "live" for what
+        the relay saw (training leaves live messages out unless the owner opts in).
         """
         before = self.conn.total_changes
         rows = [
             (
                 m.platform, m.chat_id, m.id, m.sender_id, _ts(m.time), m.text, m.kind,
-                m.reply_to, int(m.forwarded), _ts(m.edited), import_id,
+                m.reply_to, int(m.forwarded), _ts(m.edited), import_id, source,
             )
             for m in messages
         ]
         self.conn.executemany(
             "INSERT INTO messages (platform, chat_id, msg_id, sender_id, time, text, kind, reply_to, "
-            "forwarded, edited, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "forwarded, edited, import_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (platform, chat_id, msg_id) DO UPDATE SET text = excluded.text, "
             "kind = excluded.kind, edited = excluded.edited "
             "WHERE excluded.edited IS NOT NULL AND (messages.edited IS NULL OR excluded.edited > messages.edited)",
@@ -317,14 +350,18 @@ class Store:
         )
         return [Chat(*r) for r in rows]
 
-    def chat_messages(self, key: ChatKey, since: int | None = None) -> list[StoredMessage]:
-        """A chat's messages oldest first, each with its sender's current name and whether it is the owner."""
+    def chat_messages(self, key: ChatKey, since: int | None = None, live: bool = True) -> list[StoredMessage]:
+        """A chat's messages oldest first, each with its sender's current name and whether it is the owner.
+
+        `live=False` leaves out what the relay stored (only imported exports: what training learns from).
+        """
         rows = self.conn.execute(
             "SELECT m.msg_id, m.sender_id, c.name, COALESCE(c.is_owner, 0), m.time, m.text, m.kind, "
             "m.forwarded, m.reply_to FROM messages m "
             "LEFT JOIN contacts c ON c.platform = m.platform AND c.user_id = m.sender_id "
-            "WHERE m.platform = ? AND m.chat_id = ? AND m.time >= ? ORDER BY m.time, m.id",
-            (key.platform, key.chat_id, since or 0),
+            "WHERE m.platform = ? AND m.chat_id = ? AND m.time >= ? AND (? OR m.source = 'import') "
+            "ORDER BY m.time, m.id",
+            (key.platform, key.chat_id, since or 0, int(live)),
         )
         return [StoredMessage(r[0], r[1], r[2], bool(r[3]), utc(r[4]), r[5], r[6], bool(r[7]), r[8]) for r in rows]
 

@@ -1,0 +1,217 @@
+"""The ledger: drafts, their events, Telegram business connections and per-chat settings, in twin.db.
+
+Every change to a draft goes through `Ledger.apply(id, transition, action, now)`: read, apply the pure
+transition (bot/drafts.py), write the row and one `draft_events` row with the time, all inside one
+`BEGIN IMMEDIATE` transaction, so two taps racing each other see each other's result and a restart finds
+exactly what was committed. Uses the store's connection (twin/store.py owns the schema).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.drafts import ChatRef, Draft, State
+from twin.chat import utc
+from twin.errors import NotFound
+from twin.store import Store
+
+_COLUMNS = (
+    "id", "origin", "platform", "connection_id", "chat_id", "contact_id", "answers", "reply_to", "candidates",
+    "shown", "state", "final_text", "edited", "editing", "adapter", "prompt", "latency_ms", "created_at",
+    "updated_at", "expires_at", "card_chat_id", "card_message_id", "attempts", "inflight", "next_attempt_at",
+    "error", "sent_ids", "regenerations", "auto",
+)
+
+
+def _t(t: datetime | None) -> float | None:
+    return None if t is None else t.timestamp()
+
+
+def _row(d: Draft) -> dict:
+    return {
+        "origin": d.origin, "platform": d.chat.platform, "connection_id": d.chat.connection_id,
+        "chat_id": d.chat.chat_id, "contact_id": d.contact_id, "answers": json.dumps(list(d.answers)),
+        "reply_to": d.reply_to, "candidates": json.dumps(list(d.candidates), ensure_ascii=False), "shown": d.shown,
+        "state": d.state.value, "final_text": d.final_text, "edited": int(d.edited), "editing": int(d.editing),
+        "adapter": d.adapter, "prompt": json.dumps(list(d.prompt)), "latency_ms": d.latency_ms,
+        "created_at": _t(d.created_at), "updated_at": _t(d.updated_at), "expires_at": _t(d.expires_at),
+        "card_chat_id": d.card[0] if d.card else None, "card_message_id": d.card[1] if d.card else None,
+        "attempts": d.attempts, "inflight": int(d.inflight), "next_attempt_at": _t(d.next_attempt_at),
+        "error": d.error, "sent_ids": json.dumps(list(d.sent_ids)), "regenerations": d.regenerations,
+        "auto": int(d.auto),
+    }
+
+
+def _draft(r: tuple) -> Draft:
+    v = dict(zip(_COLUMNS, r))
+    at = lambda k: None if v[k] is None else utc(v[k])  # noqa: E731
+    return Draft(
+        id=v["id"], chat=ChatRef(v["platform"], v["connection_id"], v["chat_id"]), contact_id=v["contact_id"],
+        answers=tuple(json.loads(v["answers"])), candidates=tuple(json.loads(v["candidates"])),
+        created_at=utc(v["created_at"]), updated_at=utc(v["updated_at"]), expires_at=at("expires_at"),
+        state=State(v["state"]), origin=v["origin"], reply_to=v["reply_to"], shown=v["shown"],
+        final_text=v["final_text"], edited=bool(v["edited"]), editing=bool(v["editing"]), adapter=v["adapter"],
+        prompt=tuple(json.loads(v["prompt"] or "[]")), latency_ms=v["latency_ms"],
+        card=(v["card_chat_id"], v["card_message_id"]) if v["card_message_id"] else None,
+        attempts=v["attempts"], inflight=bool(v["inflight"]), next_attempt_at=at("next_attempt_at"),
+        error=v["error"], sent_ids=tuple(json.loads(v["sent_ids"] or "[]")), regenerations=v["regenerations"],
+        auto=bool(v["auto"]),
+    )
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A Telegram business connection as last reported (Bot API BusinessConnection)."""
+
+    id: str
+    user_id: str
+    user_chat_id: str
+    enabled: bool
+    can_reply: bool
+    rights: tuple[str, ...]
+    updated_at: datetime
+
+
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM drafts"
+
+
+class Ledger:
+    def __init__(self, store: Store):
+        self.store = store
+        self.conn = store.conn
+
+    # -- drafts --------------------------------------------------------------------------------------------
+
+    def create(self, d: Draft, now: datetime) -> Draft:
+        """Store a new draft (its `id` is assigned here) and its first event."""
+        with self.store.transaction():
+            row = _row(d)
+            cur = self.conn.execute(
+                f"INSERT INTO drafts ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
+            )
+            self._event(cur.lastrowid, "create", None, d.state, now)
+        return self.get(cur.lastrowid)
+
+    def get(self, draft_id: int) -> Draft:
+        r = self.conn.execute(f"{_SELECT} WHERE id = ?", (draft_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"draft {draft_id}: no such draft (it may have been forgotten)")
+        return _draft(r)
+
+    def apply(self, draft_id: int, transition: Callable[[Draft], Draft], action: str, now: datetime) -> Draft:
+        """Apply a pure transition atomically and record it; returns the new draft (raises what it raises)."""
+        with self.store.transaction():
+            before = self.get(draft_id)
+            after = transition(before)
+            if after != before:
+                self._write(after)
+                self._event(draft_id, action, before.state, after.state, now)
+        return after
+
+    def set_card(self, draft_id: int, chat_id: str, message_id: str) -> None:
+        self.conn.execute("UPDATE drafts SET card_chat_id = ?, card_message_id = ? WHERE id = ?",
+                          (chat_id, message_id, draft_id))
+
+    def _write(self, d: Draft) -> None:
+        row = _row(d)
+        self.conn.execute(f"UPDATE drafts SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?",
+                          (*row.values(), d.id))
+
+    def _event(self, draft_id: int, action: str, before: State | None, after: State, now: datetime) -> None:
+        self.conn.execute(
+            "INSERT INTO draft_events (draft_id, time, action, from_state, to_state) VALUES (?, ?, ?, ?, ?)",
+            (draft_id, now.timestamp(), action, before.value if before else None, after.value),
+        )
+
+    def _many(self, where: str, *args) -> list[Draft]:
+        return [_draft(r) for r in self.conn.execute(f"{_SELECT} WHERE {where} ORDER BY id", args)]
+
+    def pending(self, chat: ChatRef | None = None) -> list[Draft]:
+        """Drafts waiting for the owner, of one chat or all."""
+        if chat is None:
+            return self._many("state = 'pending'")
+        return self._many("state = 'pending' AND platform = ? AND chat_id = ? AND connection_id IS ?",
+                          chat.platform, chat.chat_id, chat.connection_id)
+
+    def open_drafts(self, chat: ChatRef) -> list[Draft]:
+        """Drafts of a chat not yet settled: pending or being sent."""
+        return self._many("state IN ('pending', 'sending') AND platform = ? AND chat_id = ? AND connection_id IS ?",
+                          chat.platform, chat.chat_id, chat.connection_id)
+
+    def editing(self) -> list[Draft]:
+        return self._many("state = 'pending' AND editing = 1")
+
+    def due_to_expire(self, now: datetime) -> list[Draft]:
+        return self._many("state = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?", now.timestamp())
+
+    def due_to_retry(self, now: datetime) -> list[Draft]:
+        return self._many("state = 'sending' AND inflight = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+                          now.timestamp())
+
+    def inflight(self) -> list[Draft]:
+        return self._many("state = 'sending' AND inflight = 1")
+
+    def all(self, since: datetime | None = None) -> Iterator[Draft]:
+        for r in self.conn.execute(f"{_SELECT} WHERE created_at >= ? ORDER BY id", (_t(since) or 0,)):
+            yield _draft(r)
+
+    def counts(self, since: datetime) -> dict[str, int]:
+        """Drafts created since `since`, by state."""
+        rows = self.conn.execute("SELECT state, count(*) FROM drafts WHERE created_at >= ? GROUP BY state",
+                                 (since.timestamp(),))
+        return dict(rows.fetchall())
+
+    def events(self, draft_id: int) -> list[tuple[datetime, str, str | None, str]]:
+        rows = self.conn.execute(
+            "SELECT time, action, from_state, to_state FROM draft_events WHERE draft_id = ? ORDER BY id", (draft_id,)
+        )
+        return [(utc(t), a, f, s) for t, a, f, s in rows]
+
+    # -- connections and settings -------------------------------------------------------------------------
+
+    def save_connection(self, c: Connection) -> None:
+        self.conn.execute(
+            "INSERT INTO connections (id, user_id, user_chat_id, enabled, can_reply, rights, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, "
+            "user_chat_id = excluded.user_chat_id, enabled = excluded.enabled, can_reply = excluded.can_reply, "
+            "rights = excluded.rights, updated_at = excluded.updated_at",
+            (c.id, c.user_id, c.user_chat_id, int(c.enabled), int(c.can_reply), json.dumps(list(c.rights)),
+             c.updated_at.timestamp()),
+        )
+
+    def connection(self, connection_id: str) -> Connection | None:
+        r = self.conn.execute(
+            "SELECT id, user_id, user_chat_id, enabled, can_reply, rights, updated_at FROM connections WHERE id = ?",
+            (connection_id,),
+        ).fetchone()
+        if r is None:
+            return None
+        return Connection(r[0], r[1], r[2], bool(r[3]), bool(r[4]), tuple(json.loads(r[5])), utc(r[6]))
+
+    def connections(self) -> list[Connection]:
+        ids = [r[0] for r in self.conn.execute("SELECT id FROM connections ORDER BY updated_at DESC")]
+        return [c for i in ids if (c := self.connection(i)) is not None]
+
+    def set_auto(self, platform: str, chat_id: str, on: bool) -> None:
+        self.conn.execute(
+            "INSERT INTO chat_settings (platform, chat_id, auto) VALUES (?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET auto = excluded.auto",
+            (platform, chat_id, int(on)),
+        )
+
+    def auto(self, platform: str, chat_id: str) -> bool:
+        r = self.conn.execute("SELECT auto FROM chat_settings WHERE platform = ? AND chat_id = ?",
+                              (platform, chat_id)).fetchone()
+        return bool(r and r[0])
+
+    @property
+    def paused(self) -> bool:
+        return self.store.get_meta("relay_paused") == "1"
+
+    def set_paused(self, paused: bool) -> None:
+        self.store.set_meta("relay_paused", "1" if paused else "0")
+
+
