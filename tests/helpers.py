@@ -123,3 +123,31 @@ GEMMA3_LIKE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
+
+
+class QuickBackend:
+    """A fast drafting backend for relay tests: no model, deterministic replies that differ by seed and index
+    ("reply <seed>-<i>"), so a regenerated draft shows new text. `delay` seconds per call imitate a model;
+    `fail` set to an exception makes the next call raise it once. Records every call's adapter and n."""
+
+    name = "quick"
+
+    def __init__(self, delay: float = 0.0):
+        self.tokenizer = tiny_tokenizer()
+        self.delay = delay
+        self.fail: Exception | None = None
+        self.calls: list[dict] = []
+
+    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter):
+        import time
+
+        self.calls.append(dict(n=n, adapter=adapter, seed=seed, prompt_tokens=len(prompt_ids)))
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+        if self.delay:
+            time.sleep(self.delay)
+        return [f"reply {seed}-{i}" for i in range(n)]
+
+    def close(self):
+        pass

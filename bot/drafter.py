@@ -1,0 +1,99 @@
+"""Drafting for the bots: `serving.drafting.draft` run off the event loop, one request at a time.
+
+A model call takes from a fraction of a second (vLLM on a GPU) to seconds (the in-process model on a CPU), so
+it runs in one worker thread that owns its own connection to twin.db (SQLite connections stay in the thread
+that made them; WAL lets it read what the loop's connection committed). One worker, because the in-process
+backend is one model and torch already uses every core for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from serving.backends import Backend
+from serving.drafting import Draft, DraftRequest, DraftSettings, draft
+from twin.config import DraftingConfig
+from twin.store import ChatKey, Store, StoredMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DraftingParts:
+    """What drafting needs: a backend, the adapter to ask for (None: the base model) and the settings."""
+
+    backend: Backend
+    adapter: str | None
+    settings: DraftSettings
+
+
+class Drafter:
+    """`await drafter.draft(key, incoming)`: candidates for a chat, from the stored conversation.
+
+    `parts` is called once, in the worker thread, to open the backend (loading a model can take a while and
+    must not block the loop); `clock` gives "now" (tests pass a fixed one).
+    """
+
+    def __init__(self, db: Path, parts: Callable[[], DraftingParts], drafting: DraftingConfig,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self._db = db
+        self._parts_factory = parts
+        self._cfg = drafting
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drafter")
+        self._store: Store | None = None
+        self._parts: DraftingParts | None = None
+
+    @property
+    def backend_name(self) -> str:
+        return self._parts.backend.name if self._parts else "not loaded"
+
+    @property
+    def adapter(self) -> str | None:
+        return self._parts.adapter if self._parts else None
+
+    def _ready(self) -> tuple[Store, DraftingParts]:
+        if self._store is None:
+            self._store = Store.open(self._db)
+        if self._parts is None:
+            self._parts = self._parts_factory()
+        return self._store, self._parts
+
+    def _draft(self, key: ChatKey, incoming: tuple[str, ...], sender: str | None,
+               session: tuple[StoredMessage, ...] | None, n: int | None, seed: int | None) -> Draft:
+        store, parts = self._ready()
+        cfg = self._cfg
+        request = DraftRequest(key, incoming, n=n or cfg.n, adapter=parts.adapter, max_new_tokens=cfg.max_new_tokens,
+                               temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, sender=sender, session=session)
+        return draft(store, parts.backend, request, parts.settings, self._clock())
+
+    async def warm_up(self) -> None:
+        """Open the store and the backend now rather than on the first message."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._ready)
+
+    async def draft(self, key: ChatKey, incoming: Sequence[str] = (), *, sender: str | None = None,
+                    session: Sequence[StoredMessage] | None = None, n: int | None = None,
+                    seed: int | None = None) -> Draft:
+        """Candidates replying to the chat's current conversation (plus `incoming`, not yet stored); raises what
+        drafting raises (NoDraft, ServingUnavailable, NotFound)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, self._draft, key, tuple(incoming), sender,
+            None if session is None else tuple(session), n, seed,
+        )
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._parts is not None:
+                self._parts.backend.close()
+            if self._store is not None:
+                self._store.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, shut)
+        self._pool.shutdown(wait=True)
