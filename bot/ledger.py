@@ -141,6 +141,27 @@ class Ledger:
         return self._many("state IN ('pending', 'sending') AND platform = ? AND chat_id = ? AND connection_id IS ?",
                           chat.platform, chat.chat_id, chat.connection_id)
 
+    def answered(self, chat: ChatRef) -> set[str]:
+        """The ids of the chat's messages some draft (in any state) answers."""
+        rows = self.conn.execute(
+            "SELECT answers FROM drafts WHERE platform = ? AND chat_id = ? AND connection_id IS ?",
+            (chat.platform, chat.chat_id, chat.connection_id),
+        )
+        return {i for (a,) in rows for i in json.loads(a)}
+
+    def note_chat(self, chat: ChatRef) -> None:
+        """Remember which connection a live chat comes through (the latest one)."""
+        self.conn.execute(
+            "INSERT INTO chat_settings (platform, chat_id, connection_id) VALUES (?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET connection_id = excluded.connection_id",
+            (chat.platform, chat.chat_id, chat.connection_id),
+        )
+
+    def live_chats(self) -> list[ChatRef]:
+        """Every chat the relay has seen, with the connection it came through."""
+        rows = self.conn.execute("SELECT platform, connection_id, chat_id FROM chat_settings ORDER BY 1, 3")
+        return [ChatRef(*r) for r in rows]
+
     def editing(self) -> list[Draft]:
         return self._many("state = 'pending' AND editing = 1")
 

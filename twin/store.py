@@ -91,7 +91,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX draft_events_draft ON draft_events (draft_id);
     CREATE TABLE chat_settings (
-        platform TEXT NOT NULL, chat_id TEXT NOT NULL, auto INTEGER NOT NULL DEFAULT 0,
+        platform TEXT NOT NULL, chat_id TEXT NOT NULL, connection_id TEXT, auto INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (platform, chat_id)
     );
     """,
@@ -394,6 +394,20 @@ class Store:
                            "or use platform:id (e.g. telegram:2002)")
         options = ", ".join(f"{p}:{c}" for p, c, _, _ in rows)
         raise NotFound(f"contact {contact!r} is ambiguous ({options}); name one as platform:id")
+
+    def message_texts(self, key: ChatKey, msg_ids: Iterable[str]) -> list[str]:
+        """The texts of these messages of a chat, oldest first (ids not stored, or deleted since, left out)."""
+        ids = list(msg_ids)
+        rows = self.conn.execute(
+            f"SELECT text FROM messages WHERE platform = ? AND chat_id = ? AND msg_id IN ({','.join('?' * len(ids))}) "
+            "ORDER BY time, id", (key.platform, key.chat_id, *ids),
+        )
+        return [r[0] for r in rows]
+
+    def contact_name(self, platform: str, user_id: str) -> str | None:
+        row = self.conn.execute("SELECT name FROM contacts WHERE platform = ? AND user_id = ?",
+                                (platform, user_id)).fetchone()
+        return row[0] if row else None
 
     def owner_name(self) -> str | None:
         """The owner's most recent display name on any platform."""

@@ -1,0 +1,453 @@
+"""The relay: live messages in, drafts for the owner's approval out, approved text sent as the owner.
+
+Platform-neutral. The Telegram adapter (bot/telegram_relay.py) turns updates into calls here and implements
+`Owner` (the approval card and notes in the owner's chat with the bot) and `Sender` (the one function that
+sends as the owner). Nothing here talks to a network itself.
+
+The flow for one chat, keyed by (platform, connection, chat):
+- a contact's message is stored (as live context) and (re)starts the chat's settle timer; when the contact has
+  been quiet for `settle_s`, one draft answers everything they wrote since the owner's last message (a burst
+  gets one draft, not one per message); a newer burst replaces a draft still on the card ("expired", action
+  "replaced");
+- the owner's own message (written by hand) is stored and supersedes the chat's pending draft: it is the real
+  reply, recorded for learning;
+- Send / Edit / Next / Discard on the card move the draft through bot/drafts.py's state machine, each move
+  committed with its time before anything goes out; sends to a chat are paced and only happen while the
+  draft's reply window is open; failed sends are retried with backoff by the jobs (bot/jobs.py).
+Exercised by `twin run`; tested in tests/test_relay.py and, through Telegram, tests/test_telegram_relay.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+from bot import drafts as D
+from bot.drafter import Drafter
+from bot.drafts import ChatRef, Draft, InvalidTransition, State
+from bot.ledger import Ledger
+from serving.drafting import Draft as Candidates
+from twin.chat import Chat, Message
+from twin.errors import TwinError
+from twin.store import ChatKey, Store, StoredMessage
+
+log = logging.getLogger(__name__)
+
+
+class SendError(TwinError):
+    """A send as the owner did not go through; `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Owner(Protocol):
+    """The owner's side: where cards and notes appear."""
+
+    async def show_card(self, draft: Draft, note: str = "") -> tuple[str, str] | None: ...
+
+    async def update_card(self, draft: Draft, note: str = "") -> None: ...
+
+    async def notify(self, text: str) -> None: ...
+
+
+class Sender(Protocol):
+    async def send_as_owner(self, draft: Draft, text: str) -> tuple[str, ...]:
+        """Send `text` into the draft's chat as the owner; the sent message ids. Raises SendError."""
+        ...
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    settle_s: float = 3.0
+    pace_s: float = 1.0
+    expiry_margin: timedelta = timedelta(minutes=15)
+    send_retries: int = 3
+    backoff_s: float = 5.0
+    draft_retries: int = 3
+
+
+@dataclass
+class _Retry:
+    attempts: int
+    at: datetime
+
+
+class Relay:
+    def __init__(self, store: Store, drafter: Drafter, owner: Owner, settings: RelaySettings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self.store = store
+        self.ledger = Ledger(store)
+        self.drafter = drafter
+        self.owner = owner
+        self.senders: dict[str, Sender] = {}
+        self.settings = settings
+        self.clock = clock
+        self._timers: dict[ChatRef, asyncio.Task] = {}
+        self._locks: dict[ChatRef, asyncio.Lock] = {}
+        self._last_send: dict[ChatRef, float] = {}
+        self._draft_retry: dict[ChatRef, _Retry] = {}
+        self._waiters: dict[int, asyncio.Future] = {}  # drafts someone awaits (Discord replies for approval)
+        self._tasks: set[asyncio.Task] = set()
+        self.stats = {"drafts": 0, "draft_failures": 0}
+
+    # -- incoming ---------------------------------------------------------------------------------------
+
+    def store_message(self, chat: Chat, message: Message, from_owner: bool) -> None:
+        with self.store.transaction():
+            self.store.upsert_chat(chat)
+            if message.sender_name and not from_owner:
+                t = int(message.time.timestamp())
+                self.store.upsert_names(message.platform, {(message.sender_id, message.sender_name): (t, t)})
+            self.store.insert_messages([message], source="live")
+
+    async def contact_message(self, ref: ChatRef, chat: Chat, message: Message) -> None:
+        """A contact wrote: store it, and draft once they have been quiet for a moment."""
+        self.store_message(chat, message, from_owner=False)
+        self.ledger.note_chat(ref)
+        log.info("contact message chat=%s msg=%s chars=%d", ref.chat_id, message.id, len(message.text))
+        if self.ledger.paused:
+            return
+        self._arm(ref)
+
+    async def owner_message(self, ref: ChatRef, chat: Chat, message: Message) -> None:
+        """The owner wrote in the chat by hand: context, and the real reply to a pending draft."""
+        self.store_message(chat, message, from_owner=True)
+        timer = self._timers.pop(ref, None)
+        if timer is not None:
+            timer.cancel()
+        self._draft_retry.pop(ref, None)
+        now = self.clock()
+        for d in self.ledger.pending(ref):
+            d = self.ledger.apply(d.id, lambda x: D.supersede(x, message.text, now), "owner_wrote", now)
+            await self._settled(d, "you answered by hand")
+        log.info("owner message chat=%s msg=%s", ref.chat_id, message.id)
+
+    async def message_edited(self, chat: Chat, message: Message, from_owner: bool) -> None:
+        self.store_message(chat, message, from_owner)
+
+    async def messages_deleted(self, ref: ChatRef, message_ids: list[str]) -> None:
+        with self.store.transaction():
+            self.store.conn.executemany(
+                "DELETE FROM messages WHERE platform = ? AND chat_id = ? AND msg_id = ?",
+                [(ref.platform, ref.chat_id, i) for i in message_ids],
+            )
+        log.info("deleted chat=%s messages=%d", ref.chat_id, len(message_ids))
+
+    # -- drafting ---------------------------------------------------------------------------------------
+
+    def _arm(self, ref: ChatRef, delay: float | None = None) -> None:
+        timer = self._timers.pop(ref, None)
+        if timer is not None:
+            timer.cancel()
+        self._timers[ref] = asyncio.create_task(self._settle(ref, self.settings.settle_s if delay is None else delay))
+
+    async def _settle(self, ref: ChatRef, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._timers.pop(ref, None)
+        self._spawn(self.draft_chat(ref))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def unanswered(self, ref: ChatRef) -> list[StoredMessage]:
+        """The contact's messages since the owner last wrote (in the stored conversation), oldest first."""
+        history = self.store.chat_messages(ChatKey(ref.platform, ref.chat_id))
+        tail: list = []
+        for m in reversed(history):
+            if m.from_owner:
+                break
+            tail.append(m)
+        return tail[::-1]
+
+    async def draft_chat(self, ref: ChatRef) -> Draft | None:
+        """Draft a reply to the chat's unanswered burst, replacing a pending draft that answers less of it."""
+        lock = self._locks.setdefault(ref, asyncio.Lock())
+        async with lock:
+            burst = [m for m in self.unanswered(ref) if m.text.strip() or m.kind != "text"]
+            answered = self.ledger.answered(ref)
+            if not burst or all(m.msg_id in answered for m in burst) or self.ledger.paused:
+                return None
+            try:
+                result = await self.drafter.draft(ChatKey(ref.platform, ref.chat_id))
+            except TwinError as e:
+                await self._draft_failed(ref, e)
+                return None
+            self._draft_retry.pop(ref, None)
+            # While the model was busy the owner may have answered by hand (no draft needed), or the contact
+            # may have written more (their settle timer drafts again, for the whole burst).
+            if [m.msg_id for m in self.unanswered(ref)] != [m.msg_id for m in burst]:
+                log.info("draft for chat=%s dropped: the conversation moved on while drafting", ref.chat_id)
+                return None
+            return await self._new_draft(ref, burst, result)
+
+    async def _new_draft(self, ref: ChatRef, burst: list[StoredMessage], result: Candidates) -> Draft:
+        now = self.clock()
+        for old in self.ledger.pending(ref):
+            old = self.ledger.apply(old.id, lambda x: D.expire(x, now), "replaced", now)
+            await self._settled(old, "replaced by a newer draft")
+        last = max(m.time for m in burst)
+        auto = self.ledger.auto(ref.platform, ref.chat_id)
+        d = self.ledger.create(Draft(
+            id=None, chat=ref, contact_id=burst[-1].sender_id, answers=tuple(m.msg_id for m in burst),
+            candidates=tuple(c.text for c in result.candidates), created_at=now, updated_at=now,
+            expires_at=D.expiry(last, self.settings.expiry_margin), reply_to=burst[-1].msg_id,
+            adapter=result.adapter, prompt=result.prompt_ids, latency_ms=result.latency_ms, auto=auto,
+        ), now)
+        self.stats["drafts"] += 1
+        log.info("draft %d chat=%s candidates=%d latency_ms=%.0f auto=%s", d.id, ref.chat_id,
+                 len(d.candidates), result.latency_ms, auto)
+        if auto:
+            d = self.ledger.apply(d.id, lambda x: D.approve(x, now), "auto", now)
+            card = await self.owner.show_card(d, "sending automatically")
+            if card:
+                self.ledger.set_card(d.id, *card)
+            await self.deliver(d.id)
+        else:
+            card = await self.owner.show_card(d)
+            if card:
+                self.ledger.set_card(d.id, *card)
+        return self.ledger.get(d.id)
+
+    async def _draft_failed(self, ref: ChatRef, error: TwinError) -> None:
+        self.stats["draft_failures"] += 1
+        retry = self._draft_retry.get(ref) or _Retry(0, self.clock())
+        retry.attempts += 1
+        log.warning("drafting failed chat=%s attempt=%d: %s", ref.chat_id, retry.attempts, type(error).__name__)
+        if retry.attempts > self.settings.draft_retries:
+            self._draft_retry.pop(ref, None)
+            await self.owner.notify(f"Could not draft a reply after {retry.attempts} tries: {error}")
+            return
+        retry.at = self.clock() + timedelta(seconds=self.settings.backoff_s * 2 ** (retry.attempts - 1))
+        self._draft_retry[ref] = retry
+        if retry.attempts == 1:
+            await self.owner.notify(f"Drafting failed ({error}); retrying.")
+
+    # -- the owner's actions ----------------------------------------------------------------------------
+
+    async def act(self, draft_id: int, action: str) -> str:
+        """A button on a card: send, edit, next or discard. Returns a short answer for the button press."""
+        now = self.clock()
+        try:
+            d = self.ledger.get(draft_id)
+            if D.is_due(d, now):
+                await self.expire(d, now)
+                return "Too late: this draft expired."
+            if action == "send":
+                d = self.ledger.apply(draft_id, lambda x: D.approve(x, now), "send", now)
+                self._spawn(self.deliver(d.id))
+                return "Sending."
+            if action == "edit":
+                for other in self.ledger.editing():
+                    if other.id != draft_id:
+                        self.ledger.apply(other.id, lambda x: D.cancel_edit(x, now), "edit_cancelled", now)
+                d = self.ledger.apply(draft_id, lambda x: D.start_edit(x, now), "edit", now)
+                await self.owner.update_card(d, "send me the text to send instead (/cancel to keep the draft)")
+                return "Send me the new text."
+            if action == "next":
+                return await self._next(d, now)
+            if action == "discard":
+                d = self.ledger.apply(draft_id, lambda x: D.discard(x, now), "discard", now)
+                await self._settled(d, "discarded")
+                return "Discarded."
+        except InvalidTransition as e:
+            log.info("draft %d: %s refused (%s)", draft_id, action, e)
+            d = self.ledger.get(draft_id)
+            return f"Already {d.state.value.replace('_', ' ')}."
+        raise ValueError(f"unknown action {action!r}")
+
+    async def _next(self, d: Draft, now: datetime) -> str:
+        try:
+            d = self.ledger.apply(d.id, lambda x: D.next_candidate(x, now), "next", now)
+            await self.owner.update_card(d)
+            return f"Candidate {d.shown + 1}."
+        except InvalidTransition:
+            pass
+        self._spawn(self._regenerate(d.id))
+        return "Drafting more..."
+
+    async def _regenerate(self, draft_id: int) -> None:
+        d = self.ledger.get(draft_id)
+        try:
+            result = await self.drafter.draft(ChatKey(d.chat.platform, d.chat.chat_id), seed=None)
+        except TwinError as e:
+            await self.owner.notify(f"Could not draft more: {e}")
+            return
+        now = self.clock()
+        seen = set(d.candidates)
+        fresh = tuple(c.text for c in result.candidates if c.text not in seen)
+        try:
+            d = self.ledger.apply(draft_id, lambda x: D.add_candidates(x, fresh, now), "regenerate", now)
+        except InvalidTransition as e:
+            log.info("draft %d: regeneration dropped (%s)", draft_id, e)
+            return
+        await self.owner.update_card(d)
+
+    async def edit_text(self, text: str) -> bool:
+        """The owner's message while a draft is being edited: send it instead. False when nothing is edited."""
+        editing = self.ledger.editing()
+        if not editing:
+            return False
+        now = self.clock()
+        d = editing[-1]
+        try:
+            d = self.ledger.apply(d.id, lambda x: D.submit_edit(x, text, now), "edited", now)
+        except InvalidTransition as e:
+            await self.owner.notify(f"Not sent: {e}")
+            return True
+        self._spawn(self.deliver(d.id))
+        return True
+
+    async def cancel_edit(self) -> bool:
+        now = self.clock()
+        editing = self.ledger.editing()
+        for d in editing:
+            d = self.ledger.apply(d.id, lambda x: D.cancel_edit(x, now), "edit_cancelled", now)
+            await self.owner.update_card(d)
+        return bool(editing)
+
+    # -- sending ----------------------------------------------------------------------------------------
+
+    async def deliver(self, draft_id: int) -> Draft:
+        """Send an approved draft as the owner (paced per chat); retries are left to the jobs."""
+        d = self.ledger.get(draft_id)
+        lock = self._locks.setdefault(d.chat, asyncio.Lock())
+        async with lock:
+            now = self.clock()
+            try:
+                d = self.ledger.apply(draft_id, lambda x: D.dispatch(x, now), "dispatch", now)
+            except InvalidTransition as e:
+                log.info("draft %d: not dispatched (%s)", draft_id, e)
+                return self.ledger.get(draft_id)
+            if d.origin == "discord":
+                return await self._resolve_waiter(d)
+            wait = self.settings.pace_s - (time.monotonic() - self._last_send.get(d.chat, -1e9))
+            if wait > 0:
+                await asyncio.sleep(wait)
+            sender = self.senders.get(d.chat.platform)
+            try:
+                if sender is None:
+                    raise SendError(f"no sender for {d.chat.platform}", retryable=False)
+                ids = await sender.send_as_owner(d, d.final_text or "")
+            except SendError as e:
+                now = self.clock()
+                d = self.ledger.apply(draft_id, lambda x: D.send_failed(
+                    x, str(e), now, self.settings.send_retries, self.settings.backoff_s, e.retryable), "send_failed", now)
+                log.warning("draft %d: send failed (attempt %d, %s)", d.id, d.attempts, d.state.value)
+                if d.state == State.FAILED:
+                    await self._settled(d, f"not sent: {e}")
+                    await self.owner.notify(f"A reply could not be sent after {d.attempts} tries: {e}")
+                return d
+            self._last_send[d.chat] = time.monotonic()
+            now = self.clock()
+            d = self.ledger.apply(draft_id, lambda x: D.sent(x, ids, now), "sent", now)
+            self._record_sent(d, ids, now)
+            await self._settled(d, "sent")
+            log.info("draft %d sent chat=%s messages=%d edited=%s", d.id, d.chat.chat_id, len(ids), d.edited)
+            return d
+
+    def _record_sent(self, d: Draft, ids: tuple[str, ...], now: datetime) -> None:
+        """What went out is the owner's turn in the conversation from now on."""
+        owner = next(iter(sorted(self.store.owner_ids(d.chat.platform))), "owner")
+        lines = (d.final_text or "").split("\n")
+        messages = [Message(d.chat.platform, d.chat.chat_id, i, owner, None, now, t)
+                    for i, t in zip(ids, lines + [""] * (len(ids) - len(lines)))]
+        with self.store.transaction():
+            self.store.insert_messages(messages, source="live")
+
+    async def _settled(self, d: Draft, note: str) -> None:
+        waiter = self._waiters.pop(d.id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(d.final_text if d.state in (State.SENT, State.EDITED_SENT) else None)
+        if d.card:
+            await self.owner.update_card(d, note)
+
+    # -- approval for replies that someone else sends (the Discord twin) --------------------------------
+
+    async def approve(self, ref: ChatRef, contact_id: str, answers: tuple[str, ...], result: Candidates) -> str | None:
+        """Show a card for a reply another adapter will send; the approved text, or None."""
+        now = self.clock()
+        d = self.ledger.create(Draft(
+            id=None, chat=ref, contact_id=contact_id, answers=answers, origin="discord",
+            candidates=tuple(c.text for c in result.candidates), created_at=now, updated_at=now,
+            expires_at=now + timedelta(hours=24) - self.settings.expiry_margin, adapter=result.adapter,
+            prompt=result.prompt_ids, latency_ms=result.latency_ms,
+        ), now)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[d.id] = waiter
+        card = await self.owner.show_card(d, "Discord")
+        if card:
+            self.ledger.set_card(d.id, *card)
+        return await waiter
+
+    async def _resolve_waiter(self, d: Draft) -> Draft:
+        now = self.clock()
+        d = self.ledger.apply(d.id, lambda x: D.sent(x, ("discord",), now), "sent", now)
+        await self._settled(d, "sent on Discord")
+        return d
+
+    # -- jobs -------------------------------------------------------------------------------------------
+
+    async def expire(self, d: Draft, now: datetime) -> None:
+        try:
+            d = self.ledger.apply(d.id, lambda x: D.expire(x, now), "expire", now)
+        except InvalidTransition:
+            return
+        await self._settled(d, "expired: the reply window is closing")
+
+    async def expire_due(self) -> int:
+        now = self.clock()
+        due = self.ledger.due_to_expire(now)
+        for d in due:
+            await self.expire(d, now)
+        return len(due)
+
+    async def retry_due(self) -> int:
+        """Retry failed sends whose backoff is over, and drafting that failed."""
+        now = self.clock()
+        sends = self.ledger.due_to_retry(now)
+        for d in sends:
+            if d.origin == "telegram":
+                await self.deliver(d.id)
+        chats = [ref for ref, r in self._draft_retry.items() if r.at <= now]
+        for ref in chats:
+            await self.draft_chat(ref)
+        return len(sends) + len(chats)
+
+    async def recover(self) -> None:
+        """After a start: sends cut off in flight are reported (never resent blindly), approved sends resume,
+        Discord approvals nobody waits for any more expire, and chats left waiting for a draft get one."""
+        now = self.clock()
+        for d in self.ledger.inflight():
+            d = self.ledger.apply(d.id, lambda x: D.interrupted(x, now), "interrupted", now)
+            await self._settled(d, "interrupted while sending: check the chat")
+            await self.owner.notify("A reply was being sent when twin stopped; check whether it arrived.")
+        for d in self.ledger.pending():
+            if d.origin == "discord" and d.id not in self._waiters:
+                await self.expire(d, now)
+        for ref in self.ledger.live_chats():
+            if self.unanswered(ref) and not self.ledger.paused:
+                self._arm(ref, 0)
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._timers.values(), *self._tasks, return_exceptions=True)
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def set_auto(self, ref: Chat, on: bool) -> None:
+        self.ledger.set_auto(ref.platform, ref.id, on)
+

@@ -1,0 +1,106 @@
+"""Forgetting a contact: every trace of them in twin.db and their notes in twin.toml.
+
+Used by `twin forget CONTACT` and the bot's `/forget`. A contact is named as `Store.find_chat` accepts (a
+display name, a chat title, or platform:id). What goes, in one transaction: the chats with them (their
+one-to-one chats; in groups, their own messages), every message in those chats, their names over time, their
+contact row, the sessions of those chats, drafts made for those chats and their events, the relay's per-chat
+settings; then the `[contacts."<name>"]` section of twin.toml. Adapters already trained on the chats keep
+what they learned: the summary says so, and retraining without them is the fix (`twin train`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twin.store import Store
+
+
+@dataclass
+class Forgotten:
+    """What was removed (counts only: no names or text)."""
+
+    chats: int = 0
+    messages: int = 0
+    names: int = 0
+    contacts: int = 0
+    sessions: int = 0
+    drafts: int = 0
+    notes: int = 0
+    keys: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.messages} messages", f"{self.chats} chats", f"{self.drafts} drafts",
+                 f"{self.contacts} contact records", f"{self.names} names", f"{self.sessions} sessions",
+                 f"{self.notes} notes in twin.toml"]
+        return "removed " + ", ".join(parts)
+
+
+def forget(store: Store, contact: str, config_path: Path | None = None) -> Forgotten:
+    """Remove the contact; raises NotFound (from find_chat) when no chat matches."""
+    chat = store.find_chat(contact)
+    c = store.conn
+    people = [r[0] for r in c.execute(
+        "SELECT DISTINCT m.sender_id FROM messages m JOIN contacts p ON p.platform = m.platform AND "
+        "p.user_id = m.sender_id AND p.is_owner = 0 WHERE m.platform = ? AND m.chat_id = ?",
+        (chat.platform, chat.id),
+    )]
+    if chat.type != "personal":
+        people = []  # naming a group forgets the group's chat; its members stay (they may have their own chats)
+    names = [r[0] for r in c.execute(
+        f"SELECT DISTINCT name FROM contact_names WHERE platform = ? AND user_id IN ({','.join('?' * len(people))})",
+        (chat.platform, *people),
+    )] + ([chat.title] if chat.title else [])
+    out = Forgotten()
+    with store.transaction():
+        def run(sql: str, *args) -> int:
+            return c.execute(sql, args).rowcount
+
+        key = (chat.platform, chat.id)
+        out.drafts = run("DELETE FROM drafts WHERE platform = ? AND chat_id = ?", *key)
+        run("DELETE FROM chat_settings WHERE platform = ? AND chat_id = ?", *key)
+        out.sessions = run("DELETE FROM sessions WHERE platform = ? AND chat_id = ?", *key)
+        out.messages = run("DELETE FROM messages WHERE platform = ? AND chat_id = ?", *key)
+        out.chats = run("DELETE FROM chats WHERE platform = ? AND chat_id = ?", *key)
+        for person in people:
+            # Their messages in other chats (groups) go too; the groups' other messages stay.
+            out.messages += run("DELETE FROM messages WHERE platform = ? AND sender_id = ?", chat.platform, person)
+            out.names += run("DELETE FROM contact_names WHERE platform = ? AND user_id = ?", chat.platform, person)
+            out.contacts += run("DELETE FROM contacts WHERE platform = ? AND user_id = ? AND is_owner = 0",
+                                chat.platform, person)
+            out.drafts += run("DELETE FROM drafts WHERE platform = ? AND contact_id = ?", chat.platform, person)
+    keys = sorted({*names, f"{chat.platform}:{chat.id}", *(f"{chat.platform}:{p}" for p in people)})
+    if config_path is not None and config_path.exists():
+        out.notes = remove_notes(config_path, keys)
+    return out
+
+
+def remove_notes(config_path: Path, keys: list[str]) -> int:
+    """Delete the `[contacts."<key>"]` sections for these keys from twin.toml; returns how many went.
+
+    The file is rewritten line by line (comments elsewhere survive) and atomically.
+    """
+    lines = config_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    wanted = {k.casefold() for k in keys}
+    header = re.compile(r'^\s*\[\s*contacts\s*\.\s*(?:"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([A-Za-z0-9_-]+))\s*\]\s*(#.*)?$')
+    table = re.compile(r"^\s*\[")
+    kept: list[str] = []
+    removed = 0
+    skipping = False
+    for line in lines:
+        m = header.match(line)
+        if m:
+            name = next(g for g in m.groups()[:3] if g is not None)
+            skipping = name.casefold() in wanted
+            removed += skipping
+        elif table.match(line):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    if removed:
+        tmp = config_path.with_suffix(".toml.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        tmp.chmod(config_path.stat().st_mode & 0o777)
+        tmp.replace(config_path)
+    return removed
