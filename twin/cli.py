@@ -301,6 +301,130 @@ def serve(ctx: Context, wait: float, vllm_args) -> None:
         sys.exit(code)
 
 
+@main.command("report")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day to report, UTC [the first draft].")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last day to report, included, UTC [today].")
+@click.option("--by", type=click.Choice(["day", "week"]), default="day", show_default=True,
+              help="Period of the numbers over time (chart and JSON series); weeks are ISO weeks.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (rates as fractions).")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the PNG chart [<home>/runs/report.png].")
+@pass_ctx
+def report_(ctx: Context, since, until, by: str, as_json: bool, chart_path: Path | None) -> None:
+    """What happened to the drafts: coverage, sent as is, edited, written by hand, discarded, expired,
+    regenerated, and drafting latency, overall and per adapter version, with a chart over time.
+
+    Shares are of settled drafts: pending ones, and ones replaced by a newer draft, are counted but left
+    out of them. The definitions are in twin/report.py.
+
+    \b
+    Example:
+        twin report --since 2024-05-01 --by week
+    """
+    from datetime import timedelta, timezone
+
+    from twin.errors import ConfigError
+    from twin.report import Period, chart, format_table, report
+
+    start = since.replace(tzinfo=timezone.utc) if since else None
+    end = until.replace(tzinfo=timezone.utc) + timedelta(days=1) if until else None
+    if start and end and end <= start:
+        raise ConfigError(f"--until {until:%Y-%m-%d} is before --since {since:%Y-%m-%d}; swap them")
+    nothing = ("nothing to report yet: no drafts{}; `twin run` drafts replies to your contacts' messages "
+               "and records what you do with them")
+    if not ctx.home.db.exists():
+        click.echo(nothing.format(""))
+        return
+    with ctx.store() as store:
+        r = report(store, Period(start, end, by))
+    if not r.overall["drafts"]:
+        click.echo(nothing.format(" in that period" if since or until else ""))
+        return
+    path = chart(r, chart_path or ctx.home.runs / "report.png")
+    if as_json:
+        click.echo(json.dumps({**r.to_json(), "chart": str(path)}, indent=2))
+        return
+    o = r.overall
+    click.echo(f"{o['drafts']} drafts ({o['pending']} pending, {o['replaced']} replaced) from "
+               f"{r.series[0]['period']} to {r.series[-1]['period']}; {o['answered']} of {o['incoming']} "
+               "incoming messages answered by a draft")
+    _table(*format_table(r))
+    click.echo(f"chart: {path}")
+
+
+@main.command("run")
+@pass_ctx
+def run_(ctx: Context) -> None:
+    """Run the relay: the Telegram bot, the Discord twin (when configured) and the scheduled jobs.
+
+    Contacts' messages on Telegram become drafts in your chat with the bot; nothing is sent in your name until
+    you tap Send (or turn on /auto for a contact). Stops cleanly on Ctrl-C or SIGTERM. Tokens come from the
+    environment only: TWIN_TELEGRAM_TOKEN, TWIN_DISCORD_TOKEN.
+
+    \b
+    Example:
+        TWIN_TELEGRAM_TOKEN=123456:ABC... twin run -v
+    """
+    import asyncio
+
+    from bot.service import Secrets, run as run_relay
+
+    cfg = ctx.config
+    if not ctx.home.db.exists():
+        ctx.home.ensure()
+    click.echo("twin run: relay starting (Ctrl-C to stop)", err=True)
+    asyncio.run(run_relay(ctx.home, cfg, Secrets.from_env()))
+    click.echo("twin run: stopped", err=True)
+
+
+@main.command()
+@click.option("--max-age", type=click.IntRange(min=1), default=120, show_default=True,
+              help="Seconds since the relay's last heartbeat that still count as healthy.")
+@pass_ctx
+def health(ctx: Context, max_age: int) -> None:
+    """Exit 0 when a running `twin run` wrote its heartbeat recently (for container health checks).
+
+    \b
+    Example:
+        twin health && echo healthy
+    """
+    import time
+
+    from twin.errors import ServingUnavailable
+
+    with ctx.existing_store() as store:
+        beat = store.get_meta("relay_heartbeat")
+    age = time.time() - float(beat) if beat else None
+    if age is None or age > max_age:
+        raise ServingUnavailable(
+            "relay: no heartbeat" + ("" if age is None else f" for {age:.0f} s") + "; is `twin run` running?"
+        )
+    click.echo(f"healthy: heartbeat {age:.0f} s ago")
+
+
+@main.command("forget")
+@click.argument("contact")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def forget_(ctx: Context, contact: str, yes: bool) -> None:
+    """Delete everything stored about a contact: their chats and messages, names, drafts and twin.toml notes.
+
+    \b
+    Example:
+        twin forget "Tomas Berg" --yes
+        twin forget telegram:5550100102
+    """
+    from twin.forget import forget
+
+    with ctx.existing_store() as store:
+        chat = store.find_chat(contact)
+        if not yes:
+            click.confirm(f"Delete everything about {contact} ({chat.platform}:{chat.id})?", abort=True)
+        gone = forget(store, contact, ctx.home.config)
+    click.echo(f"{gone.summary()}.")
+    click.echo("Adapters trained before keep what they learned; retrain (twin train) to drop it from the model too.")
+
+
 def _summarise_skipped(skipped) -> str:
     """{"chat:bot": 1, "chat:channel": 2, "service:pin_message": 3} -> "3 chats (bot, channel), 3 service"."""
     totals: dict[str, int] = {}
