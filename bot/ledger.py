@@ -159,7 +159,8 @@ class Ledger:
 
     def live_chats(self) -> list[ChatRef]:
         """Every chat the relay has seen, with the connection it came through."""
-        rows = self.conn.execute("SELECT platform, connection_id, chat_id FROM chat_settings ORDER BY 1, 3")
+        rows = self.conn.execute("SELECT platform, connection_id, chat_id FROM chat_settings "
+                                 "WHERE connection_id IS NOT NULL ORDER BY 1, 3")
         return [ChatRef(*r) for r in rows]
 
     def editing(self) -> list[Draft]:
