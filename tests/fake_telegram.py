@@ -18,6 +18,7 @@ import email.parser
 import email.policy
 import inspect
 import json
+import ssl
 import threading
 import time
 import types
@@ -29,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import telegram
+from telegram.ext import Application, ApplicationBuilder
+from telegram.request import HTTPXRequest
 
 TOKEN = "123456:TEST-TOKEN"
 BOT_USER = {
@@ -46,6 +49,7 @@ FIRST_MESSAGE_ID = 1000
 LONG_POLL_CAP_S = 1.0
 # Bot API, sendMessage: "Text of the message to be sent, 1-4096 characters after entities parsing".
 MAX_TEXT_LENGTH = 4096
+NOT_BY_DEFAULT = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are exactly the same "
     "as a current content and reply markup of the message"
@@ -101,6 +105,7 @@ class FakeBotAPI:
         self._updates: list[dict] = []
         self._next_update_id = 1
         self._confirmed_offset = 0
+        self._allowed: frozenset[str] = frozenset()  # empty: Telegram's default
         self._failures: dict[str, list[ApiError]] = {}
         self._messages: dict[tuple[str | None, object, int], dict] = {}
         self._next_message_id: dict[tuple[str | None, object], int] = {}
@@ -112,6 +117,7 @@ class FakeBotAPI:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
         self._methods: dict[str, Callable[[dict], object]] = {
             "getMe": lambda params: dict(self.bot_user),
+            "getUpdates": self._get_updates,
             "deleteWebhook": self._delete_webhook,
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
@@ -124,6 +130,16 @@ class FakeBotAPI:
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/bot"
+
+    def application_builder(self) -> ApplicationBuilder:
+        """`Application.builder()` pointed at the fake, with clients that skip loading CA certificates."""
+        return (
+            Application.builder()
+            .token(self.token)
+            .base_url(self.base_url)
+            .request(loopback_request())
+            .get_updates_request(loopback_request())
+        )
 
     def start(self) -> FakeBotAPI:
         self._thread.start()
@@ -182,6 +198,11 @@ class FakeBotAPI:
         with self._changed:
             self._failures.setdefault(method, []).extend([ApiError(error_code, description, retry_after)] * times)
 
+    def pending(self) -> list[dict]:
+        """The updates queued and not yet confirmed by an offset."""
+        with self._changed:
+            return list(self._updates)
+
     def calls_of(self, method: str) -> list[Call]:
         with self._changed:
             return [call for call in self.calls if call.method == method]
@@ -232,11 +253,9 @@ class FakeBotAPI:
     # --- the server side ---------------------------------------------------------------------------------------
 
     def _answer(self, method: str, params: dict) -> tuple[int, dict]:
-        if method == "getUpdates":
-            return self._poll(params)
         with self._changed:
             call = Call(method, params, time.time())
-            self.calls.append(call)
+            (self.polls if method == "getUpdates" else self.calls).append(call)
             self._changed.notify_all()
             try:
                 if failures := self._failures.get(method):
@@ -251,22 +270,22 @@ class FakeBotAPI:
                 return error.error_code, error.payload()
         return 200, {"ok": True, "result": result}
 
-    def _poll(self, params: dict) -> tuple[int, dict]:
-        offset = int(params.get("offset", 0))
-        limit = min(max(int(params.get("limit", 100)), 1), 100)
-        wait_s = min(max(float(params.get("timeout", 0)), 0.0), LONG_POLL_CAP_S)
-        deadline = time.monotonic() + wait_s
-        with self._changed:
-            call = Call("getUpdates", params, time.time())
-            self.polls.append(call)
-            if failures := self._failures.get("getUpdates"):
-                call.failed = True
-                error = failures.pop(0)
-                return error.error_code, error.payload()
-            self._confirm(offset)
-            while not self._updates and not self._stopping and (remaining := deadline - time.monotonic()) > 0:
-                self._changed.wait(remaining)
-            return 200, {"ok": True, "result": self._updates[:limit]}
+    def _get_updates(self, params: dict) -> list[dict]:
+        if "allowed_updates" in params:  # kept for later calls: "If not specified, the previous setting will be used"
+            self._allowed = frozenset(params["allowed_updates"])
+        self._confirm(params.get("offset", 0))
+        deadline = time.monotonic() + min(max(params.get("timeout", 0), 0), LONG_POLL_CAP_S)
+        while True:
+            self._updates = [update for update in self._updates if self._allows(update)]
+            if self._updates or self._stopping or (remaining := deadline - time.monotonic()) <= 0:
+                return self._updates[: min(max(params.get("limit", 100), 1), 100)]
+            self._changed.wait(remaining)  # releases the lock, so that push() can add an update
+
+    def _allows(self, update: dict) -> bool:
+        # Telegram does not keep updates of a type the bot did not ask for; by default "all update types except
+        # chat_member, message_reaction, and message_reaction_count" (Bot API, getUpdates).
+        kind = next(name for name in update if name != "update_id")
+        return kind in self._allowed if self._allowed else kind not in NOT_BY_DEFAULT
 
     def _confirm(self, offset: int) -> None:
         # Bot API, getUpdates: "An update is considered confirmed as soon as getUpdates is called with an offset
@@ -364,6 +383,12 @@ class FakeBotAPI:
         return message
 
 
+def loopback_request() -> HTTPXRequest:
+    """PTB's HTTP client for the fake: it speaks plain HTTP, and loading the CA bundle costs ~0.2 s per client
+    (a Bot has two). The empty TLS context trusts no certificate, so this client cannot reach a real server."""
+    return HTTPXRequest(httpx_kwargs={"verify": ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)})
+
+
 def bot_sender(bot_user: dict) -> dict:
     """The bot as a message's sender: a User without the fields only getMe returns."""
     return {name: bot_user[name] for name in ("id", "is_bot", "first_name", "username")}
@@ -401,8 +426,6 @@ def decode_params(method: str, content_type: str, body: bytes, query: str = "") 
     {'chat_id': 5550100102, 'text': '123', 'reply_parameters': {'message_id': 7}}
     """
     raw: dict[str, object] = dict(parse_qsl(query, keep_blank_values=True))
-    if content_type.startswith("application/json"):
-        return raw | json.loads(body or b"{}")
     if content_type.startswith("multipart/form-data"):
         raw |= _multipart(content_type, body)
     elif body:

@@ -17,10 +17,10 @@ import time
 import pytest
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
 from telegram.error import BadRequest, InvalidToken, RetryAfter
-from telegram.ext import Application, CallbackQueryHandler, MessageHandler, filters
+from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, MessageHandler, filters
 
 import fake_telegram
-from fake_telegram import FakeBotAPI, Upload
+from fake_telegram import FakeBotAPI, Upload, loopback_request
 from telegram_updates import (
     BUSINESS_CONNECTION_ID as BC1,
     OWNER_ID,
@@ -46,12 +46,13 @@ def fake():
 @pytest.fixture
 async def bot(fake):
     """A started Bot (no polling) that talks to the fake; the getMe of its start is forgotten."""
-    async with Bot(fake.token, base_url=fake.base_url) as started:
+    async with Bot(fake.token, base_url=fake.base_url, request=loopback_request(),
+                   get_updates_request=loopback_request()) as started:
         fake.clear()
         yield started
 
 
-async def polling_app(fake: FakeBotAPI, seen: list[Update]) -> Application:
+async def polling_app(fake: FakeBotAPI, seen: list[Update], builder: ApplicationBuilder | None = None) -> Application:
     async def record(update: Update, context: object) -> None:
         seen.append(update)
 
@@ -59,7 +60,7 @@ async def polling_app(fake: FakeBotAPI, seen: list[Update]) -> Application:
         seen.append(update)
         await update.callback_query.answer("Sent")
 
-    app = Application.builder().token(fake.token).base_url(fake.base_url).build()
+    app = (builder or fake.application_builder()).build()
     app.add_handler(MessageHandler(filters.UpdateType.BUSINESS_MESSAGE, record))
     app.add_handler(CallbackQueryHandler(press))
     await app.initialize()
@@ -158,7 +159,7 @@ async def test_polling_delivers_updates_once_each_in_order(fake):
     assert fake.calls_of("answerCallbackQuery")[0].params == {"callback_query_id": "4382000000000000001", "text": "Sent"}
     offsets = [poll.params.get("offset") for poll in fake.polls]
     assert offsets == sorted(offsets) and offsets[-1] == 5  # the last poll, on stop, confirms everything
-    assert fake._updates == []
+    assert fake.pending() == []
 
 
 async def test_get_updates_offset_limit_and_long_poll(fake, bot):
@@ -181,6 +182,25 @@ async def test_get_updates_offset_limit_and_long_poll(fake, bot):
     assert 0.2 <= time.monotonic() - started < 0.9
     assert fake.calls == []  # polls are kept apart
     assert [p.params for p in fake.polls[-2:]] == [{"offset": 4, "timeout": 10}, {"offset": 5, "timeout": 0.2}]
+
+
+async def test_allowed_updates_are_sticky_and_drop_pending_updates(fake, bot):
+    fake.push(business_message(BC1, TOMAS_ID, TOMAS_ID, "hi", 5))
+    fake.push(private_message(OWNER_ID, "/status", 6))
+    fake.push({"message_reaction": {"chat": {"id": OWNER_ID, "type": "private"}, "message_id": 6, "date": 0,
+                                    "old_reaction": [], "new_reaction": []}})
+    assert [u.message.text for u in await bot.get_updates(allowed_updates=["message"])] == ["/status"]
+    fake.push(business_message(BC1, TOMAS_ID, TOMAS_ID, "still there?", 7))
+    assert await bot.get_updates(offset=3) == ()  # the setting holds until the bot changes it
+    fake.push(business_message(BC1, TOMAS_ID, TOMAS_ID, "hello?", 8))
+    fake.push({"message_reaction": {"chat": {"id": OWNER_ID, "type": "private"}, "message_id": 6, "date": 0,
+                                    "old_reaction": [], "new_reaction": []}})
+    # An empty list is Telegram's default: everything but reactions and chat_member.
+    assert [u.update_id for u in await bot.get_updates(offset=3, allowed_updates=[])] == [5]
+
+    fake.push(private_message(OWNER_ID, "old news", 9))
+    assert await bot.delete_webhook(drop_pending_updates=True) is True
+    assert fake.pending() == []
 
 
 async def test_send_message_params_come_back_exactly(fake, bot):
@@ -290,14 +310,15 @@ async def test_wait_reports_the_calls_seen_on_timeout(fake, bot):
 
 async def test_wrong_token_is_unauthorized(fake):
     with pytest.raises(InvalidToken):
-        async with Bot("999:WRONG", base_url=fake.base_url):
+        async with Bot("999:WRONG", base_url=fake.base_url, request=loopback_request()):
             pass
 
 
 async def test_shutdown_is_quick_leaves_no_threads_and_no_token_in_output(capfd):
     seen: list[Update] = []
     with FakeBotAPI() as fake:
-        app = await polling_app(fake, seen)
+        # The plain way, with PTB's default clients, as the relay builds its Application.
+        app = await polling_app(fake, seen, Application.builder().token(fake.token).base_url(fake.base_url))
         await until(lambda: len(fake.polls) >= 1)
         started = time.monotonic()
         await stop(app)
