@@ -1,0 +1,313 @@
+"""The twin's own Discord bot: a bot account, labelled as the owner's AI twin, that answers the users listed in
+`[discord] users` in DMs, and when mentioned in the channels listed in `[discord] channels`.
+
+Each answer is drafted with the persona of the contact the user is mapped to (their chat in twin.db) and the
+memory of this Discord conversation: what the user wrote and what the twin answered here, stored as live
+messages (`source = 'live'`: training leaves them out, and Discord's Developer Policy #21 forbids training on
+message content from its API). With `approval` on, every answer waits for the owner's approval in Telegram.
+Only discord.py's `Client` is used, never a user token: self-bots are forbidden (Discord support article
+115002192352). Exercised by tests/test_discord_relay.py and, with TWIN_DISCORD_TOKEN set, by `twin run`.
+
+    client = make_client(cfg.discord, cfg.owner.name, store, drafter, approve)
+    await client.start(os.environ["TWIN_DISCORD_TOKEN"])   # until `await client.close()`
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import discord
+
+from bot.drafter import Drafter
+from bot.drafts import ChatRef
+from serving.drafting import Draft
+from twin.chat import Chat, Message
+from twin.config import DiscordConfig
+from twin.errors import ConfigError, NotFound, TwinError
+from twin.store import ChatKey, Store, StoredMessage
+
+log = logging.getLogger(__name__)
+
+# (chat, contact id, the ids of the messages answered, the draft) -> the text the owner approved, or None when
+# they discarded it or it expired. Implemented by the Telegram relay (an approval card in the owner's chat).
+Approve = Callable[[ChatRef, str, tuple[str, ...], Draft], Awaitable[str | None]]
+Clock = Callable[[], datetime]
+
+MESSAGE_LIMIT = 2000  # characters in one Discord message (API: "Create Message", content)
+APOLOGY = "Sorry, I can't answer right now."
+# Nobody is pinged by what the twin writes: no @everyone, roles or users, not even the author it replies to.
+NO_PINGS = discord.AllowedMentions.none()
+SLOW_DOWN = "That's a lot of messages at once; give me a minute before the next one."
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def disclosure(owner: str) -> str:
+    """The first message in every conversation: who is talking (Discord's identity policy: no impersonation).
+
+    >>> disclosure("Mira")
+    "I'm Mira's AI twin, a bot that writes in Mira's style; Mira may read this conversation."
+    """
+    return f"I'm {owner}'s AI twin, a bot that writes in {owner}'s style; {owner} may read this conversation."
+
+
+def private_notice(owner: str) -> str:
+    """The one line a user who is not on the list gets when they write in a DM."""
+    return f"Hi! This is {owner}'s private AI twin; it only talks with people {owner} has added."
+
+
+def chunk(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """`text` as pieces of at most `limit` characters, cut at the last line break, else the last space, inside
+    each piece's window; a word longer than the limit is cut where it must be. Pieces are stripped, none empty.
+
+    >>> chunk("see you at 10", 2000)
+    ['see you at 10']
+    >>> chunk("one two three four", 9)
+    ['one two', 'three', 'four']
+    >>> chunk("first line here\\nsecond line", 20)
+    ['first line here', 'second line']
+    >>> chunk("abcdefghij k", 4), chunk("  \\n ", 10)
+    (['abcd', 'efgh', 'ij k'], [])
+    """
+    pieces: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        window = rest[:limit + 1]  # a break right after the limit still ends a full piece
+        cut = window.rfind("\n")
+        if cut <= 0:
+            cut = max(window.rfind(" "), window.rfind("\t"))
+        if cut <= 0:
+            cut = limit
+        piece = rest[:cut].strip()
+        if piece:
+            pieces.append(piece)
+        rest = rest[cut:].strip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def strip_mentions(content: str, user_id: int) -> str:
+    """The text without mentions of the bot (`<@id>`, or `<@!id>` as older clients write it), spaces tidied.
+
+    >>> strip_mentions("<@42> are we still on?  <@!42>", 42)
+    'are we still on?'
+    >>> strip_mentions("ask <@7> too\\n<@42> and you", 42)
+    'ask <@7> too\\nand you'
+    """
+    lines = re.sub(rf"<@!?{user_id}>", " ", content).splitlines()
+    return "\n".join(" ".join(line.split()) for line in lines if line.strip())
+
+
+def memory(history: Sequence[StoredMessage], twin_sender: str, size: int) -> tuple[StoredMessage, ...]:
+    """The last `size` messages of a conversation, with the twin's own replies as the owner's (they are the
+    assistant turns of the prompt)."""
+    recent = history[-size:] if size > 0 else []
+    return tuple(replace(m, from_owner=True) if m.sender_id == twin_sender else m for m in recent)
+
+
+class RateLimit:
+    """At most `per_minute` replies per user in any rolling minute. Over the limit the first refusal says so
+    ("warn") and the rest are silent ("quiet") until a reply is allowed again.
+
+    >>> from twin.chat import utc
+    >>> limit = RateLimit(2)
+    >>> [limit.check("u1", utc(s)) for s in (0, 10, 20, 30, 60, 70)]
+    ['reply', 'reply', 'warn', 'quiet', 'reply', 'reply']
+    >>> limit.check("u2", utc(70))
+    'reply'
+    """
+
+    def __init__(self, per_minute: int, window: timedelta = timedelta(minutes=1)):
+        self.per_minute = per_minute
+        self.window = window
+        self._replies: dict[str, deque[datetime]] = {}
+        self._warned: set[str] = set()
+
+    def check(self, user: str, now: datetime) -> str:
+        """"reply" (and count it), "warn" or "quiet"."""
+        replies = self._replies.setdefault(user, deque())
+        while replies and now - replies[0] >= self.window:
+            replies.popleft()
+        if len(replies) < self.per_minute:
+            replies.append(now)
+            self._warned.discard(user)
+            return "reply"
+        if user in self._warned:
+            return "quiet"
+        self._warned.add(user)
+        return "warn"
+
+
+class TwinDiscord(discord.Client):
+    """The bot. Build it with `make_client`; it owns neither the store nor the drafter (the caller closes them)."""
+
+    def __init__(self, cfg: DiscordConfig, owner: str, store: Store, drafter: Drafter,
+                 approve: Approve | None = None, *, clock: Clock = _now, intents: discord.Intents | None = None):
+        # Content of DMs and of messages that mention the bot arrives without the privileged message_content
+        # intent (discord.py flags.py, Intents.message_content), and those are the only messages it reads.
+        super().__init__(intents=intents or discord.Intents.default(),
+                         allowed_mentions=NO_PINGS,
+                         # Sent with every IDENTIFY, so the label is there from the first moment and after reconnects.
+                         activity=discord.CustomActivity(name=f"AI twin of {owner}"))
+        self.cfg = cfg
+        self.owner = owner
+        self._store = store
+        self._drafter = drafter
+        self._approve = approve
+        self._clock = clock
+        self._limit = RateLimit(cfg.rate_limit_per_minute)
+        self._turned_away: set[int] = set()
+        self._disclosed: set[str] = set()
+
+    @property
+    def sender_id(self) -> str:
+        """The sender id of the twin's own messages in the store."""
+        return f"twin:{self.user.id if self.user else 'unknown'}"
+
+    async def on_ready(self) -> None:
+        log.info("discord: connected as bot %s in %d guilds; %d allowed users, %d channels, approval %s",
+                 self.user.id, len(self.guilds), len(self.cfg.users), len(self.cfg.channels),
+                 "on" if self.cfg.approval else "off")
+
+    async def on_message(self, message: discord.Message) -> None:
+        if self.user is None or message.author.bot or message.author.id == self.user.id:
+            return
+        channel = message.channel
+        dm = isinstance(channel, discord.DMChannel)
+        if not dm and not self._addressed(message):
+            return
+        author = str(message.author.id)
+        if author not in self.cfg.users:
+            if dm and message.author.id not in self._turned_away:
+                self._turned_away.add(message.author.id)
+                log.info("discord: user %s is not allowed; told once", author)
+                await self._send(channel, [private_notice(self.owner)])
+            return
+        text = strip_mentions(message.content, self.user.id)
+        if not text:
+            return
+        try:
+            await self._answer(message, text, dm)
+        except discord.HTTPException as e:
+            log.warning("discord: channel %s: %s (status %s)", channel.id, type(e).__name__, e.status)
+
+    def _addressed(self, message: discord.Message) -> bool:
+        """In a guild: an allowed channel (or a thread in one) and a mention of the bot itself. Not
+        `mentioned_in`, which is true for @everyone (discord.py user.py)."""
+        if message.guild is None:
+            return False
+        channel = message.channel
+        allowed = {str(channel.id), str(getattr(channel, "parent_id", None))} & set(self.cfg.channels)
+        return bool(allowed) and any(u.id == self.user.id for u in message.mentions)
+
+    async def _answer(self, message: discord.Message, text: str, dm: bool) -> None:
+        channel, author = message.channel, str(message.author.id)
+        now = self._clock()
+        # A DM with the twin is a chat with a bot, not the owner's personal chat: typed "bot" (and untitled) it
+        # never matches `find_chat` by a person's name or id, which would make their real chat ambiguous.
+        title = None if dm else getattr(channel, "name", None)
+        chat = Chat("discord", str(channel.id), "bot" if dm else "group", title)
+        key = ChatKey("discord", chat.id)
+        history = self._store.chat_messages(key)
+        session = memory(history, self.sender_id, self.cfg.memory_messages)
+        answered_before = any(m.sender_id == self.sender_id for m in history)
+        stamp = int(now.timestamp())
+        with self._store.transaction():
+            self._store.upsert_chat(chat)
+            self._store.upsert_names("discord", {(author, message.author.display_name): (stamp, stamp)})
+            self._store.insert_messages([Message("discord", chat.id, str(message.id), author, None, now, text)],
+                                        source="live")
+
+        verdict = self._limit.check(author, now)
+        if verdict != "reply":
+            log.info("discord: user %s over %d replies a minute (%s)", author, self.cfg.rate_limit_per_minute, verdict)
+            if verdict == "warn":
+                await self._send(channel, [SLOW_DOWN])
+            return
+
+        persona = self._persona(author, key)
+        started = time.perf_counter()
+        try:
+            async with channel.typing():
+                draft = await self._drafter.draft(persona, [text], sender=message.author.display_name,
+                                                  session=session)
+            if self.cfg.approval:
+                approved = await self._approve(ChatRef("discord", None, chat.id), author, (str(message.id),), draft)
+                lines = None if approved is None else [line for line in approved.splitlines() if line.strip()]
+            else:
+                lines = list(draft.candidates[0].messages)
+        except TwinError as e:
+            log.warning("discord: no answer in channel %s for message %s: %s", channel.id, message.id,
+                        type(e).__name__)
+            await self._send(channel, [APOLOGY])
+            return
+        if not lines:
+            log.info("discord: message %s in channel %s: the owner sent nothing", message.id, channel.id)
+            return
+        if not answered_before and chat.id not in self._disclosed:
+            self._disclosed.add(chat.id)  # before the await: a concurrent answer here must not disclose again
+            await self._send(channel, [disclosure(self.owner)])
+        sent = await self._send(channel, lines, reply_to=None if dm else message)
+        now = self._clock()
+        with self._store.transaction():
+            self._store.insert_messages(
+                [Message("discord", chat.id, str(m.id), self.sender_id, None, now, m.content) for m in sent],
+                source="live")
+        log.info("discord: answered message %s in channel %s: %d messages, %d chars, %d remembered, %.0f ms",
+                 message.id, channel.id, len(sent), sum(len(m.content) for m in sent), len(session),
+                 (time.perf_counter() - started) * 1000)
+
+    def _persona(self, author: str, fallback: ChatKey) -> ChatKey:
+        """The mapped contact's chat in twin.db, else this Discord conversation's own."""
+        try:
+            chat = self._store.find_chat(self.cfg.users[author])
+        except NotFound as e:
+            log.info("discord: user %s: mapped contact not usable (%s); using this channel's persona", author,
+                     type(e).__name__)
+            return fallback
+        return ChatKey(chat.platform, chat.id)
+
+    async def _send(self, channel: discord.abc.Messageable, texts: Sequence[str],
+                    reply_to: discord.Message | None = None) -> list[discord.Message]:
+        """Each text as Discord messages of at most 2000 characters; the first replies to `reply_to`, if given
+        (without pinging its author, and still sent when that message was deleted meanwhile)."""
+        sent: list[discord.Message] = []
+        for piece in (p for t in texts for p in chunk(t)):
+            reference = reply_to.to_reference(fail_if_not_exists=False) if reply_to and not sent else None
+            try:
+                sent.append(await channel.send(piece, reference=reference, allowed_mentions=NO_PINGS,
+                                               mention_author=False))
+            except discord.HTTPException as e:
+                log.warning("discord: send to channel %s failed after %d messages: %s (status %s)",
+                            channel.id, len(sent), type(e).__name__, e.status)
+                break
+        return sent
+
+
+def make_client(cfg: DiscordConfig, owner_name: str | None, store: Store, drafter: Drafter,
+                approve: Approve | None = None, *, clock: Clock = _now,
+                intents: discord.Intents | None = None) -> TwinDiscord:
+    """The Discord bot, ready for `await client.start(token)`; `owner_name` None: the owner's name in twin.db.
+
+    `intents` None is what the bot needs (`Intents.default()`, no privileged ones); tests pass the members intent
+    too, without which dpytest's fake members do not exist.
+    """
+    owner = (owner_name or store.owner_name() or "").strip()
+    if not owner:
+        raise ConfigError("[discord]: the bot introduces itself as the owner's AI twin but no name is known; "
+                          "set owner.name in twin.toml")
+    if cfg.approval and approve is None:
+        raise ConfigError("[discord] approval = true needs the Telegram relay for approval cards; "
+                          "configure [telegram] or set approval = false")
+    if not cfg.users:
+        log.warning("discord: [discord] users is empty; the bot will answer nobody")
+    return TwinDiscord(cfg, owner, store, drafter, approve, clock=clock, intents=intents)
