@@ -167,6 +167,7 @@ class TwinDiscord(discord.Client):
         self._limit = RateLimit(cfg.rate_limit_per_minute)
         self._turned_away: set[int] = set()
         self._disclosed: set[str] = set()
+        self._unmapped: set[str] = set()
 
     @property
     def sender_id(self) -> str:
@@ -271,8 +272,10 @@ class TwinDiscord(discord.Client):
         try:
             chat = self._store.find_chat(self.cfg.users[author])
         except NotFound as e:
-            log.info("discord: user %s: mapped contact not usable (%s); using this channel's persona", author,
-                     type(e).__name__)
+            if author not in self._unmapped:  # once per user and process: it stays so until twin.db changes
+                self._unmapped.add(author)
+                log.info("discord: user %s: mapped contact not usable (%s); using this channel's persona", author,
+                         type(e).__name__)
             return fallback
         return ChatKey(chat.platform, chat.id)
 

@@ -146,9 +146,9 @@ def sent() -> list[discord.Message]:
 
 async def post(text: str, channel, author: discord.Member, *, mention_everyone: bool = False,
                mentions: tuple = ()) -> None:
-    """A MESSAGE_CREATE that dpytest.message cannot make (it never sets mention_everyone)."""
+    """A MESSAGE_CREATE that dpytest.message cannot make (mention_everyone, or in a thread)."""
     data = factories.make_message_dict(channel, author, content=text, mention_everyone=mention_everyone,
-                                       mentions=list(mentions))
+                                       mentions=list(mentions), guild_id=channel.guild.id)
     backend.get_state().parse_message_create(data)
     await dpytest.run_all_events()
 
@@ -316,6 +316,26 @@ async def test_guild_messages_not_addressed_to_the_bot_are_ignored(world):
     assert sent() == []
     assert world.drafter.requests == []
     assert world.typing == []
+
+
+def make_thread(parent: discord.TextChannel, thread_id: int) -> discord.Thread:
+    """A public thread under `parent` (dpytest has no threads; the gateway's THREAD_CREATE payload)."""
+    data = {"id": thread_id, "guild_id": parent.guild.id, "parent_id": parent.id, "owner_id": LENA, "name": "trip",
+            "type": 11, "last_message_id": None, "rate_limit_per_user": 0, "message_count": 0, "member_count": 1,
+            "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "locked": False,
+                                "archive_timestamp": "2024-05-29T12:00:00+00:00"}}
+    backend.get_state().parse_thread_create(data)
+    return parent.guild.get_thread(thread_id)
+
+
+async def test_threads_of_an_allowed_channel_are_allowed_too(world):
+    tomas = world.members["Tomas Berg"]
+    inside, outside = make_thread(world.allowed, 330000000000000001), make_thread(world.other, 330000000000000002)
+    await post(f"{world.me} who drives?", outside, tomas, mentions=(world.client.user,))
+    assert sent() == []
+    await post(f"{world.me} who drives?", inside, tomas, mentions=(world.client.user,))
+    assert [m.content for m in sent()] == [disclosure("Mira"), *world.drafter.replies()]
+    assert world.rows(inside.id)[0] == (str(TOMAS), "who drives?", "live")
 
 
 async def test_other_bots_are_ignored_even_when_listed(world):
