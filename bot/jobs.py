@@ -34,7 +34,7 @@ HEARTBEAT_KEY = "relay_heartbeat"
 LEARN_KEY = "learn_last_at"
 
 
-def heartbeat(relay: Relay) -> None:
+async def heartbeat(relay: Relay) -> None:
     relay.store.set_meta(HEARTBEAT_KEY, f"{relay.clock().timestamp():.0f}")
 
 

@@ -170,8 +170,12 @@ class Ledger:
         return self._many("state = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?", now.timestamp())
 
     def due_to_retry(self, now: datetime) -> list[Draft]:
-        return self._many("state = 'sending' AND inflight = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+        return self._many("state = 'sending' AND inflight = 0 AND attempts > 0 AND next_attempt_at <= ?",
                           now.timestamp())
+
+    def approved(self) -> list[Draft]:
+        """Approved, never dispatched (a restart came between the tap and the send): safe to send now."""
+        return self._many("state = 'sending' AND attempts = 0")
 
     def inflight(self) -> list[Draft]:
         return self._many("state = 'sending' AND inflight = 1")

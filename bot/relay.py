@@ -90,7 +90,8 @@ class Relay:
         self.settings = settings
         self.clock = clock
         self._timers: dict[ChatRef, asyncio.Task] = {}
-        self._locks: dict[ChatRef, asyncio.Lock] = {}
+        self._locks: dict[ChatRef, asyncio.Lock] = {}  # one draft at a time per chat
+        self._send_locks: dict[ChatRef, asyncio.Lock] = {}  # one send at a time per chat, in order
         self._last_send: dict[ChatRef, float] = {}
         self._draft_retry: dict[ChatRef, _Retry] = {}
         self._waiters: dict[int, asyncio.Future] = {}  # drafts someone awaits (Discord replies for approval)
@@ -320,7 +321,7 @@ class Relay:
     async def deliver(self, draft_id: int) -> Draft:
         """Send an approved draft as the owner (paced per chat); retries are left to the jobs."""
         d = self.ledger.get(draft_id)
-        lock = self._locks.setdefault(d.chat, asyncio.Lock())
+        lock = self._send_locks.setdefault(d.chat, asyncio.Lock())
         async with lock:
             now = self.clock()
             try:
@@ -431,6 +432,9 @@ class Relay:
             d = self.ledger.apply(d.id, lambda x: D.interrupted(x, now), "interrupted", now)
             await self._settled(d, "interrupted while sending: check the chat")
             await self.owner.notify("A reply was being sent when twin stopped; check whether it arrived.")
+        for d in self.ledger.approved():
+            if d.origin == "telegram":
+                self._spawn(self.deliver(d.id))
         for d in self.ledger.pending():
             if d.origin == "discord" and d.id not in self._waiters:
                 await self.expire(d, now)

@@ -116,8 +116,8 @@ def privacy_text(home: Home, cfg: Config) -> str:
 
 async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], DraftingParts] | None = None,
               stop: asyncio.Event | None = None, clock: Callable[[], datetime] | None = None,
-              ready: asyncio.Event | None = None) -> None:
-    """Run the relay until `stop` is set or SIGINT/SIGTERM arrives."""
+              on_ready: Callable[[Relay], None] | None = None) -> None:
+    """Run the relay until `stop` is set or SIGINT/SIGTERM arrives; `on_ready` gets the relay once it runs."""
     from bot import jobs
 
     if secrets.telegram is None and secrets.discord is None:
@@ -155,8 +155,8 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
         if secrets.discord and cfg.discord.users:
             from bot.discord_relay import make_client
 
-            client = make_client(cfg.discord, cfg.owner.name or store.owner_name() or "the owner", store, drafter,
-                                 relay.approve if cfg.discord.approval else None, clock)
+            client = make_client(cfg.discord, cfg.owner.name, store, drafter,
+                                 relay.approve if cfg.discord.approval else None, clock=clock)
             discord_task = asyncio.create_task(client.start(secrets.discord))
             log.info("discord client started")
         elif secrets.discord:
@@ -164,12 +164,16 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
         scheduler = jobs.start(relay, cfg, home.root, relay.owner.notify)
         await relay.recover()
         asyncio.create_task(_warm(drafter))
-        if ready is not None:
-            ready.set()
+        if on_ready is not None:
+            on_ready(relay)
         waiters = [asyncio.create_task(stop.wait())] + ([discord_task] if discord_task else [])
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if discord_task in done and discord_task.exception():
-            log.error("discord client stopped: %s", type(discord_task.exception()).__name__)
+            error = discord_task.exception()
+            if type(error).__name__ == "LoginFailure":
+                raise ConfigError("TWIN_DISCORD_TOKEN was refused by Discord; copy the bot token again from the "
+                                  "Developer Portal (Bot → Reset Token)") from error
+            log.error("discord client stopped: %s", type(error).__name__)
     finally:
         log.info("stopping")
         if app is not None:

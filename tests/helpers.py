@@ -125,9 +125,13 @@ GEMMA3_LIKE = (
 )
 
 
+QUICK_PHRASES = ("sure, see you at eight", "can't tonight, sorry", "maybe tomorrow?", "haha yes",
+                 "let me check and get back to you", "sounds good to me", "which crag?", "ok!")
+
+
 class QuickBackend:
     """A fast drafting backend for relay tests: no model, deterministic replies that differ by seed and index
-    ("reply <seed>-<i>"), so a regenerated draft shows new text. `delay` seconds per call imitate a model;
+    (distinct phrases within one call, tagged with the seed, so a regenerated draft shows new text). `delay` seconds per call imitate a model;
     `fail` set to an exception makes the next call raise it once. Records every call's adapter and n."""
 
     name = "quick"
@@ -147,7 +151,7 @@ class QuickBackend:
             raise error
         if self.delay:
             time.sleep(self.delay)
-        return [f"reply {seed}-{i}" for i in range(n)]
+        return [f"{QUICK_PHRASES[(seed + i) % len(QUICK_PHRASES)]} {seed % 1000}" for i in range(n)]
 
     def close(self):
         pass
