@@ -52,9 +52,16 @@ pass_ctx = click.make_pass_decorator(Context)
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # Bot API URLs carry the token: keep the HTTP clients quiet whatever the level.
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Libraries that would log secrets or message text at DEBUG stay at INFO or above, whatever the level: Bot
+    API URLs carry the token (httpx), python-telegram-bot logs whole updates, discord.py gateway payloads."""
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for chatty in ("telegram", "discord", "apscheduler"):
+        logging.getLogger(chatty).setLevel(logging.INFO)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

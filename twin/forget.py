@@ -27,13 +27,14 @@ class Forgotten:
     contacts: int = 0
     sessions: int = 0
     drafts: int = 0
+    mentions: int = 0
     notes: int = 0
     keys: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{self.messages} messages", f"{self.chats} chats", f"{self.drafts} drafts",
                  f"{self.contacts} contact records", f"{self.names} names", f"{self.sessions} sessions",
-                 f"{self.notes} notes in twin.toml"]
+                 f"{self.mentions} mentions redacted", f"{self.notes} notes in twin.toml"]
         return "removed " + ", ".join(parts)
 
 
@@ -70,10 +71,28 @@ def forget(store: Store, contact: str, config_path: Path | None = None) -> Forgo
             out.contacts += run("DELETE FROM contacts WHERE platform = ? AND user_id = ? AND is_owner = 0",
                                 chat.platform, person)
             out.drafts += run("DELETE FROM drafts WHERE platform = ? AND contact_id = ?", chat.platform, person)
+        # Others may have named them in chats that stay: their names become "[forgotten]" there.
+        for form in mention_forms(names if people else []):
+            out.mentions += run("UPDATE messages SET text = replace(text, ?, '[forgotten]') "
+                                "WHERE platform = ? AND instr(text, ?) > 0", form, chat.platform, form)
     keys = sorted({*names, f"{chat.platform}:{chat.id}", *(f"{chat.platform}:{p}" for p in people)})
     if config_path is not None and config_path.exists():
         out.notes = remove_notes(config_path, keys)
     return out
+
+
+def mention_forms(names: list[str]) -> list[str]:
+    """The strings that name a person in text: each full name, then its first word when it is a real word.
+
+    >>> mention_forms(["Tomas Berg", "Tom"])
+    ['Tomas Berg', 'Tomas', 'Tom']
+    """
+    forms: list[str] = []
+    for name in names:
+        for form in (name.strip(), name.split()[0] if name.split() else ""):
+            if len(form) >= 3 and form not in forms:
+                forms.append(form)
+    return sorted(forms, key=len, reverse=True)
 
 
 def remove_notes(config_path: Path, keys: list[str]) -> int:
