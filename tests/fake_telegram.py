@@ -75,7 +75,7 @@ class Call:
     failed: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class ApiError(Exception):
     """An error answer in Telegram's shape: HTTP status == error_code, as Telegram does and PTB relies on."""
 
@@ -90,7 +90,7 @@ class ApiError(Exception):
         return answer
 
 
-@dataclass
+@dataclass(repr=False)
 class FakeBotAPI:
     token: str = TOKEN
     bot_user: dict = field(default_factory=lambda: dict(BOT_USER))
@@ -112,7 +112,8 @@ class FakeBotAPI:
         self._chats: dict[object, dict] = {}
         self._stopping = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True  # still joined by server_close(): block_on_close stays True
+        # Handler threads are not daemons, so that server_close() joins them (it skips daemon threads).
+        self._server.daemon_threads = False
         # A short poll so that shutdown() returns at once, not after the default half second.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
         self._methods: dict[str, Callable[[dict], object]] = {
@@ -150,9 +151,13 @@ class FakeBotAPI:
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()  # waits for serve_forever, so only when it runs
+            self._thread.join()
         self._server.server_close()
-        self._thread.join()
+
+    def __repr__(self) -> str:
+        return f"FakeBotAPI({self.base_url}, {len(self.calls)} calls, {len(self._updates)} updates pending)"
 
     def __enter__(self) -> FakeBotAPI:
         return self.start()
@@ -196,7 +201,9 @@ class FakeBotAPI:
                 429: f"Too Many Requests: retry after {retry_after}",
             }.get(error_code, "Bad Request: injected failure")
         with self._changed:
-            self._failures.setdefault(method, []).extend([ApiError(error_code, description, retry_after)] * times)
+            self._failures.setdefault(method, []).extend(
+                ApiError(error_code, description, retry_after) for _ in range(times)
+            )
 
     def pending(self) -> list[dict]:
         """The updates queued and not yet confirmed by an offset."""
@@ -324,8 +331,8 @@ class FakeBotAPI:
         message = self._message(params, message_id) | {"text": text}
         if "reply_parameters" in params:
             replied = (business_connection_id, params["chat_id"], params["reply_parameters"]["message_id"])
-            if replied in self._messages:
-                message["reply_to_message"] = self._messages[replied]
+            if original := self._messages.get(replied):  # nested one level only, as Telegram does
+                message["reply_to_message"] = {k: v for k, v in original.items() if k != "reply_to_message"}
         self._messages[_message_key(message)] = message
         return message
 
@@ -424,6 +431,9 @@ def decode_params(method: str, content_type: str, body: bytes, query: str = "") 
     >>> decode_params("sendMessage", "application/x-www-form-urlencoded",
     ...               b"chat_id=5550100102&text=123&reply_parameters=%7B%22message_id%22%3A+7%7D")
     {'chat_id': 5550100102, 'text': '123', 'reply_parameters': {'message_id': 7}}
+    >>> decode_params("sendMessage", "application/x-www-form-urlencoded",
+    ...               b"chat_id=%40mira&text=true&protect_content=true")
+    {'chat_id': '@mira', 'text': 'true', 'protect_content': True}
     """
     raw: dict[str, object] = dict(parse_qsl(query, keep_blank_values=True))
     if content_type.startswith("multipart/form-data"):
@@ -489,6 +499,8 @@ def _is_text(annotation: object) -> bool:
 
 def _handler(fake: FakeBotAPI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = 5.0  # a client that connects and sends nothing cannot hold up stop()
+
         def do_POST(self) -> None:
             url = urlsplit(self.path)
             prefix = "/bot"

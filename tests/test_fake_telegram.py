@@ -52,7 +52,11 @@ async def bot(fake):
         yield started
 
 
-async def polling_app(fake: FakeBotAPI, seen: list[Update], builder: ApplicationBuilder | None = None) -> Application:
+async def polling_app(
+    fake: FakeBotAPI, seen: list[Update], builder: ApplicationBuilder | None = None
+) -> Application:
+    """A started Application polling the fake; business messages and button presses land in `seen`."""
+
     async def record(update: Update, context: object) -> None:
         seen.append(update)
 
@@ -126,7 +130,8 @@ def test_builders_parse_as_ptb_objects():
     assert (deleted.business_connection_id, deleted.chat.id, deleted.message_ids) == (BC1, TOMAS_ID, (5, 6))
 
     private = parse(private_message(OWNER_ID, "hello", 3)).message
-    assert (private.chat.id, private.from_user.id, private.text, private.chat.type) == (OWNER_ID, OWNER_ID, "hello", "private")
+    assert (private.chat.id, private.chat.type, private.from_user.id) == (OWNER_ID, "private", OWNER_ID)
+    assert private.text == "hello"
     status = parse(command(OWNER_ID, "/status today", 7)).message
     assert status.parse_entities() == {status.entities[0]: "/status"}
     assert status.entities[0].type == "bot_command"
@@ -156,7 +161,8 @@ async def test_polling_delivers_updates_once_each_in_order(fake):
     assert {u.business_message.business_connection_id for u in seen[:3]} == {BC1}
     assert seen[3].callback_query.data == "d:17:send"
     # A numeric-looking id is a string parameter, and stays one.
-    assert fake.calls_of("answerCallbackQuery")[0].params == {"callback_query_id": "4382000000000000001", "text": "Sent"}
+    [answer] = fake.calls_of("answerCallbackQuery")
+    assert answer.params == {"callback_query_id": "4382000000000000001", "text": "Sent"}
     offsets = [poll.params.get("offset") for poll in fake.polls]
     assert offsets == sorted(offsets) and offsets[-1] == 5  # the last poll, on stop, confirms everything
     assert fake.pending() == []
