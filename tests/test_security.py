@@ -158,3 +158,16 @@ def test_training_leaves_live_messages_out_unless_asked(tmp_path):
     tok = tiny_tokenizer()
     assert build(store, tok, DatasetOptions()).sessions == 0
     assert build(store, tok, DatasetOptions(include_live=True)).sessions == 1
+
+
+def test_twin_run_needs_a_token_and_an_owner(tmp_path, monkeypatch):
+    monkeypatch.delenv("TWIN_TELEGRAM_TOKEN", raising=False)
+    monkeypatch.delenv("TWIN_DISCORD_TOKEN", raising=False)
+    import subprocess, sys
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TWIN_")}
+    cmd = [sys.executable, "-c", "from twin.cli import run; run()", "--home", str(tmp_path / "h"), "run"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2 and "set TWIN_TELEGRAM_TOKEN" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**env, "TWIN_TELEGRAM_TOKEN": "1:x"}, timeout=60)
+    assert out.returncode == 2 and "telegram.owner_id is not set" in out.stderr
+    assert "1:x" not in out.stderr

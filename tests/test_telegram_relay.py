@@ -7,6 +7,7 @@ closed window.
 
 from __future__ import annotations
 
+import asyncio
 import html
 from datetime import timedelta
 
@@ -295,3 +296,28 @@ async def test_restart_during_the_settle_delay_still_drafts(fake, home):
     async with Harness(fake, home, QuickBackend(), clock) as h:
         await h.wait(is_card)
         assert len(h.ledger().pending()) == 1
+
+
+async def test_discord_reply_waits_for_the_owners_approval_in_telegram(harness):
+    from bot.drafts import ChatRef
+    from serving.drafting import Candidate, Draft as Candidates
+
+    async with harness as h:
+        await h.connect()
+        ref = ChatRef("discord", None, "880001")
+        result = Candidates([Candidate("sure, tomorrow", ["sure, tomorrow"]), Candidate("not today", ["not today"])],
+                            "base", 120.0, 40)
+        waiting = asyncio.create_task(h.relay.approve(ref, "770001", ("990001",), result))
+        draft = await h.card()
+        assert "Discord" in h.calls("sendMessage")[-1].params["text"]
+        h.tap(draft.id, "edit")
+        await h.wait(lambda c: c.method == "editMessageText")
+        h.push(U.private_message(OWNER, "sure, tomorrow at 6", 66))
+        assert await asyncio.wait_for(waiting, 5) == "sure, tomorrow at 6"
+        assert h.business_sends() == []  # the Discord bot sends it, not Telegram
+        assert h.ledger().get(draft.id).state == State.EDITED_SENT
+
+        waiting = asyncio.create_task(h.relay.approve(ref, "770001", ("990002",), result))
+        draft = await h.card()
+        h.tap(draft.id, "discard")
+        assert await asyncio.wait_for(waiting, 5) is None
