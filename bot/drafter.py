@@ -31,6 +31,9 @@ class DraftingParts:
     backend: Backend
     adapter: str | None
     settings: DraftSettings
+    # Asked before each draft, when given: the adapter to use now (a version `twin learn` promoted, or one
+    # `twin adapters use` chose, takes over without a restart).
+    pick: Callable[[], str | None] | None = None
 
 
 class Drafter:
@@ -68,6 +71,11 @@ class Drafter:
     def _draft(self, key: ChatKey, incoming: tuple[str, ...], sender: str | None,
                session: tuple[StoredMessage, ...] | None, n: int | None, seed: int | None) -> Draft:
         store, parts = self._ready()
+        if parts.pick is not None:
+            chosen = parts.pick()
+            if chosen != parts.adapter:
+                log.info("drafting adapter now %s (was %s)", chosen or "base", parts.adapter or "base")
+                self._parts = parts = DraftingParts(parts.backend, chosen, parts.settings, parts.pick)
         cfg = self._cfg
         request = DraftRequest(key, incoming, n=n or cfg.n, adapter=parts.adapter, max_new_tokens=cfg.max_new_tokens,
                                temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, sender=sender, session=session)

@@ -42,10 +42,14 @@ class Secrets:
 def default_parts(home: Home, cfg: Config) -> Callable[[], DraftingParts]:
     """Open the configured backend (vLLM when it answers, else the in-process model) in the drafter's thread."""
     def parts() -> DraftingParts:
-        from serving.console import DraftOptions, drafting_parts
+        from serving.console import DraftOptions, drafting_parts, pick_adapter
+
+        def pick() -> str | None:
+            adapter = pick_adapter(home, cfg.drafting.adapter)
+            return adapter.name if adapter else None
 
         backend, adapter, settings = drafting_parts(home, cfg, DraftOptions(contact=""))
-        return DraftingParts(backend, adapter, settings)
+        return DraftingParts(backend, adapter, settings, pick)
 
     return parts
 
