@@ -38,7 +38,8 @@ def _now() -> datetime:
 
 
 def pick_adapter(home: Home, name: str | None) -> adapters.Adapter | None:
-    """The named adapter, else the newest one, else None (the base model)."""
+    """The named adapter (`--adapter`, else twin.toml `drafting.adapter`), else the default one (the newest, or
+    the one `twin adapters use` / a promoting `twin learn` chose since: twin.adapters), else None (the base)."""
     try:
         return adapters.find_adapter(home.adapters, name)
     except NotFound:
