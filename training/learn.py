@@ -19,6 +19,7 @@ import functools
 import logging
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -140,9 +141,11 @@ def _train_and_gate(home: Home, cfg: Config, req: LearnRequest, parent: adapters
     echo(_counts_line(result))
 
     name = adapters.next_name(home.adapters, _base_name(parent.name, cfg))
-    model = PeftModel.from_pretrained(base, str(parent.path), is_trainable=True)
-    result.training = train_preferences(model, tokenizer, rows, result.method, _settings(cfg, req, max_tokens),
-                                        home.runs / name)
+    with warnings.catch_warnings():  # peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        model = PeftModel.from_pretrained(base, str(parent.path), is_trainable=True)
+        result.training = train_preferences(model, tokenizer, rows, result.method,
+                                            _settings(cfg, req, max_tokens), home.runs / name)
     echo(f"trained {result.training['steps']} steps on {len(rows)} examples in {result.training['seconds']:.0f}s, "
          f"final loss {result.training['final_loss']:.3f}")
 

@@ -150,12 +150,13 @@ def read_default(adapters_dir: Path) -> tuple[str, float] | None:
         return None
 
 
-def set_default(adapters_dir: Path, name: str) -> Adapter:
-    """Make `name` the default adapter from now on (until a newer adapter is trained or another is set)."""
+def set_default(adapters_dir: Path, name: str, now: float | None = None) -> Adapter:
+    """Make `name` the default adapter from `now` (a Unix time; default: the current time) until a newer adapter
+    is trained or another one is set."""
     adapter = find_adapter(adapters_dir, name)
     if adapter.path.parent.resolve() != adapters_dir.resolve():
         raise NotFound(f"{name}: not an adapter under {adapters_dir}; name one that `twin adapters` lists")
     # Strictly after the adapter's own files, even on a file system with coarse timestamps.
-    set_at = max(time.time(), _published_at(adapter) + 1e-3)
+    set_at = max(time.time() if now is None else now, _published_at(adapter) + 1e-3)
     write_json_atomic(adapters_dir / DEFAULT_FILE, {"name": adapter.name, "set_at": set_at})
     return adapter

@@ -432,6 +432,138 @@ def forget_(ctx: Context, contact: str, yes: bool) -> None:
     click.echo("Adapters trained before keep what they learned; retrain (twin train) to drop it from the model too.")
 
 
+@main.command("learn")
+@click.option("--adapter", help="The version to improve [default: the default adapter; see `twin adapters`].")
+@click.option("--method", type=click.Choice(["auto", "dpo", "kto"]),
+              help="DPO on pairs, KTO on single verdicts; auto: DPO when there are pairs [learn.method, auto].")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True),
+              help="Passes over the outcomes [learn.epochs, 2].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one line of JSON.")
+@click.option("--dry-run", is_flag=True, help="Count what there is to learn from; train nothing.")
+@pass_ctx
+def learn_(ctx: Context, adapter, method, epochs, as_json: bool, dry_run: bool) -> None:
+    """Learn from what you did with the drafts: a new adapter version, kept only if it is better.
+
+    What you sent after editing a draft is preferred over the draft, an approved candidate over the ones you
+    skipped or discarded (trivial edits do not count). The adapter is trained further on that and checked on
+    your most recent outcomes, which it did not learn from, and on held-out conversations: it becomes the
+    default (and is loaded into a running vLLM) only if its drafts come closer to what you sent and its style
+    is no worse. Otherwise it stays on disk for `twin adapters use`. The last line printed is its directory.
+
+    \b
+    Example:
+        twin learn --dry-run
+        twin learn --method dpo --epochs 3
+    """
+    from training.gate import format_table
+    from training.learn import LearnRequest, learn
+
+    ctx.existing_store().close()
+    result = learn(ctx.home, ctx.config, LearnRequest(adapter, method, epochs, dry_run),
+                   echo=lambda m: click.echo(m, err=True))
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps(result.to_json()))
+            return
+        _table(["draft outcomes", "count"], sorted(result.counts.items()))
+        click.echo(f"would train {result.parent} with {result.method.upper()} on {result.counts['usable']} outcomes")
+        return
+    vllm = _load_into_vllm(ctx, result.name, result.path) if result.promoted else None
+    if as_json:
+        click.echo(json.dumps({**result.to_json(), "vllm": vllm}))
+        return
+    _table(["gate", result.parent, result.name, "verdict"], format_table(result.gate), sys.stderr)
+    if result.promoted:
+        click.echo(f"promoted: {result.name} is the default adapter now ({result.parent} stays for "
+                   f"`twin adapters use {result.parent}`)", err=True)
+        click.echo(vllm, err=True)
+    else:
+        click.echo(f"not promoted: {'; '.join(result.gate['reasons'])}. {result.parent} stays the default",
+                   err=True)
+    click.echo(result.path)
+
+
+@main.group("adapters", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_context
+def adapters_(click_ctx: click.Context, as_json: bool) -> None:
+    """The adapter versions on disk: base, when made, from which parent, the gate's decision, the default.
+
+    \b
+    Example:
+        twin adapters
+        twin adapters use twin-v2
+    """
+    if click_ctx.invoked_subcommand:
+        return
+    from twin import adapters
+
+    ctx = click_ctx.find_object(Context)
+    found = adapters.list_adapters(ctx.home.adapters)
+    pinned = ctx.config.drafting.adapter
+    default = pinned or (adapters.find_adapter(ctx.home.adapters, None).name if found else None)
+    rows = []
+    for a in found:
+        meta = a.meta
+        rows.append({"name": a.name, "path": str(a.path), "base_model": meta.get("base_model"),
+                     "created_at": meta.get("created_at"), "parent": meta.get("parent"),
+                     "gate": (meta.get("gate") or {}).get("decision"), "default": a.name == default})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo(f"no adapters yet in {ctx.home.adapters}; run `twin train` first")
+        return
+    _table(["name", "base", "created", "parent", "gate", "default"],
+           [(r["name"], r["base_model"] or "-", r["created_at"] or "-", r["parent"] or "-", r["gate"] or "-",
+             "*" if r["default"] else "") for r in rows])
+    if pinned:
+        click.echo(f"(twin.toml drafting.adapter = {pinned!r} chooses the default)")
+
+
+@adapters_.command("use")
+@click.argument("name")
+@pass_ctx
+def adapters_use(ctx: Context, name: str) -> None:
+    """Make NAME the adapter that drafts (also to roll back), until a newer one is trained or promoted.
+
+    Loads it into a running vLLM when one answers at the configured URL.
+
+    \b
+    Example:
+        twin adapters use twin-v2
+    """
+    from twin import adapters
+
+    chosen = adapters.set_default(ctx.home.adapters, name)
+    click.echo(f"{chosen.name} is the default adapter now")
+    click.echo(_load_into_vllm(ctx, chosen.name, chosen.path), err=True)
+    pinned = ctx.config.drafting.adapter
+    if pinned and pinned != chosen.name:
+        click.echo(f"note: twin.toml drafting.adapter = {pinned!r} still chooses what drafts; remove it to draft "
+                   f"with {chosen.name}", err=True)
+
+
+def _load_into_vllm(ctx: Context, name: str, path: Path) -> str:
+    """Load an adapter into the vLLM server at the configured URL, if one answers; says what happened. A server
+    that is not there, or refuses, is a warning: `twin serve` loads every adapter when it starts."""
+    import os
+
+    from serving.console import vllm_url
+    from serving.openai_api import OpenAIClient
+
+    url = vllm_url(ctx.config)
+    with OpenAIClient(url, api_key=os.environ.get("TWIN_VLLM_API_KEY"), timeout=60, retries=1) as client:
+        if not client.health():
+            return f"no vLLM answering at {url}: `twin serve` loads {name} when it starts"
+        try:
+            if name not in client.models():
+                client.load_lora(name, str(path))
+        except TwinError as e:
+            return f"warning: vLLM at {url} did not load {name} ({e}); restart `twin serve` to serve it"
+    return f"vLLM at {url} serves {name}"
+
+
 def _summarise_skipped(skipped) -> str:
     """{"chat:bot": 1, "chat:channel": 2, "service:pin_message": 3} -> "3 chats (bot, channel), 3 service"."""
     totals: dict[str, int] = {}
