@@ -233,6 +233,36 @@ def test_drafting_picks_the_default_unless_one_is_named(tmp_path):
     assert pick_adapter(home, "twin-v2").name == "twin-v2"
 
 
+def test_gate_and_learn_doctests():
+    import doctest
+
+    import training.gate
+    import training.learn
+
+    assert doctest.testmod(training.gate).failed == 0
+    assert doctest.testmod(training.learn).failed == 0
+
+
+def test_the_gate_rejects_without_held_out_outcomes_and_reads_missing_measures_as_unchecked():
+    from training.gate import decide, format_table
+
+    gate = decide({"conversations": {"perplexity": 10.0, "profile_distance": None, "distinct_2": None}},
+                  {"conversations": {"perplexity": 9.0, "profile_distance": None, "distinct_2": None}})
+    assert gate["decision"] == "reject"
+    assert gate["reasons"] == ["no held-out outcomes to judge by; keep approving and editing drafts"]
+    assert [c["check"] for c in gate["checks"]] == ["held-out outcomes", "perplexity of your held-out turns"]
+    side = {"outcomes": {"edit_distance": 0.4, "per_outcome": [0.5, 0.3], "profile": {"exclaim_share": 1.0}}}
+    better = {"outcomes": {"edit_distance": 0.1, "per_outcome": [0.1, 0.1], "profile": {"exclaim_share": 0.0}}}
+    gate = decide(side, better, sent=["no marks here", "none"])
+    assert gate["decision"] == "promote" and gate["outcomes"] == {"wins": 2, "losses": 0, "ties": 0}
+    assert "per_outcome" not in gate["child"]["outcomes"]  # twin.json keeps numbers, not a list per outcome
+    assert format_table(gate) == [
+        ("edit distance to what you sent", "0.400", "0.100",
+         "ok: at most 0.390, and more outcomes closer than farther"),
+        ("share of draft messages with '!' (you: 0.00)", "1.00", "0.00", ""),
+    ]
+
+
 def cli(home: Path, *args: str, ok: bool = True):
     result = CliRunner().invoke(main, ["--home", str(home), *args])
     if ok:

@@ -4,10 +4,11 @@ From the relay's draft outcomes (twin.outcomes → training.preference): pairs (
 DPO, or desirable/undesirable replies for KTO when there are no pairs (or `learn.method = "kto"`), each with the
 exact prompt the draft was made from. The current adapter (the default one, or `--adapter`) is loaded as a
 trainable PEFT model and trained further with TRL's DPOTrainer or KTOTrainer; TRL keeps a frozen copy of it
-as the reference policy (its "ref" adapter). The result is `<name>-v<N+1>`: the gate (training.gate) measures
-parent and child, its record and decision go into the new twin.json with the parent's name and the learning
-settings, and a promoted version becomes the default adapter (twin.adapters). A rejected one stays on disk for
-`twin adapters use` but drafts nothing by itself.
+as the reference policy (its "ref" adapter); with DPO, the NLL of what went out is added (`learn.sft_weight`)
+so the drafts stay fluent. The result is the next version of the parent's name (`twin-v3` after `twin-v2`): the
+gate (training.gate) measures parent and child, its record and decision go into the new twin.json with the
+parent's name and the learning settings, and a promoted version becomes the default adapter (twin.adapters).
+A rejected one stays on disk for `twin adapters use` but drafts nothing by itself.
 
     twin learn --dry-run
     twin learn --method dpo --epochs 3
@@ -15,6 +16,7 @@ settings, and a promoted version becomes the default adapter (twin.adapters). A 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -205,9 +207,8 @@ def _counts_line(r: LearnResult) -> str:
 def _settings(cfg: Config, req: LearnRequest, max_tokens: int) -> dict:
     lc = cfg.learn
     return {"beta": lc.beta, "lr": lc.lr, "epochs": req.epochs or lc.epochs, "sft_weight": lc.sft_weight,
-            "batch_size": lc.batch_size,
-            "micro_batch": lc.micro_batch, "max_tokens": max_tokens, "seed": cfg.training.seed,
-            "activation_checkpointing": cfg.training.gradient_checkpointing}
+            "batch_size": lc.batch_size, "micro_batch": lc.micro_batch, "max_tokens": max_tokens,
+            "seed": cfg.training.seed, "activation_checkpointing": cfg.training.gradient_checkpointing}
 
 
 def _gate_data(home: Home, cfg: Config, meta: dict, tokenizer, held: list[Outcome], max_tokens: int) -> GateData:
@@ -240,6 +241,7 @@ def train_preferences(model, tokenizer, rows: list[dict], method: str, settings:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     DPO, KTO, Progress = _classes()
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the home is owner-only; the Trainer would make it 0755
     cuda = torch.cuda.is_available()
     common = dict(
         output_dir=str(run_dir), per_device_train_batch_size=settings["micro_batch"],
@@ -272,6 +274,8 @@ def train_preferences(model, tokenizer, rows: list[dict], method: str, settings:
     trainer.add_callback(bar)
     started = time.perf_counter()
     out = trainer.train()
+    with contextlib.suppress(OSError):  # nothing is saved there (save_strategy="no"): leave no empty directory
+        run_dir.rmdir()
     return {"steps": out.global_step, "final_loss": bar.losses[-1] if bar.losses else float("nan"),
             "loss_history": bar.losses, "seconds": time.perf_counter() - started,
             "reward_accuracy": bar.last.get("rewards/accuracies")}
@@ -282,7 +286,7 @@ def _kto_order(rows: list[dict], micro: int, seed: int) -> list[dict]:
     micro-batch, as TRL's own KTO data preparation pairs them."""
     import random
 
-    rows = list(rows)
+    rows = [dict(r) for r in rows]
     random.Random(seed).shuffle(rows)
     for start in range(0, len(rows), micro):
         batch = rows[start:start + micro]
