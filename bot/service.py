@@ -80,7 +80,7 @@ def status_text(relay: Relay, now: datetime) -> str:
         c = conns[0]
         conn = ("connected" if c.enabled else "disconnected") + (", may reply" if c.can_reply else ", may NOT reply")
     else:
-        conn = "not connected yet (Telegram → Settings → Business → Chatbots)"
+        conn = "not connected yet (Telegram: Settings → Telegram Business → Chatbots)"
     today = relay.ledger.counts(datetime.combine(now.date(), dtime(), timezone.utc))
     made = sum(today.values())
     sent = today.get("sent", 0) + today.get("edited_sent", 0)
@@ -149,12 +149,18 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
     discord_task = None
     try:
         if secrets.telegram:
+            from telegram.error import InvalidToken
+
             from bot.telegram_relay import TelegramRelay, build_application, start
 
             app = build_application(secrets.telegram, cfg.telegram)
             TelegramRelay(app, relay, cfg.telegram, status=lambda: status_text(relay, clock()),
                           privacy=lambda: privacy_text(home, cfg), config_path=home.config)
-            await start(app)
+            try:
+                await start(app)
+            except InvalidToken as e:  # its message quotes the token: never show it
+                raise ConfigError("TWIN_TELEGRAM_TOKEN was refused by Telegram; copy the token again from "
+                                  "@BotFather (/mybots → API Token)") from None
             log.info("telegram polling started")
         if secrets.discord and cfg.discord.users:
             from bot.discord_relay import make_client

@@ -171,3 +171,30 @@ def test_twin_run_needs_a_token_and_an_owner(tmp_path, monkeypatch):
     out = subprocess.run(cmd, capture_output=True, text=True, env={**env, "TWIN_TELEGRAM_TOKEN": "1:x"}, timeout=60)
     assert out.returncode == 2 and "telegram.owner_id is not set" in out.stderr
     assert "1:x" not in out.stderr
+
+
+async def test_a_refused_telegram_token_is_one_line_without_the_token(tmp_path):
+    from bot.service import Secrets, run
+    from twin.errors import ConfigError
+
+    home = Home(tmp_path / "home").ensure()
+    with FakeBotAPI() as fake:
+        cfg = Config(telegram=TelegramConfig(owner_id=OWNER, base_url=fake.base_url))
+        with pytest.raises(ConfigError) as e:
+            await run(home, cfg, Secrets(telegram="999999:WRONG-SECRET"))
+    assert "refused by Telegram" in str(e.value) and "WRONG-SECRET" not in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+def test_discord_live_messages_are_never_training_data(tmp_path):
+    from training.dataset import DatasetOptions, build
+    from helpers import tiny_tokenizer
+
+    store = Store.open(tmp_path / "twin.db")
+    with store.transaction():
+        store.upsert_chat(__import__("twin.chat", fromlist=["Chat"]).Chat("discord", "880", "bot", None))
+        store.set_owner("discord", "twin:1", "Mira")
+        msgs = [Message("discord", "880", str(i), "twin:1" if i % 2 else "770", None, utc(1e9 + i * 60),
+                        f"line {i}") for i in range(6)]
+        store.insert_messages(msgs, source="live")
+    assert build(store, tiny_tokenizer(), DatasetOptions(include_live=True)).sessions == 0

@@ -370,7 +370,7 @@ def run_(ctx: Context) -> None:
 
     \b
     Example:
-        TWIN_TELEGRAM_TOKEN=123456:ABC... twin run -v
+        TWIN_TELEGRAM_TOKEN=123456:ABC... twin -v run
     """
     import asyncio
 

@@ -54,6 +54,9 @@ def forget(store: Store, contact: str, config_path: Path | None = None) -> Forgo
         (chat.platform, *people),
     )] + ([chat.title] if chat.title else [])
     out = Forgotten()
+    # Deleted rows are overwritten, not just unlinked, and the WAL is folded back in afterwards, so the text
+    # does not linger in free pages of the file.
+    c.execute("PRAGMA secure_delete = ON")
     with store.transaction():
         def run(sql: str, *args) -> int:
             return c.execute(sql, args).rowcount
@@ -75,6 +78,8 @@ def forget(store: Store, contact: str, config_path: Path | None = None) -> Forgo
         for form in mention_forms(names if people else []):
             out.mentions += run("UPDATE messages SET text = replace(text, ?, '[forgotten]') "
                                 "WHERE platform = ? AND instr(text, ?) > 0", form, chat.platform, form)
+    if store.path is not None:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     keys = sorted({*names, f"{chat.platform}:{chat.id}", *(f"{chat.platform}:{p}" for p in people)})
     if config_path is not None and config_path.exists():
         out.notes = remove_notes(config_path, keys)
