@@ -147,7 +147,9 @@ class Relay:
         timer = self._timers.pop(ref, None)
         if timer is not None:
             timer.cancel()
-        self._timers[ref] = asyncio.create_task(self._settle(ref, self.settings.settle_s if delay is None else delay))
+        delay = self.settings.settle_s if delay is None else delay
+        self._timers[ref] = asyncio.create_task(self._settle(ref, delay))
+        log.debug("settle timer chat=%s %.2f s", ref.chat_id, delay)
 
     async def _settle(self, ref: ChatRef, delay: float) -> None:
         await asyncio.sleep(delay)

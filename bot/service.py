@@ -100,8 +100,10 @@ def privacy_text(home: Home, cfg: Config) -> str:
                "vllm": f"your vLLM server at {cfg.drafting.vllm_url or cfg.serve.url}",
                "auto": f"your vLLM server at {cfg.drafting.vllm_url or cfg.serve.url} if it runs, "
                        "else the model inside twin on this machine"}[cfg.drafting.backend]
-    training = ("are also used for training, because telegram.train_on_live is on" if cfg.telegram.train_on_live
-                else "are used only as context for drafts, never for training")
+    training = ("are also training data (twin train, and twin learn on what you did with each draft), because "
+                "telegram.train_on_live is on" if cfg.telegram.train_on_live
+                else "are used only as context for drafts, never for training (twin train and twin learn leave "
+                     "them out unless you turn on telegram.train_on_live)")
     return "\n".join([
         "What twin stores, all on your own machine:",
         f"• one SQLite file, {home.db} (owner-only permissions): your imported chat exports, the messages of "
@@ -111,7 +113,8 @@ def privacy_text(home: Home, cfg: Config) -> str:
         f"Your contacts' live messages {training}. Discord conversations with the twin are never used for "
         "training.",
         f"Drafts are written by {backend}. Message text goes nowhere else: only the replies you approve are "
-        "sent, to Telegram (or Discord).",
+        "sent, to Telegram (or Discord), and for a contact you turned /auto on for, without asking you (you "
+        "still see each one).",
         "Logs hold ids, counts and timings, never message text or names.",
         "Delete: /forget <contact> (or `twin forget <contact>`) removes a contact's messages, drafts and notes; "
         f"deleting {home.root} removes everything.",

@@ -36,6 +36,8 @@ SESSIONS = 12  # per chat; the last three are held out (training.holdout_fractio
 QUIET_FROM = 9  # from this session on, Mira writes without exclamation marks
 T0 = datetime(2024, 3, 1, 18, tzinfo=timezone.utc)
 TOML = """\
+[telegram]
+train_on_live = true
 [training]
 micro_batch_rows = 2
 grad_accum = 1
@@ -308,7 +310,7 @@ def test_twin_adapters_use_loads_the_adapter_into_a_running_vllm(tmp_path):
 def small_home(tmp_path: Path, edits: int) -> Home:
     """A home with a parent adapter (no weights) and `edits` edited drafts."""
     home = Home(tmp_path / "home").ensure()
-    home.config.write_text("[learn]\nmin_outcomes = 10\n")
+    home.config.write_text("[telegram]\ntrain_on_live = true\n[learn]\nmin_outcomes = 10\n")
     fake_adapter(home.adapters, "twin-v1", time.time() - 100, dataset_options={"max_tokens": 256})
     with Store.open(home.db) as store:
         for k in range(edits):
@@ -440,3 +442,12 @@ def test_kto_learns_from_approvals_and_discards_alone(trained_home, tmp_path):
     shares = [(result.gate[side]["outcomes"]["profile"] or {}).get("exclaim_share") for side in ("parent", "child")]
     print("share of drafts with '!' (KTO): before", shares[0], "after", shares[1])
     assert shares[1] < shares[0]
+
+
+def test_twin_learn_needs_the_owners_opt_in_for_live_chats(tmp_path):
+    home = small_home(tmp_path, edits=12)
+    home.config.write_text("[learn]\nmin_outcomes = 10\n")
+    result = cli(home.root, "learn", "--dry-run", ok=False)
+    message = str(result.exception)
+    assert "13 draft outcomes come from live Telegram chats" in message and "train_on_live = true" in message
+    assert "\n" not in message and not (home.adapters / "twin-v2").exists()

@@ -47,7 +47,7 @@ async def test_the_relay_at_debug_logs_no_text_names_or_token(tmp_path, caplog):
             h.push(U.command(OWNER, "/status", 78))
             await h.quiet(0.3)
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert any(r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG really was on
+    assert any(r.levelno == logging.DEBUG and r.name == "bot.relay" for r in caplog.records)  # DEBUG was on
     assert "draft" in logged and "sent" in logged  # and the relay did log its work
     for secret in (*SECRET_TEXTS, U.TOMAS_NAME, U.OWNER_NAME, TOKEN, TOKEN.split(":")[1]):
         assert secret not in logged, f"{secret!r} leaked into the logs"
@@ -135,9 +135,11 @@ def test_privacy_text_is_true(tmp_path):
     text = privacy_text(home, cfg)
     assert str(home.db) in text and str(home.adapters) in text and "/forget" in text
     assert "never for training" in text
-    # It says live messages are not training data: the dataset leaves them out unless the owner opts in.
+    # It says live messages are not training data: the dataset and twin learn leave them out unless the owner
+    # opts in (test_training_leaves_live_messages_out_unless_asked, test_learn's opt-in test).
     from training.dataset import DatasetOptions
     assert DatasetOptions().include_live is False
+    assert "twin learn" in text and "/auto" in text
     opted = privacy_text(home, Config(telegram=TelegramConfig(owner_id=OWNER, train_on_live=True)))
     assert "also used for training" in opted
     # It says the database is owner-only: it is (test_files_are_owner_only), and logs hold no text (above).

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from twin import __version__, adapters
 from twin.config import Config
-from twin.errors import NotFound, TwinError
+from twin.errors import ConfigError, NotFound, TwinError
 from twin.outcomes import Outcome, outcomes
 from twin.paths import Home
 from twin.store import Store
@@ -83,7 +83,7 @@ def learn(home: Home, cfg: Config, req: LearnRequest = LearnRequest(), echo=prin
     if not home.db.exists():
         raise NotFound(f"{home.db}: no database yet; run `twin ingest EXPORT` and `twin run` first")
     with Store.open(home.db) as store:
-        found = outcomes(store)
+        found = trainable(outcomes(store), cfg)
     found, foreign = _same_base(found, home.adapters, meta.get("base_model"))
     prefs = preference.build(found, lc.holdout_fraction)
     counts = {**prefs.counts, "other_base": foreign}
@@ -104,6 +104,20 @@ def learn(home: Home, cfg: Config, req: LearnRequest = LearnRequest(), echo=prin
     if req.dry_run:
         return result
     return _train_and_gate(home, cfg, req, parent, prefs, result, echo)
+
+
+def trainable(found: list[Outcome], cfg: Config) -> list[Outcome]:
+    """The outcomes the owner allows training on. A draft's prompt holds a contact's live messages: Telegram's only
+    with the owner's opt-in (twin.toml telegram.train_on_live; Telegram Business terms, bot developers §5.4),
+    Discord's never (Discord Developer Policy: no training on message content from its API)."""
+    allowed = [o for o in found if o.origin == "telegram" and cfg.telegram.train_on_live]
+    withheld = sum(o.origin == "telegram" for o in found) - len(allowed)
+    if not allowed and withheld:
+        raise ConfigError(
+            f"twin learn: {withheld} draft outcomes come from live Telegram chats, which are training data only "
+            "with your opt-in; set train_on_live = true under [telegram] in twin.toml to learn from them "
+            "(Discord conversations are never used)")
+    return allowed
 
 
 def _same_base(found: list[Outcome], adapters_dir: Path, base: str | None) -> tuple[list[Outcome], int]:
