@@ -141,7 +141,7 @@ def test_privacy_text_is_true(tmp_path):
     assert DatasetOptions().include_live is False
     assert "twin learn" in text and "/auto" in text
     opted = privacy_text(home, Config(telegram=TelegramConfig(owner_id=OWNER, train_on_live=True)))
-    assert "also used for training" in opted
+    assert "are also training data" in opted
     # It says the database is owner-only: it is (test_files_are_owner_only), and logs hold no text (above).
     assert "owner-only" in text and "never message text" in text
 
