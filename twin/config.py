@@ -236,8 +236,11 @@ TEMPLATE = """\
 # rate_limit_per_minute = 6
 
 [learn]
+# Learning from your edits trains on live chats: it needs [telegram] train_on_live = true.
 # schedule = "0 4 * * *"          # run `twin learn` at 04:00 when enough new outcomes have accrued
-# min_outcomes = 20
+# min_outcomes = 20               # usable outcomes (pairs for DPO, labelled replies for KTO) needed to train
+# method = "auto"                 # dpo when you edited drafts, kto when you only sent or discarded them
+# epochs = 2
 
 # Notes about a contact, given to the twin when it writes to them.
 # [contacts."Tomas Berg"]
