@@ -25,52 +25,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
 
 from bot import drafts as D
 from bot.drafter import Drafter
 from bot.drafts import ChatRef, Draft, InvalidTransition, State
 from bot.ledger import Ledger
+from bot.ports import Owner, RelaySettings, Sender, SendError
 from serving.drafting import Draft as Candidates
 from twin.chat import Chat, Message
 from twin.errors import TwinError
 from twin.store import ChatKey, Store, StoredMessage
 
 log = logging.getLogger(__name__)
-
-
-class SendError(TwinError):
-    """A send as the owner did not go through; `retryable` says whether trying again may help."""
-
-    def __init__(self, message: str, retryable: bool = True):
-        super().__init__(message)
-        self.retryable = retryable
-
-
-class Owner(Protocol):
-    """The owner's side: where cards and notes appear."""
-
-    async def show_card(self, draft: Draft, note: str = "") -> tuple[str, str] | None: ...
-
-    async def update_card(self, draft: Draft, note: str = "") -> None: ...
-
-    async def notify(self, text: str) -> None: ...
-
-
-class Sender(Protocol):
-    async def send_as_owner(self, draft: Draft, text: str) -> tuple[str, ...]:
-        """Send `text` into the draft's chat as the owner; the sent message ids. Raises SendError."""
-        ...
-
-
-@dataclass(frozen=True)
-class RelaySettings:
-    settle_s: float = 3.0
-    pace_s: float = 1.0
-    expiry_margin: timedelta = timedelta(minutes=15)
-    send_retries: int = 3
-    backoff_s: float = 5.0
-    draft_retries: int = 3
 
 
 @dataclass
@@ -342,13 +308,13 @@ class Relay:
                     raise SendError(f"no sender for {d.chat.platform}", retryable=False)
                 ids = await sender.send_as_owner(d, d.final_text or "")
             except SendError as e:
-                now = self.clock()
+                error, retryable, now = str(e), e.retryable, self.clock()
                 d = self.ledger.apply(draft_id, lambda x: D.send_failed(
-                    x, str(e), now, self.settings.send_retries, self.settings.backoff_s, e.retryable), "send_failed", now)
+                    x, error, now, self.settings.send_retries, self.settings.backoff_s, retryable), "send_failed", now)
                 log.warning("draft %d: send failed (attempt %d, %s)", d.id, d.attempts, d.state.value)
                 if d.state == State.FAILED:
-                    await self._settled(d, f"not sent: {e}")
-                    await self.owner.notify(f"A reply could not be sent after {d.attempts} tries: {e}")
+                    await self._settled(d, f"not sent: {error}")
+                    await self.owner.notify(f"A reply could not be sent after {d.attempts} tries: {error}")
                 return d
             self._last_send[d.chat] = time.monotonic()
             now = self.clock()

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, time as dtime, timedelta, timezone
 
 from bot.drafter import Drafter, DraftingParts
-from bot.relay import Relay, RelaySettings
+from bot.ports import RelaySettings
+from bot.relay import Relay
 from twin.config import Config
 from twin.errors import ConfigError
 from twin.paths import Home
@@ -161,7 +162,7 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
                           privacy=lambda: privacy_text(home, cfg), config_path=home.config)
             try:
                 await start(app)
-            except InvalidToken as e:  # its message quotes the token: never show it
+            except InvalidToken:  # its message quotes the token: never show it
                 raise ConfigError("TWIN_TELEGRAM_TOKEN was refused by Telegram; copy the token again from "
                                   "@BotFather (/mybots → API Token)") from None
             log.info("telegram polling started")

@@ -13,7 +13,8 @@ from bot import drafts as D
 from bot import jobs
 from bot.drafter import Drafter, DraftingParts
 from bot.drafts import ChatRef, Draft, utc
-from bot.relay import Relay, RelaySettings
+from bot.ports import RelaySettings
+from bot.relay import Relay
 from helpers import QuickBackend
 from serving.drafting import DraftSettings
 from twin.cli import main
