@@ -16,6 +16,7 @@ import json
 import logging
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,8 +44,7 @@ def digest(relay: Relay, since: datetime) -> str:
     rows = outcomes(relay.store, since=since)
     if not rows:
         return "Today: no drafts."
-    kinds = {k: sum(o.kind == k for o in rows) for k in ("sent", "edited", "written", "discarded", "expired",
-                                                         "failed", "pending")}
+    kinds = Counter(o.kind for o in rows)
     latencies = [o.latency_ms for o in rows if o.latency_ms is not None]
     median = f"{statistics.median(latencies) / 1000:.1f} s" if latencies else "n/a"
     return (f"Today: {len(rows)} drafts — {kinds['sent']} sent as is, {kinds['edited']} edited, "

@@ -76,6 +76,7 @@ class Connection:
 
 
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM drafts"
+_IN_CHAT = "platform = ? AND chat_id = ? AND connection_id IS ?"  # a ChatRef's (platform, chat_id, connection_id)
 
 
 class Ledger:
@@ -133,20 +134,12 @@ class Ledger:
         """Drafts waiting for the owner, of one chat or all."""
         if chat is None:
             return self._many("state = 'pending'")
-        return self._many("state = 'pending' AND platform = ? AND chat_id = ? AND connection_id IS ?",
-                          chat.platform, chat.chat_id, chat.connection_id)
-
-    def open_drafts(self, chat: ChatRef) -> list[Draft]:
-        """Drafts of a chat not yet settled: pending or being sent."""
-        return self._many("state IN ('pending', 'sending') AND platform = ? AND chat_id = ? AND connection_id IS ?",
-                          chat.platform, chat.chat_id, chat.connection_id)
+        return self._many(f"state = 'pending' AND {_IN_CHAT}", chat.platform, chat.chat_id, chat.connection_id)
 
     def answered(self, chat: ChatRef) -> set[str]:
         """The ids of the chat's messages some draft (in any state) answers."""
-        rows = self.conn.execute(
-            "SELECT answers FROM drafts WHERE platform = ? AND chat_id = ? AND connection_id IS ?",
-            (chat.platform, chat.chat_id, chat.connection_id),
-        )
+        rows = self.conn.execute(f"SELECT answers FROM drafts WHERE {_IN_CHAT}",
+                                 (chat.platform, chat.chat_id, chat.connection_id))
         return {i for (a,) in rows for i in json.loads(a)}
 
     def note_chat(self, chat: ChatRef) -> None:

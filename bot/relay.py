@@ -62,7 +62,6 @@ class Relay:
         self._draft_retry: dict[ChatRef, _Retry] = {}
         self._waiters: dict[int, asyncio.Future] = {}  # drafts someone awaits (Discord replies for approval)
         self._tasks: set[asyncio.Task] = set()
-        self.stats = {"drafts": 0, "draft_failures": 0}
 
     # -- incoming ---------------------------------------------------------------------------------------
 
@@ -86,9 +85,7 @@ class Relay:
     async def owner_message(self, ref: ChatRef, chat: Chat, message: Message) -> None:
         """The owner wrote in the chat by hand: context, and the real reply to a pending draft."""
         self.store_message(chat, message, from_owner=True)
-        timer = self._timers.pop(ref, None)
-        if timer is not None:
-            timer.cancel()
+        self._disarm(ref)
         self._draft_retry.pop(ref, None)
         now = self.clock()
         for d in self.ledger.pending(ref):
@@ -101,18 +98,18 @@ class Relay:
 
     async def messages_deleted(self, ref: ChatRef, message_ids: list[str]) -> None:
         with self.store.transaction():
-            self.store.conn.executemany(
-                "DELETE FROM messages WHERE platform = ? AND chat_id = ? AND msg_id = ?",
-                [(ref.platform, ref.chat_id, i) for i in message_ids],
-            )
+            self.store.delete_messages(ChatKey(ref.platform, ref.chat_id), message_ids)
         log.info("deleted chat=%s messages=%d", ref.chat_id, len(message_ids))
 
     # -- drafting ---------------------------------------------------------------------------------------
 
-    def _arm(self, ref: ChatRef, delay: float | None = None) -> None:
+    def _disarm(self, ref: ChatRef) -> None:
         timer = self._timers.pop(ref, None)
         if timer is not None:
             timer.cancel()
+
+    def _arm(self, ref: ChatRef, delay: float | None = None) -> None:
+        self._disarm(ref)
         delay = self.settings.settle_s if delay is None else delay
         self._timers[ref] = asyncio.create_task(self._settle(ref, delay))
         log.debug("settle timer chat=%s %.2f s", ref.chat_id, delay)
@@ -130,7 +127,9 @@ class Relay:
 
     def unanswered(self, ref: ChatRef) -> list[StoredMessage]:
         """The contact's messages since the owner last wrote (in the stored conversation), oldest first."""
-        history = self.store.chat_messages(ChatKey(ref.platform, ref.chat_id))
+        key = ChatKey(ref.platform, ref.chat_id)
+        # Only the messages from the owner's last one on: a chat's whole history can be an export's thousands.
+        history = self.store.chat_messages(key, since=self.store.last_owner_time(key))
         tail: list = []
         for m in reversed(history):
             if m.from_owner:
@@ -172,23 +171,18 @@ class Relay:
             expires_at=D.expiry(last, self.settings.expiry_margin), reply_to=burst[-1].msg_id,
             adapter=result.adapter, prompt=result.prompt_ids, latency_ms=result.latency_ms, auto=auto,
         ), now)
-        self.stats["drafts"] += 1
         log.info("draft %d chat=%s candidates=%d latency_ms=%.0f auto=%s", d.id, ref.chat_id,
                  len(d.candidates), result.latency_ms, auto)
         if auto:
             d = self.ledger.apply(d.id, lambda x: D.approve(x, now), "auto", now)
-            card = await self.owner.show_card(d, "sending automatically")
-            if card:
-                self.ledger.set_card(d.id, *card)
+        card = await self.owner.show_card(d, "sending automatically" if auto else "")
+        if card:
+            self.ledger.set_card(d.id, *card)
+        if auto:
             await self.deliver(d.id)
-        else:
-            card = await self.owner.show_card(d)
-            if card:
-                self.ledger.set_card(d.id, *card)
         return self.ledger.get(d.id)
 
     async def _draft_failed(self, ref: ChatRef, error: TwinError) -> None:
-        self.stats["draft_failures"] += 1
         retry = self._draft_retry.get(ref) or _Retry(0, self.clock())
         retry.attempts += 1
         log.warning("drafting failed chat=%s attempt=%d: %s", ref.chat_id, retry.attempts, type(error).__name__)
@@ -348,7 +342,7 @@ class Relay:
         d = self.ledger.create(Draft(
             id=None, chat=ref, contact_id=contact_id, answers=answers, origin="discord",
             candidates=tuple(c.text for c in result.candidates), created_at=now, updated_at=now,
-            expires_at=now + timedelta(hours=24) - self.settings.expiry_margin, adapter=result.adapter,
+            expires_at=D.expiry(now, self.settings.expiry_margin), adapter=result.adapter,
             prompt=result.prompt_ids, latency_ms=result.latency_ms,
         ), now)
         waiter = asyncio.get_running_loop().create_future()

@@ -343,11 +343,8 @@ class TelegramRelay:
     def _quote(self, draft: Draft) -> str | None:
         if draft.reply_to is None:
             return None
-        last = self.relay.store.conn.execute(
-            "SELECT msg_id FROM messages WHERE platform = ? AND chat_id = ? ORDER BY time DESC, id DESC LIMIT 1",
-            (draft.chat.platform, draft.chat.chat_id),
-        ).fetchone()
-        return None if last is None or last[0] == draft.reply_to else draft.reply_to
+        last = self.relay.store.last_message_id(ChatKey(draft.chat.platform, draft.chat.chat_id))
+        return None if last is None or last == draft.reply_to else draft.reply_to
 
 
 def build_application(token: str, cfg: TelegramConfig) -> Application:

@@ -395,6 +395,25 @@ class Store:
         options = ", ".join(f"{p}:{c}" for p, c, _, _ in rows)
         raise NotFound(f"contact {contact!r} is ambiguous ({options}); name one as platform:id")
 
+    def delete_messages(self, key: ChatKey, msg_ids: Iterable[str]) -> None:
+        self.conn.executemany("DELETE FROM messages WHERE platform = ? AND chat_id = ? AND msg_id = ?",
+                              [(key.platform, key.chat_id, i) for i in msg_ids])
+
+    def last_owner_time(self, key: ChatKey) -> int | None:
+        """Epoch seconds of the owner's latest message in a chat, or None."""
+        return self.conn.execute(
+            "SELECT max(m.time) FROM messages m JOIN contacts c ON c.platform = m.platform AND "
+            "c.user_id = m.sender_id AND c.is_owner = 1 WHERE m.platform = ? AND m.chat_id = ?",
+            (key.platform, key.chat_id),
+        ).fetchone()[0]
+
+    def last_message_id(self, key: ChatKey) -> str | None:
+        row = self.conn.execute(
+            "SELECT msg_id FROM messages WHERE platform = ? AND chat_id = ? ORDER BY time DESC, id DESC LIMIT 1",
+            (key.platform, key.chat_id),
+        ).fetchone()
+        return row[0] if row else None
+
     def message_texts(self, key: ChatKey, msg_ids: Iterable[str]) -> list[str]:
         """The texts of these messages of a chat, oldest first (ids not stored, or deleted since, left out)."""
         ids = list(msg_ids)
