@@ -51,16 +51,22 @@ def reply_contexts(samples: list[Sample], tokenizer, max_tokens: int) -> tuple[l
     return prompts, real
 
 
-def _lines(replies: list[str]) -> list[list[str]]:
-    return [[line.strip() for line in r.splitlines() if line.strip()] for r in replies]
+def reply_lines(text: str) -> list[str]:
+    """A generated reply as its messages: `reply_lines(" ok \\n\\nsee you")` -> ['ok', 'see you']."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def sample_replies(model, tokenizer, prompts, opts: EvalOptions) -> list[list[str]]:
+    """One sampled reply per prompt, as its messages (the eval's and the learn gate's sampling settings)."""
+    sampling = Sampling(n=1, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, seed=opts.seed)
+    return [reply_lines(c[0]) for c in generate(model, tokenizer, prompts, sampling)]
 
 
 def _side(model, tokenizer, held_out, prompts, real_lines, real_profile, opts: EvalOptions, planted) -> dict:
     """The metrics of one model (base or adapter) on the held-out set."""
     t0 = time.perf_counter()
     ppl = metrics.perplexity(model, held_out)
-    sampling = Sampling(n=1, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, seed=opts.seed)
-    generated = _lines([c[0] for c in generate(model, tokenizer, prompts, sampling)])
+    generated = sample_replies(model, tokenizer, prompts, opts)
     nonempty = [g for g in generated if g] or [[""]]
     gen_messages = [m for g in generated for m in g]
     real_messages = [m for r in real_lines for m in r]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training import metrics
-from training.evaluation import EvalOptions
+from training.evaluation import EvalOptions, reply_lines, sample_replies
 from twin.generation import Sampling, generate
 from twin.text import edit_ratio
 
@@ -62,10 +62,6 @@ class GateOptions:
     eval: EvalOptions = field(default_factory=EvalOptions)
 
 
-def _lines(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 def _profile(replies: list[list[str]]) -> dict | None:
     return metrics.style_profile(replies) if any(replies) else None
 
@@ -80,18 +76,16 @@ def measure(model, tokenizer, data: GateData, opts: GateOptions = GateOptions())
     side: dict[str, Any] = {}
     if data.prompts:
         greedy = Sampling(n=1, max_new_tokens=opts.max_new_tokens, temperature=0.0)
-        drafts = ["\n".join(_lines(c[0])) for c in generate(model, tokenizer, data.prompts, greedy)]
+        drafts = ["\n".join(reply_lines(c[0])) for c in generate(model, tokenizer, data.prompts, greedy)]
         distances = [edit_ratio(d, s) for d, s in zip(drafts, data.sent)]
         side["outcomes"] = {
             "edit_distance": sum(distances) / len(distances),
             "per_outcome": distances,
-            "profile": _profile([_lines(d) for d in drafts]),
+            "profile": _profile([reply_lines(d) for d in drafts]),
             "empty_drafts": sum(not d for d in drafts),
         }
     if data.conversations:
-        o = opts.eval
-        sampling = Sampling(n=1, max_new_tokens=o.max_new_tokens, temperature=o.temperature, seed=o.seed)
-        replies = [_lines(c[0]) for c in generate(model, tokenizer, data.reply_prompts, sampling)]
+        replies = sample_replies(model, tokenizer, data.reply_prompts, opts.eval)
         real_profile = metrics.style_profile(data.real_replies) if data.real_replies else None
         profile = _profile(replies)
         side["conversations"] = {
@@ -160,7 +154,7 @@ def decide(parent: dict, child: dict, sent: Sequence[str] = ()) -> dict:
                        "style": STYLE_TOLERANCE, "distinct_2": DISTINCT_TOLERANCE},
         "parent": _public(parent),
         "child": _public(child),
-        "sent_profile": _profile([_lines(t) for t in sent]),
+        "sent_profile": _profile([reply_lines(t) for t in sent]),
     }
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
-from twin import __version__
 from twin.config import Config
 from twin.errors import NotFound
 from twin.models import EMBEDDED_SPEC
@@ -81,7 +79,7 @@ def _resume_name(home: Home, base: str) -> str:
 def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Path:
     """Run the whole training stage; returns the published adapter directory."""
     from twin.models import load_base
-    from training.trainer import TrainConfig, save_adapter, train
+    from training.trainer import TrainConfig, publish_adapter, train
 
     t = cfg.training
     base_spec = req.base_model or t.base_model
@@ -115,32 +113,21 @@ def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Pat
     result = train(model, tokenizer, train_samples, tcfg, home.runs / name, resume=req.resume)
     echo(f"trained {result.steps} steps, {result.tokens} tokens at {result.tokens_per_s:.0f} tokens/s, "
          f"final loss {result.final_loss:.3f} (stopped by {result.stopped_by})")
-    staging = home.adapters / f".{name}.partial"
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
         return home.adapters / name  # under DDP only the main process writes the adapter
-    adapters.discard(staging)
-    try:
-        save_adapter(result.model, staging)
-        adapters.write_json_atomic(staging / "twin.json", {
-            "name": name,
-            "twin_version": __version__,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "base_model": base_spec or EMBEDDED_SPEC,
-            "prompt_format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
-            "data": {"fingerprint": data.fingerprint, **summary},
-            "dataset_options": {**asdict(opts), "notes": sorted(opts.notes)},
-            "hyperparameters": asdict(tcfg),
-            "training": {"steps": result.steps, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
-                         "final_loss": result.final_loss, "stopped_by": result.stopped_by},
-            "canaries": [asdict(c) for c in canaries],
-            "eval": None,
-        })
-        return adapters.publish(staging, home.adapters / name)
-    except BaseException:
-        adapters.discard(staging)
-        raise
+    return publish_adapter(result.model, home.adapters, name, {
+        "base_model": base_spec or EMBEDDED_SPEC,
+        "prompt_format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+        "data": {"fingerprint": data.fingerprint, **summary},
+        "dataset_options": {**asdict(opts), "notes": sorted(opts.notes)},
+        "hyperparameters": asdict(tcfg),
+        "training": {"steps": result.steps, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
+                     "final_loss": result.final_loss, "stopped_by": result.stopped_by},
+        "canaries": [asdict(c) for c in canaries],
+        "eval": None,
+    })
 
 
 def _summary_line(s: dict) -> str:

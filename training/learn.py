@@ -23,10 +23,9 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from twin import __version__, adapters
+from twin import adapters
 from twin.config import Config
 from twin.errors import ConfigError, NotFound, TwinError
 from twin.outcomes import Outcome, outcomes
@@ -137,7 +136,7 @@ def _train_and_gate(home: Home, cfg: Config, req: LearnRequest, parent: adapters
     from peft import PeftModel
 
     from twin.models import load_base
-    from training.trainer import save_adapter
+    from training.trainer import publish_adapter
 
     meta = parent.meta
     max_tokens = (meta.get("dataset_options") or {}).get("max_tokens") or cfg.training.max_tokens
@@ -177,27 +176,16 @@ def _train_and_gate(home: Home, cfg: Config, req: LearnRequest, parent: adapters
     result.gate = decide(parent_side, child_side, data.sent)
     model.delete_adapter("ref")
 
-    staging = home.adapters / f".{name}.partial"
-    adapters.discard(staging)
-    try:
-        save_adapter(model, staging)
-        keep = ("base_model", "prompt_format", "data", "dataset_options", "hyperparameters", "canaries")
-        adapters.write_json_atomic(staging / "twin.json", {
-            **{k: meta[k] for k in keep if k in meta},
-            "name": name,
-            "twin_version": __version__,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "parent": parent.name,
-            "learn": {"method": result.method, "outcomes": result.counts, "examples": len(rows),
-                      "held_out_outcomes": len(held), "settings": _settings(cfg, req, max_tokens),
-                      "training": result.training},
-            "gate": result.gate,
-            "eval": None,
-        })
-        result.path = adapters.publish(staging, home.adapters / name)
-    except BaseException:
-        adapters.discard(staging)
-        raise
+    keep = ("base_model", "prompt_format", "data", "dataset_options", "hyperparameters", "canaries")
+    result.path = publish_adapter(model, home.adapters, name, {
+        **{k: meta[k] for k in keep if k in meta},
+        "parent": parent.name,
+        "learn": {"method": result.method, "outcomes": result.counts, "examples": len(rows),
+                  "held_out_outcomes": len(held), "settings": _settings(cfg, req, max_tokens),
+                  "training": result.training},
+        "gate": result.gate,
+        "eval": None,
+    })
     result.name = name
     if result.promoted:
         adapters.set_default(home.adapters, name)

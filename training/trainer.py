@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -266,6 +267,25 @@ def save_adapter(model, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+def publish_adapter(model, adapters_dir: Path, name: str, meta: dict) -> Path:
+    """Write the adapter and its twin.json (`meta` plus name, twin version and creation time) under a staging
+    name, then move it into `adapters_dir/name` in one rename: an interrupted run never leaves half an adapter."""
+    from twin import __version__, adapters
+
+    staging = adapters_dir / f".{name}.partial"
+    adapters.discard(staging)
+    try:
+        save_adapter(model, staging)
+        adapters.write_json_atomic(staging / "twin.json", {
+            "name": name, "twin_version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta,
+        })
+        return adapters.publish(staging, adapters_dir / name)
+    except BaseException:
+        adapters.discard(staging)
+        raise
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
