@@ -28,12 +28,8 @@ from relay_harness import BC, Clock, Harness  # noqa: E402
 from serving.drafting import DraftSettings  # noqa: E402
 from twin.config import DraftingConfig  # noqa: E402
 from twin.paths import Home  # noqa: E402
+from twin.report import percentile  # noqa: E402
 from twin.store import ChatKey  # noqa: E402
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
 async def relay_latencies(home: Home, bursts: int, model_s: float) -> list[float]:
@@ -78,7 +74,8 @@ async def main() -> None:
         base = await drafting_latencies(home, args.bursts, args.model_ms / 1000)
     settle = 0.15
     relay_net = [r - settle for r in relay]
-    p50r, p95r, p50b, p95b = pct(relay_net, .5), pct(relay_net, .95), pct(base, .5), pct(base, .95)
+    p50r, p95r = percentile(relay_net, 50), percentile(relay_net, 95)
+    p50b, p95b = percentile(base, 50), percentile(base, 95)
     print(f"bursts {args.bursts}, fake model {args.model_ms:.0f} ms per call")
     print(f"drafting alone (baseline): p50 {p50b * 1000:.0f} ms, p95 {p95b * 1000:.0f} ms")
     print(f"message -> card (minus the {settle * 1000:.0f} ms settle delay): p50 {p50r * 1000:.0f} ms, "
