@@ -218,9 +218,10 @@ class TwinDiscord(discord.Client):
         title = None if dm else getattr(channel, "name", None)
         chat = Chat("discord", str(channel.id), "bot" if dm else "group", title)
         key = ChatKey("discord", chat.id)
-        history = self._store.chat_messages(key)
-        session = memory(history, self.sender_id, self.cfg.memory_messages)
-        answered_before = any(m.sender_id == self.sender_id for m in history)
+        size = self.cfg.memory_messages
+        recent = self._store.chat_messages(key, last=size) if size > 0 else []
+        session = memory(recent, self.sender_id, size)
+        answered_before = self._store.has_sender(key, self.sender_id)
         stamp = int(now.timestamp())
         with self._store.transaction():
             self._store.upsert_chat(chat)

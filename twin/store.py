@@ -350,20 +350,28 @@ class Store:
         )
         return [Chat(*r) for r in rows]
 
-    def chat_messages(self, key: ChatKey, since: int | None = None, live: bool = True) -> list[StoredMessage]:
+    def chat_messages(self, key: ChatKey, since: int | None = None, live: bool = True,
+                      last: int | None = None) -> list[StoredMessage]:
         """A chat's messages oldest first, each with its sender's current name and whether it is the owner.
 
-        `live=False` leaves out what the relay stored (only imported exports: what training learns from).
+        `live=False` leaves out what the relay stored (only imported exports: what training learns from);
+        `last` keeps only the latest that many.
         """
         rows = self.conn.execute(
             "SELECT m.msg_id, m.sender_id, c.name, COALESCE(c.is_owner, 0), m.time, m.text, m.kind, "
             "m.forwarded, m.reply_to FROM messages m "
             "LEFT JOIN contacts c ON c.platform = m.platform AND c.user_id = m.sender_id "
             "WHERE m.platform = ? AND m.chat_id = ? AND m.time >= ? AND (? OR m.source = 'import') "
-            "ORDER BY m.time, m.id",
-            (key.platform, key.chat_id, since or 0, int(live)),
-        )
-        return [StoredMessage(r[0], r[1], r[2], bool(r[3]), utc(r[4]), r[5], r[6], bool(r[7]), r[8]) for r in rows]
+            "ORDER BY m.time DESC, m.id DESC LIMIT ?",
+            (key.platform, key.chat_id, since or 0, int(live), -1 if last is None else last),
+        ).fetchall()
+        return [StoredMessage(r[0], r[1], r[2], bool(r[3]), utc(r[4]), r[5], r[6], bool(r[7]), r[8])
+                for r in reversed(rows)]
+
+    def has_sender(self, key: ChatKey, sender_id: str) -> bool:
+        """Whether anything in the chat came from this sender."""
+        return self.conn.execute("SELECT 1 FROM messages WHERE platform = ? AND chat_id = ? AND sender_id = ? "
+                                 "LIMIT 1", (key.platform, key.chat_id, sender_id)).fetchone() is not None
 
     def find_chat(self, contact: str) -> Chat:
         """The chat a contact names: `platform:id` (a chat id or a person's id) or a display name / chat title.
