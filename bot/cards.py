@@ -1,22 +1,34 @@
-"""The words of the Telegram relay: the approval card, the connection note, help and refusal texts.
+"""The words of the Telegram relay: the approval card, the connection note, help and refusal texts, and how an
+approved text is cut into messages.
 
 Pure text from values (a Draft, a Connection), so it is tested without Telegram; bot/telegram_relay.py sends it.
+Telegram counts a message's length after entity parsing (the visible text, tags gone, `&amp;` one character) in
+UTF-16 code units, and refuses a card whose HTML does not parse; so a card is measured as Telegram measures it,
+the draft on it is never cut, the contact's words are shortened before they are escaped, and escaped HTML is
+never cut.
 """
 
 from __future__ import annotations
 
 import html
+import re
+from datetime import datetime
 
 from bot.drafts import Draft, State
 from bot.ledger import Connection
 
 # Bot API sendMessage: "Text of the message to be sent, 1-4096 characters after entities parsing".
 MAX_TEXT_LENGTH = 4096
+MAX_NAME = 64  # a contact's name on the card, at most (a display name can be long)
+MAX_NOTE = 300
+SHOWN_INCOMING = 6  # the contact's last messages on the card
+MARK = "…"
 
 STATE_LINES = {
     State.SENT: "✅ Sent", State.EDITED_SENT: "✅ Sent (edited)", State.DISCARDED: "🗑 Discarded",
     State.EXPIRED: "⌛ Expired", State.FAILED: "⚠️ Not sent", State.SUPERSEDED: "✍️ You answered by hand",
     State.SENDING: "⏳ Sending…",
+    State.UNSURE: "❓ This may or may not have reached them: check the chat, then tell me",
 }
 
 HELP = (
@@ -30,24 +42,169 @@ HELP = (
 )
 
 REFUSAL = "This is a private assistant bot; it does not take messages. Sorry!"
+FORGOTTEN = "🗑 Deleted with /forget: this draft and everything stored about the chat are gone."
 
 
-def card_text(d: Draft, contact: str, incoming: list[str], note: str = "") -> str:
-    """The approval card (HTML): who, what they wrote, the candidate, its deadline, its state."""
+def utf16(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units (an emoji outside the BMP is two).
+
+    >>> utf16("ok"), utf16("👍"), utf16("é")
+    (2, 2, 1)
+    """
+    return len(text.encode("utf-16-le")) // 2
+
+
+def visible(card: str) -> str:
+    """The text Telegram shows for an HTML card of ours: tags removed, entities decoded.
+
+    >>> visible("<b>Tomas</b> · a &amp; b")
+    'Tomas · a & b'
+    """
+    return html.unescape(re.sub(r"<[^>]*>", "", card))
+
+
+def shorten(text: str, room: int) -> str:
+    """`text` in at most `room` UTF-16 units: its start and its end with a mark between (the question is
+    usually at the end). Whole when it fits; never splits a character.
+
+    >>> shorten("see you at the crag at eight?", 13)
+    'see yo…eight?'
+    >>> shorten("short", 10), shorten("anything", 0)
+    ('short', '')
+    """
+    if utf16(text) <= room:
+        return text
+    if room <= utf16(MARK):
+        return ""
+    budget = room - utf16(MARK)
+    head_room = budget // 2
+    head, used = [], 0
+    for ch in text:
+        if used + utf16(ch) > head_room:
+            break
+        head.append(ch)
+        used += utf16(ch)
+    tail, used = [], 0
+    for ch in reversed(text):
+        if used + utf16(ch) > budget - head_room:
+            break
+        tail.append(ch)
+        used += utf16(ch)
+    return "".join(head).rstrip() + MARK + "".join(reversed(tail)).lstrip()
+
+
+def _fit_incoming(texts: list[str], room: int) -> list[str]:
+    """The contact's messages in `room` units (each line costs its text plus "› " and a line break), newest
+    kept first; older ones that find no room become one "› …" line."""
+    lines: list[str] = []
+    overhead = utf16("› \n")
+    for i, text in enumerate(reversed(texts)):
+        reserve = overhead + 1 if i + 1 < len(texts) else 0  # for the "…" line, should older ones not fit
+        left = room - overhead - reserve
+        if left < 12 and lines:
+            lines.append(MARK)
+            break
+        piece = shorten(text, max(left, 0))
+        if not piece:
+            break
+        lines.append(piece)
+        room -= overhead + utf16(piece)
+    return lines[::-1]
+
+
+def split_text(text: str, limit: int, size=utf16) -> list[str]:
+    """`text` as pieces of at most `limit` (by `size`), cut at the last line break, else the last space, inside
+    each window; a word longer than the limit is cut where it must be. Pieces are stripped, none empty, and
+    together they hold every word of the text.
+
+    >>> split_text("one two three four", 9)
+    ['one two', 'three', 'four']
+    >>> split_text("abcdefghij k", 4), split_text("  \\n ", 10)
+    (['abcd', 'efgh', 'ij k'], [])
+    """
+    pieces: list[str] = []
+    rest = text.strip()
+    while size(rest) > limit:
+        window, used = [], 0
+        for ch in rest:  # the longest prefix within the limit, plus one character (a break right after it)
+            window.append(ch)
+            used += size(ch)
+            if used > limit:
+                break
+        window = "".join(window)
+        cut = window.rfind("\n")
+        if cut <= 0:
+            cut = max(window.rfind(" "), window.rfind("\t"))
+        if cut <= 0:
+            cut = len(window) - 1
+        piece = rest[:cut].strip()
+        if piece:
+            pieces.append(piece)
+        rest = rest[cut:].strip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def pieces(text: str) -> list[str]:
+    """The messages an approved text goes out as: one per line, a line over Telegram's limit split at a space
+    (never cut off).
+
+    >>> pieces("sure!\\n\\nsee you at 8")
+    ['sure!', 'see you at 8']
+    >>> [len(p) for p in pieces("word " * 1000)]
+    [4094, 904]
+    """
+    lines = [line for line in text.split("\n") if line.strip()]
+    return [p for line in lines for p in split_text(line, MAX_TEXT_LENGTH)] or [text]
+
+
+def fits(d: Draft) -> bool:
+    """Whether the candidate on the card can be shown whole (a draft too long for a card is never offered to
+    send from it: the owner would approve text they never saw)."""
+    return utf16(d.text) <= MAX_TEXT_LENGTH - 600  # the card's own lines of a pending draft stay under 600
+
+
+def _when(t: datetime, now: datetime | None) -> str:
+    return f"{t:%H:%M} UTC" if now is None or t.date() == now.date() else f"{t:%a %-d %b %H:%M} UTC"
+
+
+def card_text(d: Draft, contact: str, incoming: list[str], note: str = "", now: datetime | None = None) -> str:
+    """The approval card (HTML): who, what they wrote, the candidate, its deadline, its state.
+
+    The candidate is shown whole or, when it is too long for any card, as a start with a notice (and `keyboard`
+    offers no Send); everything else gives way to it: the contact's messages are shortened to the room left.
+    """
     e = html.escape
     where = "Discord" if d.origin == "discord" else "Telegram"
-    lines = [f"<b>{e(contact)}</b> · {where}"]
-    lines += [f"› {e(t)}" for t in incoming[-6:] if t]
-    lines += ["", f"<b>Draft {d.shown + 1}/{len(d.candidates)}</b>" + (" (auto)" if d.auto else ""), e(d.text)]
+    total = len(pieces(d.final_text or d.text))
+    settled = d.state not in (State.PENDING, State.SENDING, State.UNSURE)
+    candidate = d.text
+    top = [f"<b>{e(shorten(contact, MAX_NAME))}</b> · {where}"]
+    rest = ["", f"<b>Draft {d.shown + 1}/{len(d.candidates)}</b>" + (" (auto)" if d.auto else ""), None]
     if d.state == State.PENDING and d.expires_at:
-        lines.append(f"<i>expires {d.expires_at:%H:%M} UTC</i>")
+        rest.append(f"<i>expires {_when(d.expires_at, now)}</i>")
     if d.state in STATE_LINES:
-        lines.append(STATE_LINES[d.state] + (f": {e(d.final_text or '')}" if d.state == State.EDITED_SENT else ""))
-    if note and d.state == State.PENDING:
-        lines.append(f"<i>{e(note)}</i>")
-    text = "\n".join(lines)
-    return text if len(text) <= MAX_TEXT_LENGTH else text[: MAX_TEXT_LENGTH - 1] + "…"
-
+        line = STATE_LINES[d.state]
+        if d.state in (State.EDITED_SENT, State.SUPERSEDED) and d.final_text:
+            line += f": {e(shorten(d.final_text, MAX_TEXT_LENGTH - 1000))}"
+        rest.append(line)
+    if d.sent_ids and (d.state != State.SENT and d.state != State.EDITED_SENT or len(d.sent_ids) < total):
+        rest.append(f"<i>{len(d.sent_ids)} of {total} messages delivered</i>")
+    if note and d.state in (State.PENDING, State.UNSURE, State.FAILED):
+        rest.append(f"<i>{e(shorten(note, MAX_NOTE))}</i>")
+    fixed = utf16(visible("\n".join(top + [x for x in rest if x is not None])))
+    room = MAX_TEXT_LENGTH - fixed - 1  # the line break before the candidate
+    if not settled and not fits(d):
+        notice = (f"This draft is {utf16(candidate)} characters, too long to show whole here, so it cannot be "
+                  "sent from this card: Edit to send your own text, or try the next one.")
+        candidate = shorten(candidate, max(room - utf16(notice) - 1, 0)) + "\n" + notice
+    elif utf16(candidate) > room:  # settled: what went out is on the card already, and the candidate gives way
+        candidate = shorten(candidate, max(room, 0))
+    rest[2] = e(candidate)
+    room = MAX_TEXT_LENGTH - utf16(visible("\n".join(top + [x for x in rest if x is not None])))
+    shown = _fit_incoming([t for t in incoming[-SHOWN_INCOMING:] if t.strip()], room)
+    return "\n".join(top + [f"› {e(t)}" for t in shown] + [x for x in rest if x is not None])
 
 
 def connection_note(conn: Connection) -> str:

@@ -5,21 +5,26 @@ Each answer is drafted with the persona of the contact the user is mapped to (th
 memory of this Discord conversation: what the user wrote and what the twin answered here, stored as live
 messages (`source = 'live'`: training leaves them out, and Discord's Developer Policy #21 forbids training on
 message content from its API). With `approval` on, every answer waits for the owner's approval in Telegram.
+The owner's notes on a contact stay out of the prompt unless `[discord] share_notes` lists the user.
 Only discord.py's `Client` is used, never a user token: self-bots are forbidden (Discord support article
 115002192352). Exercised by tests/test_discord_relay.py and, with TWIN_DISCORD_TOKEN set, by `twin run`.
 
     client = make_client(cfg.discord, cfg.owner.name, store, drafter, approve)
     await client.start(os.environ["TWIN_DISCORD_TOKEN"])   # until `await client.close()`
+
+`twin run` runs it under `keep_running`, which starts a fresh client after any failure, with backoff, so that
+an outage of Discord never ends the Telegram relay; only a refused token or refused intents end it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import discord
@@ -237,11 +242,14 @@ class TwinDiscord(discord.Client):
             return
 
         persona = self._persona(author, key)
+        # Notes in the prompt can be talked out of the twin, and without approval nobody reads the reply first:
+        # only the owner's own choice (share_notes) lets a user's mapped contact's notes in.
+        notes = author in self.cfg.share_notes and persona != key
         started = time.perf_counter()
         try:
             async with channel.typing():
                 draft = await self._drafter.draft(persona, [text], sender=message.author.display_name,
-                                                  session=session)
+                                                  session=session, notes=notes)
             if self.cfg.approval:
                 approved = await self._approve(ChatRef("discord", None, chat.id), author, (str(message.id),), draft)
                 lines = None if approved is None else [line for line in approved.splitlines() if line.strip()]
@@ -315,3 +323,90 @@ def make_client(cfg: DiscordConfig, owner_name: str | None, store: Store, drafte
     if not cfg.users:
         log.warning("discord: [discord] users is empty; the bot will answer nobody")
     return TwinDiscord(cfg, owner, store, drafter, approve, clock=clock, intents=intents)
+
+
+# -- keeping it running ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Backoff:
+    """Seconds between restarts: `first_s`, doubling up to `max_s`; a client that ran `healthy_s` before it
+    failed counts as a fresh start."""
+
+    first_s: float = 1.0
+    max_s: float = 300.0
+    healthy_s: float = 600.0
+
+
+BACKOFF = Backoff()
+
+# Gateway close codes after which Discord says not to reconnect (Discord docs, Gateway → "Gateway Close Event
+# Codes": Reconnect false): 4004 authentication failed, 4010-4013 invalid shard, sharding required, invalid API
+# version, invalid intents; 4014 (disallowed intents) arrives as discord.PrivilegedIntentsRequired.
+TOKEN_REFUSED = ("TWIN_DISCORD_TOKEN was refused by Discord; copy the bot token again from the Developer Portal "
+                 "(Bot → Reset Token)")
+REFUSED_CODES = frozenset({4010, 4011, 4012, 4013})
+
+
+def next_delay(delay: float, ran_s: float, backoff: Backoff) -> float:
+    """The wait before the next restart, given the last wait (0 before any) and how long the client ran.
+
+    >>> b = Backoff(first_s=1, max_s=5, healthy_s=60)
+    >>> d, waits = 0.0, []
+    >>> for ran in (0.2, 3, 1, 0, 0):
+    ...     d = next_delay(d, ran, b); waits.append(d)
+    >>> waits, next_delay(5, 61, b)
+    ([1, 2, 4, 5, 5], 1)
+    """
+    if delay <= 0 or ran_s >= backoff.healthy_s:
+        return backoff.first_s
+    return min(delay * 2, backoff.max_s)
+
+
+def fatal(error: Exception) -> ConfigError | None:
+    """The ConfigError that ends the Discord side for good, or None when a restart may help."""
+    if isinstance(error, discord.LoginFailure) or (isinstance(error, discord.ConnectionClosed)
+                                                   and error.code == 4004):
+        return ConfigError(TOKEN_REFUSED)
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        return ConfigError("Discord refused a privileged intent the bot asked for; turn it on under Bot → "
+                           "Privileged Gateway Intents in the Developer Portal, or upgrade twin")
+    if isinstance(error, discord.ConnectionClosed) and error.code in REFUSED_CODES:
+        return ConfigError(f"Discord closed the gateway with code {error.code} (sharding, API version or "
+                           "intents refused); upgrade twin or discord.py")
+    return None
+
+
+async def keep_running(make: Callable[[], discord.Client], token: str, backoff: Backoff | None = None, *,
+                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Run a client from `make()` with `token` until cancelled; after any failure (no network at boot, a Discord
+    outage, a gateway closed for good), close it and start a fresh one after `next_delay`. A fresh client,
+    because discord.py 2.7's `close()` leaves `loop` unset, so a closed client cannot be started again even
+    after `clear()` (client.py). Raises ConfigError for a refused token or intents (`fatal`), and whatever
+    ConfigError `make` raises; logs each restart with the error's type only (its text can quote ids or names).
+    """
+    backoff = backoff or BACKOFF
+    delay, restarts = 0.0, 0
+    while True:
+        client = make()
+        started = time.monotonic()
+        try:
+            await client.start(token)
+            error: Exception | None = None
+        except Exception as e:  # any failure of the Discord side: only `fatal` ones end it
+            error = e
+        finally:
+            await _close(client)
+        if error is not None and (stop := fatal(error)) is not None:
+            raise stop from error
+        ran = time.monotonic() - started
+        delay, restarts = next_delay(delay, ran, backoff), restarts + 1
+        log.warning("discord: client stopped after %.0f s (%s); restart %d in %.1f s", ran,
+                    type(error).__name__ if error else "closed", restarts, delay)
+        await sleep(delay)
+
+
+async def _close(client: discord.Client) -> None:
+    try:
+        await client.close()
+    except Exception as e:  # closing a client that never connected can fail too; the next one is fresh
+        log.info("discord: closing the client failed: %s", type(e).__name__)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -68,18 +68,14 @@ class Drafter:
             self._parts = self._parts_factory()
         return self._store, self._parts
 
-    def _draft(self, key: ChatKey, incoming: tuple[str, ...], sender: str | None,
-               session: tuple[StoredMessage, ...] | None, n: int | None, seed: int | None) -> Draft:
+    def _draft(self, request: DraftRequest) -> Draft:
         store, parts = self._ready()
         if parts.pick is not None:
             chosen = parts.pick()
             if chosen != parts.adapter:
                 log.info("drafting adapter now %s (was %s)", chosen or "base", parts.adapter or "base")
                 self._parts = parts = DraftingParts(parts.backend, chosen, parts.settings, parts.pick)
-        cfg = self._cfg
-        request = DraftRequest(key, incoming, n=n or cfg.n, adapter=parts.adapter, max_new_tokens=cfg.max_new_tokens,
-                               temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, sender=sender, session=session)
-        return draft(store, parts.backend, request, parts.settings, self._clock())
+        return draft(store, parts.backend, replace(request, adapter=parts.adapter), parts.settings, self._clock())
 
     async def warm_up(self) -> None:
         """Open the store and the backend now rather than on the first message."""
@@ -87,14 +83,15 @@ class Drafter:
 
     async def draft(self, key: ChatKey, incoming: Sequence[str] = (), *, sender: str | None = None,
                     session: Sequence[StoredMessage] | None = None, n: int | None = None,
-                    seed: int | None = None) -> Draft:
-        """Candidates replying to the chat's current conversation (plus `incoming`, not yet stored); raises what
-        drafting raises (NoDraft, ServingUnavailable, NotFound)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, self._draft, key, tuple(incoming), sender,
-            None if session is None else tuple(session), n, seed,
-        )
+                    seed: int | None = None, notes: bool = True) -> Draft:
+        """Candidates replying to the chat's current conversation (plus `incoming`, not yet stored); `notes`
+        False keeps the owner's notes on the contact out of the prompt. Raises what drafting raises (NoDraft,
+        ServingUnavailable, NotFound)."""
+        cfg = self._cfg
+        request = DraftRequest(key, tuple(incoming), n=n or cfg.n, max_new_tokens=cfg.max_new_tokens,
+                               temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, sender=sender,
+                               session=None if session is None else tuple(session), notes=notes)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._draft, request)
 
     async def close(self) -> None:
         def shut() -> None:

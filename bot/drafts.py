@@ -1,16 +1,20 @@
 """The draft state machine: what may happen to a suggested reply, as pure functions of (draft, now).
 
-    pending ──approve / submit_edit──▶ sending ──sent──▶ sent | edited_sent
-       │                                  └──send_failed (retries used up, or the window closed)──▶ failed
-       ├──discard──▶ discarded
-       ├──expire──▶ expired          (before the chat's 24-hour reply window closes)
-       └──supersede──▶ superseded    (the owner answered by hand; their text is the real reply)
+    pending ──approve / submit_edit──▶ sending ──delivered (its last message)──▶ sent | edited_sent
+       │                                  ├──send_failed (retries used up, or the window closed)──▶ failed
+       │                                  └──send_unsure (no clear answer: it may have arrived)──▶ unsure
+       ├──discard──▶ discarded                    unsure ──resend──▶ sending
+       ├──expire──▶ expired (before the chat's     unsure ──arrived──▶ sent | sending (messages left)
+       │                     24-hour reply window closes)
+       └──supersede──▶ superseded (the owner answered by hand; also a send waiting for its turn or a retry)
 
 `sending` sits between the owner's tap and Telegram's answer, so a double tap finds the draft no longer
-pending and sends nothing twice; `inflight` marks the moment the request is out, so a crash in that moment
-is reported as "may have been sent" and never retried blindly. Every function returns a new Draft or raises
-InvalidTransition; the ledger (bot/ledger.py) stores the result and the event atomically. Exercised by
-tests/test_drafts.py and, through the relay, by `twin run`.
+pending and sends nothing twice; `inflight` marks the moment one message's request is out, so a crash or a
+late answer in that moment is "unsure" (it may have been sent) and is never retried blindly: the owner says
+whether it arrived. An approved text goes out as one or more messages (one per line); `sent_ids` grows with
+each delivered one, so a burst cut off after its second line resumes at the third. Every function returns a
+new Draft or raises InvalidTransition; the ledger (bot/ledger.py) stores the result and the event atomically.
+Exercised by tests/test_drafts.py and, through the relay, by `twin run`.
 
     >>> d = Draft(id=1, chat=ChatRef("telegram", "BC1", "2002"), contact_id="user2002", answers=("17",),
     ...           candidates=("sure, 8?",), created_at=utc(0), updated_at=utc(0), expires_at=utc(3600))
@@ -41,33 +45,36 @@ class State(StrEnum):
     EXPIRED = "expired"
     FAILED = "failed"
     SUPERSEDED = "superseded"
+    UNSURE = "unsure"  # a send that may or may not have arrived: the owner is asked, nothing is resent blindly
 
 
 TERMINAL = frozenset({State.SENT, State.EDITED_SENT, State.DISCARDED, State.EXPIRED, State.FAILED,
                       State.SUPERSEDED})
 
-# Buttons on the approval card. Callback data has one grammar: d:<draft id>:<action> (Telegram allows 64 bytes;
-# the draft lives in SQLite and the button carries only its id).
-ACTIONS = ("send", "edit", "next", "discard")
+# Buttons on the approval card. Callback data has one grammar: d:<draft id>:<action>:<candidate> (Telegram allows
+# 64 bytes). The draft lives in SQLite; the button carries its id (never reused: AUTOINCREMENT) and the index of
+# the candidate its card shows, so a stale card can only ever send what it shows.
+ACTIONS = ("send", "edit", "next", "discard", "resend", "arrived")
 
 
-def callback_data(draft_id: int, action: str) -> str:
-    """The button data for an action on a draft: `callback_data(12, "send")` -> 'd:12:send'."""
+def callback_data(draft_id: int, action: str, candidate: int = 0) -> str:
+    """The button data for an action on a draft: `callback_data(12, "send", 1)` -> 'd:12:send:1'."""
     if action not in ACTIONS:
         raise ValueError(f"unknown draft action {action!r}")
-    return f"d:{draft_id}:{action}"
+    return f"d:{draft_id}:{action}:{candidate}"
 
 
-def parse_callback(data: str) -> tuple[int, str] | None:
-    """(draft id, action) from a button's data, or None when it is not ours.
+def parse_callback(data: str) -> tuple[int, str, int] | None:
+    """(draft id, action, candidate) from a button's data, or None when it is not ours (or from an older card).
 
-    >>> parse_callback("d:12:send"), parse_callback("d:x:send"), parse_callback("d:12:launch")
-    ((12, 'send'), None, None)
+    >>> parse_callback("d:12:send:1"), parse_callback("d:x:send:0"), parse_callback("d:12:launch:0")
+    ((12, 'send', 1), None, None)
     """
     parts = data.split(":")
-    if len(parts) != 3 or parts[0] != "d" or not parts[1].isdigit() or parts[2] not in ACTIONS:
+    if len(parts) != 4 or parts[0] != "d" or not parts[1].isdigit() or parts[2] not in ACTIONS \
+            or not parts[3].isdigit():
         return None
-    return int(parts[1]), parts[2]
+    return int(parts[1]), parts[2], int(parts[3])
 
 
 class InvalidTransition(TwinError):
@@ -113,11 +120,12 @@ class Draft:
     prompt: tuple[int, ...] = ()
     latency_ms: float | None = None
     card: tuple[str, str] | None = None  # (chat id, message id) of the approval card
-    attempts: int = 0
+    attempts: int = 0  # send requests that went out (one per message)
+    failures: int = 0  # failed tries in a row, for the backoff and the retry limit
     inflight: bool = False
     next_attempt_at: datetime | None = None
     error: str | None = None
-    sent_ids: tuple[str, ...] = ()
+    sent_ids: tuple[str, ...] = ()  # the messages delivered so far ("?" for one the owner said arrived)
     regenerations: int = 0
     auto: bool = False
 
@@ -156,10 +164,14 @@ def expiry(last_incoming: datetime, margin: timedelta, window: timedelta = timed
 
 # -- transitions --------------------------------------------------------------------------------------------
 
-def approve(d: Draft, now: datetime) -> Draft:
-    """Send the candidate on the card as it is."""
+def approve(d: Draft, now: datetime, candidate: int | None = None) -> Draft:
+    """Send a candidate as it is: the one its card showed (`candidate`), else the one shown now."""
     d._open(now)
-    return replace(d, state=State.SENDING, final_text=d.text, edited=False, editing=False, updated_at=now)
+    shown = d.shown if candidate is None else candidate
+    if not 0 <= shown < len(d.candidates):
+        raise InvalidTransition(f"draft {d.id} has no candidate {shown + 1}")
+    return replace(d, state=State.SENDING, shown=shown, final_text=d.candidates[shown], edited=False,
+                   editing=False, updated_at=now)
 
 
 def start_edit(d: Draft, now: datetime) -> Draft:
@@ -210,41 +222,86 @@ def expire(d: Draft, now: datetime) -> Draft:
 
 
 def supersede(d: Draft, text: str, now: datetime) -> Draft:
-    """The owner wrote to the contact by hand: that is the real reply, and the draft is moot."""
-    d._need(State.PENDING)
-    return replace(d, state=State.SUPERSEDED, final_text=text, edited=True, editing=False, updated_at=now)
+    """The owner wrote to the contact by hand: that is the real reply, and the draft is moot. A send that is not
+    in flight (approved and waiting its turn, or waiting for a retry) is stopped too; messages it already
+    delivered stay recorded in `sent_ids`."""
+    d._need(State.PENDING, State.SENDING)
+    if d.inflight:
+        raise InvalidTransition(f"draft {d.id}: a send is in flight")
+    return replace(d, state=State.SUPERSEDED, final_text=text, edited=True, editing=False, next_attempt_at=None,
+                   updated_at=now)
 
 
 def dispatch(d: Draft, now: datetime) -> Draft:
-    """The send request is about to go out (committed first: a crash after this is never retried blindly)."""
+    """One message's send request is about to go out (committed first: a crash after this is never retried
+    blindly)."""
     d._need(State.SENDING)
     if d.inflight:
         raise InvalidTransition(f"draft {d.id}: a send is already in flight")
     return replace(d, inflight=True, attempts=d.attempts + 1, next_attempt_at=None, updated_at=now)
 
 
+def delivered(d: Draft, message_id: str, last: bool, now: datetime) -> Draft:
+    """One message of the approved text arrived; after the `last` one the draft is sent."""
+    d._need(State.SENDING)
+    d = replace(d, inflight=False, failures=0, sent_ids=d.sent_ids + (message_id,), error=None, updated_at=now)
+    return replace(d, state=State.EDITED_SENT if d.edited else State.SENT) if last else d
+
+
 def sent(d: Draft, message_ids: tuple[str, ...], now: datetime) -> Draft:
+    """The whole approved text arrived, as these messages."""
     d._need(State.SENDING)
     return replace(d, state=State.EDITED_SENT if d.edited else State.SENT, inflight=False,
                    sent_ids=tuple(message_ids), error=None, updated_at=now)
 
 
 def send_failed(d: Draft, error: str, now: datetime, retries: int, backoff_s: float = 5.0,
-                retryable: bool = True) -> Draft:
-    """A send did not go through: retry after an exponential backoff, or give up after `retries` retries, when
-    the error is permanent, or when a retry would land after the reply window closes."""
+                retryable: bool = True, retry_after: timedelta | None = None) -> Draft:
+    """A send was refused or never went out: retry after an exponential backoff (and at least what Telegram
+    asked for with `retry_after`), or give up after `retries` retries, when the error is permanent, or when a
+    retry would land after the reply window closes.
+
+    >>> d = dispatch(approve(Draft(1, ChatRef("telegram", "BC1", "2"), "u2", ("1",), ("ok",), utc(0), utc(0),
+    ...                            expires_at=utc(86_000)), utc(0)), utc(0))
+    >>> send_failed(d, "flood", utc(0), retries=3, backoff_s=5, retry_after=timedelta(seconds=30)).next_attempt_at
+    datetime.datetime(1970, 1, 1, 0, 0, 30, tzinfo=datetime.timezone.utc)
+    """
     d._need(State.SENDING)
-    at = now + timedelta(seconds=backoff_s * 2 ** (d.attempts - 1))
+    failures = d.failures + 1
+    wait = timedelta(seconds=backoff_s * 2 ** (failures - 1))
+    at = now + max(wait, retry_after or timedelta())
     closes = d.expires_at is not None and at >= d.expires_at
-    if not retryable or d.attempts > retries or closes:
-        return replace(d, state=State.FAILED, inflight=False, error=error, next_attempt_at=None, updated_at=now)
-    return replace(d, inflight=False, error=error, next_attempt_at=at, updated_at=now)
+    if not retryable or failures > retries or closes:
+        return replace(d, state=State.FAILED, inflight=False, failures=failures, error=error, next_attempt_at=None,
+                       updated_at=now)
+    return replace(d, inflight=False, failures=failures, error=error, next_attempt_at=at, updated_at=now)
+
+
+def send_unsure(d: Draft, error: str, now: datetime) -> Draft:
+    """A send whose fate is unknown (Telegram may have delivered it): the owner decides, nothing is resent."""
+    d._need(State.SENDING)
+    return replace(d, state=State.UNSURE, inflight=False, error=error, next_attempt_at=None, updated_at=now)
 
 
 def interrupted(d: Draft, now: datetime) -> Draft:
-    """After a restart: a send that was in flight may or may not have reached Telegram; never send it again."""
+    """After a restart: a send that was in flight may or may not have reached Telegram; never send it again
+    without asking."""
     d._need(State.SENDING)
     if not d.inflight:
         return d
-    return replace(d, state=State.FAILED, inflight=False, error="interrupted while sending: it may have been sent",
-                   updated_at=now)
+    return send_unsure(d, "interrupted while sending: it may have been sent", now)
+
+
+def resend(d: Draft, now: datetime) -> Draft:
+    """The owner checked: it did not arrive; send the rest again (while the reply window is open)."""
+    d._need(State.UNSURE)
+    if d.expires_at is not None and now >= d.expires_at:
+        raise InvalidTransition(f"draft {d.id}: the reply window is closing; write to them by hand")
+    return replace(d, state=State.SENDING, failures=0, error=None, next_attempt_at=None, updated_at=now)
+
+
+def arrived(d: Draft, last: bool, now: datetime) -> Draft:
+    """The owner checked: the unsure message did arrive. With more messages left, they go out next."""
+    d._need(State.UNSURE)
+    d = replace(d, state=State.SENDING, sent_ids=d.sent_ids + ("?",), error=None, updated_at=now)
+    return replace(d, state=State.EDITED_SENT if d.edited else State.SENT) if last else d

@@ -85,6 +85,9 @@ async def run_learn(home: Path, relay: Relay, min_outcomes: int) -> str | None:
 
 def start(relay: Relay, cfg: Config, home: Path, notify: Callable[[str], Awaitable[None]]) -> AsyncIOScheduler:
     """Start the jobs in the running loop; the caller shuts the scheduler down."""
+    # APScheduler logs two INFO lines per job run ("Running job ...", "... executed successfully"): every 5 s
+    # for the retry job, burying what matters. Failures still come through (it logs them as errors).
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
     every = dict(trigger="interval", max_instances=1, coalesce=True, misfire_grace_time=30)
     scheduler.add_job(relay.expire_due, seconds=30, id="expire", **every)

@@ -21,7 +21,7 @@ from twin.store import Store
 _COLUMNS = (
     "id", "origin", "platform", "connection_id", "chat_id", "contact_id", "answers", "reply_to", "candidates",
     "shown", "state", "final_text", "edited", "editing", "adapter", "prompt", "latency_ms", "created_at",
-    "updated_at", "expires_at", "card_chat_id", "card_message_id", "attempts", "inflight", "next_attempt_at",
+    "updated_at", "expires_at", "card_chat_id", "card_message_id", "attempts", "failures", "inflight", "next_attempt_at",
     "error", "sent_ids", "regenerations", "auto",
 )
 
@@ -39,7 +39,7 @@ def _row(d: Draft) -> dict:
         "adapter": d.adapter, "prompt": json.dumps(list(d.prompt)), "latency_ms": d.latency_ms,
         "created_at": _t(d.created_at), "updated_at": _t(d.updated_at), "expires_at": _t(d.expires_at),
         "card_chat_id": d.card[0] if d.card else None, "card_message_id": d.card[1] if d.card else None,
-        "attempts": d.attempts, "inflight": int(d.inflight), "next_attempt_at": _t(d.next_attempt_at),
+        "attempts": d.attempts, "failures": d.failures, "inflight": int(d.inflight), "next_attempt_at": _t(d.next_attempt_at),
         "error": d.error, "sent_ids": json.dumps(list(d.sent_ids)), "regenerations": d.regenerations,
         "auto": int(d.auto),
     }
@@ -56,7 +56,7 @@ def _draft(r: tuple) -> Draft:
         final_text=v["final_text"], edited=bool(v["edited"]), editing=bool(v["editing"]), adapter=v["adapter"],
         prompt=tuple(json.loads(v["prompt"] or "[]")), latency_ms=v["latency_ms"],
         card=(v["card_chat_id"], v["card_message_id"]) if v["card_message_id"] else None,
-        attempts=v["attempts"], inflight=bool(v["inflight"]), next_attempt_at=at("next_attempt_at"),
+        attempts=v["attempts"], failures=v["failures"], inflight=bool(v["inflight"]), next_attempt_at=at("next_attempt_at"),
         error=v["error"], sent_ids=tuple(json.loads(v["sent_ids"] or "[]")), regenerations=v["regenerations"],
         auto=bool(v["auto"]),
     )
@@ -113,8 +113,15 @@ class Ledger:
         return after
 
     def set_card(self, draft_id: int, chat_id: str, message_id: str) -> None:
-        self.conn.execute("UPDATE drafts SET card_chat_id = ?, card_message_id = ? WHERE id = ?",
-                          (chat_id, message_id, draft_id))
+        """Record the draft's card (raises NotFound when the draft was forgotten meanwhile)."""
+        cur = self.conn.execute("UPDATE drafts SET card_chat_id = ?, card_message_id = ? WHERE id = ?",
+                                (chat_id, message_id, draft_id))
+        if cur.rowcount == 0:
+            raise NotFound(f"draft {draft_id}: no such draft (it may have been forgotten)")
+
+    def clear_card(self, draft_id: int) -> None:
+        """The draft needs a new card (the old one is left behind)."""
+        self.conn.execute("UPDATE drafts SET card_chat_id = NULL, card_message_id = NULL WHERE id = ?", (draft_id,))
 
     def _write(self, d: Draft) -> None:
         row = _row(d)
@@ -163,15 +170,25 @@ class Ledger:
         return self._many("state = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?", now.timestamp())
 
     def due_to_retry(self, now: datetime) -> list[Draft]:
-        return self._many("state = 'sending' AND inflight = 0 AND attempts > 0 AND next_attempt_at <= ?",
-                          now.timestamp())
+        return self._many("state = 'sending' AND inflight = 0 AND next_attempt_at <= ?", now.timestamp())
 
     def approved(self) -> list[Draft]:
-        """Approved, never dispatched (a restart came between the tap and the send): safe to send now."""
-        return self._many("state = 'sending' AND attempts = 0")
+        """Approved and waiting for no retry (a restart came between the tap and the send, or between two of its
+        messages): safe to send (the rest of) now."""
+        return self._many("state = 'sending' AND inflight = 0 AND next_attempt_at IS NULL")
 
     def inflight(self) -> list[Draft]:
         return self._many("state = 'sending' AND inflight = 1")
+
+    def unsettled(self, platform: str, chat_id: str) -> list[Draft]:
+        """A chat's drafts that are not settled yet: pending, sending (or waiting to retry) and unsure."""
+        return self._many("state IN ('pending', 'sending', 'unsure') AND platform = ? AND chat_id = ?",
+                          platform, chat_id)
+
+    def without_card(self) -> list[Draft]:
+        """Drafts waiting for the owner (pending, or unsure whether they arrived) whose card is not on their
+        screen."""
+        return self._many("state IN ('pending', 'unsure') AND card_message_id IS NULL")
 
     def all(self, since: datetime | None = None) -> Iterator[Draft]:
         for r in self.conn.execute(f"{_SELECT} WHERE created_at >= ? ORDER BY id", (_t(since) or 0,)):

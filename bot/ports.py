@@ -15,26 +15,46 @@ from twin.errors import TwinError
 
 
 class SendError(TwinError):
-    """A send as the owner did not go through; `retryable` says whether trying again may help."""
+    """A request to the platform did not go through as asked.
 
-    def __init__(self, message: str, retryable: bool = True):
+    `retryable`: trying again may help; `maybe_sent`: the request may have taken effect although no answer
+    said so (a read timeout, a dropped connection): never repeated without the owner's word; `retry_after`:
+    the platform asked to wait at least this long; `blocked`: the owner's chat refuses the bot (Telegram 403
+    before the owner pressed Start).
+    """
+
+    def __init__(self, message: str, retryable: bool = True, *, maybe_sent: bool = False,
+                 retry_after: timedelta | None = None, blocked: bool = False):
         super().__init__(message)
         self.retryable = retryable
+        self.maybe_sent = maybe_sent
+        self.retry_after = retry_after
+        self.blocked = blocked
 
 
 class Owner(Protocol):
-    """The owner's side: where cards and notes appear."""
+    """The owner's side: where cards and notes appear. `show_card` raises SendError when the card did not get
+    there; `update_card` and `notify` log and carry on."""
 
-    async def show_card(self, draft: Draft, note: str = "") -> tuple[str, str] | None: ...
+    async def show_card(self, draft: Draft, note: str = "") -> tuple[str, str]: ...
 
     async def update_card(self, draft: Draft, note: str = "") -> None: ...
 
     async def notify(self, text: str) -> None: ...
 
+    async def retire_card(self, card: tuple[str, str]) -> None:
+        """The card's draft is gone (forgotten): say so on it and take its buttons away."""
+        ...
+
 
 class Sender(Protocol):
-    async def send_as_owner(self, draft: Draft, text: str) -> tuple[str, ...]:
-        """Send `text` into the draft's chat as the owner; the sent message ids. Raises SendError."""
+    def pieces(self, text: str) -> list[str]:
+        """The messages an approved text goes out as (one per line, none over the platform's limit)."""
+        ...
+
+    async def send_as_owner(self, draft: Draft, text: str, index: int) -> str:
+        """Send one message (`index` in the draft's pieces) into the draft's chat as the owner; its id.
+        Raises SendError."""
         ...
 
 
@@ -46,3 +66,4 @@ class RelaySettings:
     send_retries: int = 3
     backoff_s: float = 5.0
     draft_retries: int = 3
+    card_backoff_max_s: float = 300.0  # a card that did not get through is tried again, at least this often

@@ -9,12 +9,16 @@ The flow for one chat, keyed by (platform, connection, chat):
   been quiet for `settle_s`, one draft answers everything they wrote since the owner's last message (a burst
   gets one draft, not one per message); a newer burst replaces a draft still on the card ("expired", action
   "replaced");
-- the owner's own message (written by hand) is stored and supersedes the chat's pending draft: it is the real
-  reply, recorded for learning;
+- the owner's own message (written by hand) is stored and supersedes every draft of the chat that is not in
+  flight (pending, approved and waiting, waiting for a retry): it is the real reply, recorded for learning;
+- every pending draft has a card on the owner's screen, or its card is tried again (at least as late as
+  Telegram asked) until it does;
 - Send / Edit / Next / Discard on the card move the draft through bot/drafts.py's state machine, each move
-  committed with its time before anything goes out; sends to a chat are paced and only happen while the
-  draft's reply window is open; failed sends are retried with backoff by the jobs (bot/jobs.py).
-Exercised by `twin run`; tested in tests/test_relay.py and, through Telegram, tests/test_telegram_relay.py.
+  committed with its time before anything goes out; a button names the candidate its card showed, and that is
+  what is sent. An approved text goes out one message at a time, each recorded as it arrives; sends to a chat
+  are paced; a send that was refused or never left is retried with backoff (bot/jobs.py), one whose fate is
+  unknown (a timeout after Telegram may have delivered it) is put to the owner: "It arrived" / "Send again".
+Exercised by `twin run`; tested in tests/test_relay_faults.py and, through Telegram, tests/test_telegram_relay.py.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -33,10 +37,13 @@ from bot.ledger import Ledger
 from bot.ports import Owner, RelaySettings, Sender, SendError
 from serving.drafting import Draft as Candidates
 from twin.chat import Chat, Message
-from twin.errors import TwinError
+from twin.errors import NotFound, TwinError
 from twin.store import ChatKey, Store, StoredMessage
 
 log = logging.getLogger(__name__)
+
+# Drafts a Discord approval card again with exactly the context of its first draft (persona, memory, sender).
+Redraft = Callable[[], Awaitable[Candidates]]
 
 
 @dataclass
@@ -57,11 +64,15 @@ class Relay:
         self.clock = clock
         self._timers: dict[ChatRef, asyncio.Task] = {}
         self._locks: dict[ChatRef, asyncio.Lock] = {}  # one draft at a time per chat
-        self._send_locks: dict[ChatRef, asyncio.Lock] = {}  # one send at a time per chat, in order
-        self._last_send: dict[ChatRef, float] = {}
+        self._send_locks: dict[str, asyncio.Lock] = {}  # one send at a time per chat, in order
+        self._last_send: dict[str, float] = {}
         self._draft_retry: dict[ChatRef, _Retry] = {}
+        self._card_retry: dict[int, _Retry] = {}  # drafts whose card did not get through
+        self._showing: set[int] = set()
         self._waiters: dict[int, asyncio.Future] = {}  # drafts someone awaits (Discord replies for approval)
+        self._redraft: dict[int, Redraft] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.owner_blocked = False  # Telegram refused to write to the owner (they never pressed Start)
 
     # -- incoming ---------------------------------------------------------------------------------------
 
@@ -83,13 +94,17 @@ class Relay:
         self._arm(ref)
 
     async def owner_message(self, ref: ChatRef, chat: Chat, message: Message) -> None:
-        """The owner wrote in the chat by hand: context, and the real reply to a pending draft."""
+        """The owner wrote in the chat by hand: context, and the real reply to every draft of the chat that is not
+        in flight right now (pending, approved and waiting its turn, waiting for a retry)."""
         self.store_message(chat, message, from_owner=True)
         self._disarm(ref)
         self._draft_retry.pop(ref, None)
         now = self.clock()
-        for d in self.ledger.pending(ref):
-            d = self.ledger.apply(d.id, lambda x: D.supersede(x, message.text, now), "owner_wrote", now)
+        for d in self.ledger.unsettled(ref.platform, ref.chat_id):
+            try:
+                d = self.ledger.apply(d.id, lambda x: D.supersede(x, message.text, now), "owner_wrote", now)
+            except InvalidTransition:
+                continue  # in flight, or unsure: the owner still says whether it arrived
             await self._settled(d, "you answered by hand")
         log.info("owner message chat=%s msg=%s", ref.chat_id, message.id)
 
@@ -122,8 +137,14 @@ class Relay:
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            e = task.exception()
+            log.error("relay task failed: %s", type(e).__name__, exc_info=(type(e), e, e.__traceback__))
 
     def unanswered(self, ref: ChatRef) -> list[StoredMessage]:
         """The contact's messages since the owner last wrote (in the stored conversation), oldest first."""
@@ -175,9 +196,7 @@ class Relay:
                  len(d.candidates), result.latency_ms, auto)
         if auto:
             d = self.ledger.apply(d.id, lambda x: D.approve(x, now), "auto", now)
-        card = await self.owner.show_card(d, "sending automatically" if auto else "")
-        if card:
-            self.ledger.set_card(d.id, *card)
+        await self._show(d, "sending automatically" if auto else "")
         if auto:
             await self.deliver(d.id)
         return self.ledger.get(d.id)
@@ -195,10 +214,60 @@ class Relay:
         if retry.attempts == 1:
             await self.owner.notify(f"Drafting failed ({error}); retrying.")
 
+    # -- cards ------------------------------------------------------------------------------------------
+
+    async def _show(self, d: Draft, note: str = "") -> bool:
+        """Put the draft's card on the owner's screen; when it does not get there, try again later (at least as
+        late as Telegram asked), for as long as the draft waits for the owner."""
+        if d.id in self._showing:
+            return False
+        self._showing.add(d.id)
+        try:
+            card = await self.owner.show_card(d, note)
+        except SendError as e:
+            retry = self._card_retry.get(d.id) or _Retry(0, self.clock())
+            retry.attempts += 1
+            wait = min(self.settings.backoff_s * 2 ** (retry.attempts - 1), self.settings.card_backoff_max_s)
+            retry.at = self.clock() + max(timedelta(seconds=wait), e.retry_after or timedelta())
+            self._card_retry[d.id] = retry
+            if e.blocked and not self.owner_blocked:
+                self.owner_blocked = True
+                log.error("Telegram refuses to write to you (telegram.owner_id): open the bot in Telegram and "
+                          "press Start; drafts wait until then")
+            log.warning("draft %d: card not shown (attempt %d, %s); again in %.0f s", d.id, retry.attempts, e,
+                        (retry.at - self.clock()).total_seconds())
+            return False
+        finally:
+            self._showing.discard(d.id)
+        self._card_retry.pop(d.id, None)
+        self.owner_blocked = False
+        try:
+            self.ledger.set_card(d.id, *card)
+        except NotFound:
+            return False
+        return True
+
+    async def show_missing(self, now: datetime | None = None) -> int:
+        """Show the cards that did not get through and are due again (all of them, with `now` None: the owner
+        just pressed Start)."""
+        shown = 0
+        for d in self.ledger.without_card():
+            retry = self._card_retry.get(d.id)
+            if now is None or retry is None or retry.at <= now:
+                shown += await self._show(d, self._note(d))
+        return shown
+
+    @staticmethod
+    def _note(d: Draft) -> str:
+        if d.state == State.UNSURE:
+            return f"{d.error or 'no answer from Telegram'}: tap It arrived, or Send again"
+        return "sending automatically" if d.auto and d.state == State.SENDING else ""
+
     # -- the owner's actions ----------------------------------------------------------------------------
 
-    async def act(self, draft_id: int, action: str) -> str:
-        """A button on a card: send, edit, next or discard. Returns a short answer for the button press."""
+    async def act(self, draft_id: int, action: str, candidate: int | None = None) -> str:
+        """A button on a card: send, edit, next, discard (a pending draft), resend or arrived (an unsure send).
+        `candidate` is the one its card showed; Send sends that one. Returns a short answer for the press."""
         now = self.clock()
         try:
             d = self.ledger.get(draft_id)
@@ -206,7 +275,7 @@ class Relay:
                 await self.expire(d, now)
                 return "Too late: this draft expired."
             if action == "send":
-                d = self.ledger.apply(draft_id, lambda x: D.approve(x, now), "send", now)
+                d = self.ledger.apply(draft_id, lambda x: D.approve(x, now, candidate), "send", now)
                 self._spawn(self.deliver(d.id))
                 return "Sending."
             if action == "edit":
@@ -222,9 +291,23 @@ class Relay:
                 d = self.ledger.apply(draft_id, lambda x: D.discard(x, now), "discard", now)
                 await self._settled(d, "discarded")
                 return "Discarded."
+            if action == "resend":
+                d = self.ledger.apply(draft_id, lambda x: D.resend(x, now), "resend", now)
+                self._spawn(self.deliver(d.id))
+                return "Sending again."
+            if action == "arrived":
+                last = len(d.sent_ids) + 1 >= len(self._pieces(d))
+                d = self.ledger.apply(draft_id, lambda x: D.arrived(x, last, now), "arrived", now)
+                if d.done:
+                    await self._settled(d, "it arrived")
+                else:
+                    self._spawn(self.deliver(d.id))
+                return "Noted: it arrived." + ("" if d.done else " Sending the rest.")
         except InvalidTransition as e:
             log.info("draft %d: %s refused (%s)", draft_id, action, e)
             d = self.ledger.get(draft_id)
+            if d.state == State.PENDING:
+                return str(e)[:200]
             return f"Already {d.state.value.replace('_', ' ')}."
         raise ValueError(f"unknown action {action!r}")
 
@@ -240,8 +323,12 @@ class Relay:
 
     async def _regenerate(self, draft_id: int) -> None:
         d = self.ledger.get(draft_id)
+        redraft = self._redraft.get(draft_id)
         try:
-            result = await self.drafter.draft(ChatKey(d.chat.platform, d.chat.chat_id), seed=None)
+            if redraft is not None:  # a Discord approval: its own persona, memory and sender
+                result = await redraft()
+            else:
+                result = await self.drafter.draft(ChatKey(d.chat.platform, d.chat.chat_id), seed=None)
         except TwinError as e:
             await self.owner.notify(f"Could not draft more: {e}")
             return
@@ -250,8 +337,8 @@ class Relay:
         fresh = tuple(c.text for c in result.candidates if c.text not in seen)
         try:
             d = self.ledger.apply(draft_id, lambda x: D.add_candidates(x, fresh, now), "regenerate", now)
-        except InvalidTransition as e:
-            log.info("draft %d: regeneration dropped (%s)", draft_id, e)
+        except (InvalidTransition, NotFound) as e:
+            log.info("draft %d: regeneration dropped (%s)", draft_id, type(e).__name__)
             return
         await self.owner.update_card(d)
 
@@ -280,55 +367,109 @@ class Relay:
 
     # -- sending ----------------------------------------------------------------------------------------
 
-    async def deliver(self, draft_id: int) -> Draft:
-        """Send an approved draft as the owner (paced per chat); retries are left to the jobs."""
-        d = self.ledger.get(draft_id)
-        lock = self._send_locks.setdefault(d.chat, asyncio.Lock())
-        async with lock:
-            now = self.clock()
-            try:
-                d = self.ledger.apply(draft_id, lambda x: D.dispatch(x, now), "dispatch", now)
-            except InvalidTransition as e:
-                log.info("draft %d: not dispatched (%s)", draft_id, e)
-                return self.ledger.get(draft_id)
-            if d.origin == "discord":
-                return await self._resolve_waiter(d)
-            wait = self.settings.pace_s - (time.monotonic() - self._last_send.get(d.chat, -1e9))
-            if wait > 0:
-                await asyncio.sleep(wait)
-            sender = self.senders.get(d.chat.platform)
-            try:
-                if sender is None:
-                    raise SendError(f"no sender for {d.chat.platform}", retryable=False)
-                ids = await sender.send_as_owner(d, d.final_text or "")
-            except SendError as e:
-                error, retryable, now = str(e), e.retryable, self.clock()
-                d = self.ledger.apply(draft_id, lambda x: D.send_failed(
-                    x, error, now, self.settings.send_retries, self.settings.backoff_s, retryable), "send_failed", now)
-                log.warning("draft %d: send failed (attempt %d, %s)", d.id, d.attempts, d.state.value)
-                if d.state == State.FAILED:
-                    await self._settled(d, f"not sent: {error}")
-                    await self.owner.notify(f"A reply could not be sent after {d.attempts} tries: {error}")
-                return d
-            self._last_send[d.chat] = time.monotonic()
-            now = self.clock()
-            d = self.ledger.apply(draft_id, lambda x: D.sent(x, ids, now), "sent", now)
-            self._record_sent(d, ids, now)
-            await self._settled(d, "sent")
-            log.info("draft %d sent chat=%s messages=%d edited=%s", d.id, d.chat.chat_id, len(ids), d.edited)
-            return d
+    def _pieces(self, d: Draft) -> list[str]:
+        sender = self.senders.get(d.chat.platform)
+        text = d.final_text or d.text
+        return sender.pieces(text) if sender is not None else [text]
 
-    def _record_sent(self, d: Draft, ids: tuple[str, ...], now: datetime) -> None:
+    async def deliver(self, draft_id: int) -> Draft | None:
+        """Send an approved draft as the owner, one message at a time (paced per chat), each recorded as it
+        arrives; a refused or unsent message is retried by the jobs, one that may have arrived goes to the owner.
+        None when the draft was forgotten meanwhile."""
+        try:
+            d = self.ledger.get(draft_id)
+            lock = self._send_locks.setdefault(d.chat.chat_id, asyncio.Lock())
+            async with lock:
+                while True:
+                    d = self.ledger.get(draft_id)
+                    if d.state != State.SENDING or d.inflight or d.next_attempt_at is not None \
+                            and d.next_attempt_at > self.clock():
+                        return d
+                    if d.origin == "discord":
+                        return await self._resolve_waiter(d)
+                    d = await self._send_next(d)
+                    if d.state != State.SENDING or d.next_attempt_at is not None:
+                        return d
+        except NotFound:
+            log.info("draft %d: forgotten while it was being sent", draft_id)
+            return None
+
+    async def _send_next(self, d: Draft) -> Draft:
+        """Send the draft's next undelivered message; the draft after it."""
+        sender = self.senders.get(d.chat.platform)
+        if sender is None:
+            now = self.clock()
+            d = self.ledger.apply(d.id, lambda x: D.send_failed(x, f"no sender for {d.chat.platform}", now, 0,
+                                                                retryable=False), "send_failed", now)
+            await self._settled(d, "not sent: nothing sends to this platform")
+            return d
+        pieces = sender.pieces(d.final_text or "")
+        index = len(d.sent_ids)
+        wait = self.settings.pace_s - (time.monotonic() - self._last_send.get(d.chat.chat_id, -1e9))
+        if wait > 0:
+            await asyncio.sleep(wait)
+        now = self.clock()
+        try:
+            # Committed before the request goes out: a crash from here on is "unsure", never resent blindly.
+            d = self.ledger.apply(d.id, lambda x: D.dispatch(x, now), "dispatch", now)
+        except InvalidTransition as e:  # the owner answered by hand meanwhile, or another task sends it
+            log.info("draft %d: not dispatched (%s)", d.id, e)
+            return self.ledger.get(d.id)
+        try:
+            message_id = await sender.send_as_owner(d, pieces[index], index)
+        except SendError as e:
+            return await self._send_failed(d, e)
+        except Exception as e:  # noqa: BLE001 — an unexpected failure must not leave the send in flight
+            log.error("draft %d: send raised %s", d.id, type(e).__name__, exc_info=True)
+            return await self._send_failed(d, SendError(f"unexpected error ({type(e).__name__})", maybe_sent=True))
+        self._last_send[d.chat.chat_id] = time.monotonic()
+        now = self.clock()
+        last = index + 1 >= len(pieces)
+        d = self.ledger.apply(d.id, lambda x: D.delivered(x, message_id, last, now), "sent" if last else "delivered",
+                              now)
+        self._record_sent(d, message_id, pieces[index], now)
+        if last:
+            await self._settled(d, "sent")
+            log.info("draft %d sent chat=%s messages=%d edited=%s", d.id, d.chat.chat_id, len(pieces), d.edited)
+        return d
+
+    async def _send_failed(self, d: Draft, e: SendError) -> Draft:
+        now = self.clock()
+        if e.maybe_sent:
+            d = self.ledger.apply(d.id, lambda x: D.send_unsure(x, str(e), now), "send_unsure", now)
+            log.warning("draft %d: send unsure (%s); the owner decides", d.id, e)
+            await self._reshow(d)
+            return d
+        d = self.ledger.apply(d.id, lambda x: D.send_failed(
+            x, str(e), now, self.settings.send_retries, self.settings.backoff_s, e.retryable, e.retry_after),
+            "send_failed", now)
+        log.warning("draft %d: send failed (try %d, %s)", d.id, d.failures, d.state.value)
+        if d.state == State.FAILED:
+            await self._settled(d, f"not sent: {e}")
+            sent = f" ({len(d.sent_ids)} of its messages had arrived)" if d.sent_ids else ""
+            await self.owner.notify(f"A reply could not be sent after {d.failures} tries{sent}: {e}")
+        return d
+
+    async def _reshow(self, d: Draft) -> None:
+        """A fresh card for a send the owner must decide on (an edit would not notify them); the old card points
+        to it."""
+        if d.card:
+            await self.owner.update_card(d, "see the card below")
+            self.ledger.clear_card(d.id)
+            d = self.ledger.get(d.id)
+        await self._show(d, self._note(d))
+
+    def _record_sent(self, d: Draft, message_id: str, text: str, now: datetime) -> None:
         """What went out is the owner's turn in the conversation from now on."""
         owner = next(iter(sorted(self.store.owner_ids(d.chat.platform))), "owner")
-        lines = (d.final_text or "").split("\n")
-        messages = [Message(d.chat.platform, d.chat.chat_id, i, owner, None, now, t)
-                    for i, t in zip(ids, lines + [""] * (len(ids) - len(lines)))]
         with self.store.transaction():
-            self.store.insert_messages(messages, source="live")
+            self.store.insert_messages([Message(d.chat.platform, d.chat.chat_id, message_id, owner, None, now, text)],
+                                       source="live")
 
     async def _settled(self, d: Draft, note: str) -> None:
         waiter = self._waiters.pop(d.id, None)
+        self._redraft.pop(d.id, None)
+        self._card_retry.pop(d.id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(d.final_text if d.state in (State.SENT, State.EDITED_SENT) else None)
         if d.card:
@@ -336,8 +477,10 @@ class Relay:
 
     # -- approval for replies that someone else sends (the Discord twin) --------------------------------
 
-    async def approve(self, ref: ChatRef, contact_id: str, answers: tuple[str, ...], result: Candidates) -> str | None:
-        """Show a card for a reply another adapter will send; the approved text, or None."""
+    async def approve(self, ref: ChatRef, contact_id: str, answers: tuple[str, ...], result: Candidates,
+                      redraft: Redraft | None = None) -> str | None:
+        """Show a card for a reply another adapter will send; the approved text, or None. `redraft` makes more
+        candidates with the first draft's own context (Regenerate on the card)."""
         now = self.clock()
         d = self.ledger.create(Draft(
             id=None, chat=ref, contact_id=contact_id, answers=answers, origin="discord",
@@ -347,9 +490,9 @@ class Relay:
         ), now)
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[d.id] = waiter
-        card = await self.owner.show_card(d, "Discord")
-        if card:
-            self.ledger.set_card(d.id, *card)
+        if redraft is not None:
+            self._redraft[d.id] = redraft
+        await self._show(d, "Discord")
         return await waiter
 
     async def _resolve_waiter(self, d: Draft) -> Draft:
@@ -375,34 +518,55 @@ class Relay:
         return len(due)
 
     async def retry_due(self) -> int:
-        """Retry failed sends whose backoff is over, and drafting that failed."""
+        """Retry failed sends whose backoff is over, cards that did not get through, and drafting that failed."""
         now = self.clock()
         sends = self.ledger.due_to_retry(now)
         for d in sends:
             if d.origin == "telegram":
                 await self.deliver(d.id)
+        cards = await self.show_missing(now)
         chats = [ref for ref, r in self._draft_retry.items() if r.at <= now]
         for ref in chats:
             await self.draft_chat(ref)
-        return len(sends) + len(chats)
+        return len(sends) + cards + len(chats)
 
     async def recover(self) -> None:
-        """After a start: sends cut off in flight are reported (never resent blindly), approved sends resume,
-        Discord approvals nobody waits for any more expire, and chats left waiting for a draft get one."""
+        """After a start: sends cut off in flight are put to the owner (never resent blindly), approved sends
+        resume, cards that never got through are shown, Discord approvals nobody waits for any more expire,
+        and chats left waiting for a draft get one."""
         now = self.clock()
         for d in self.ledger.inflight():
             d = self.ledger.apply(d.id, lambda x: D.interrupted(x, now), "interrupted", now)
-            await self._settled(d, "interrupted while sending: check the chat")
-            await self.owner.notify("A reply was being sent when twin stopped; check whether it arrived.")
+            await self._reshow(d)
         for d in self.ledger.approved():
             if d.origin == "telegram":
                 self._spawn(self.deliver(d.id))
         for d in self.ledger.pending():
             if d.origin == "discord" and d.id not in self._waiters:
                 await self.expire(d, now)
+        await self.show_missing()
         for ref in self.ledger.live_chats():
             if self.unanswered(ref) and not self.ledger.paused:
                 self._arm(ref, 0)
+
+    async def forget(self, platform: str, chat_id: str, run: Callable[[], object]) -> object:
+        """`run` forgets a contact whose chat this is (twin.forget); first the relay lets go of the chat (its
+        timers, retries, waiting Discord approvals), then the cards of its open drafts say they are gone."""
+        open_drafts = self.ledger.unsettled(platform, chat_id)
+        for ref in [r for r in self._timers if (r.platform, r.chat_id) == (platform, chat_id)]:
+            self._disarm(ref)
+        for ref in [r for r in self._draft_retry if (r.platform, r.chat_id) == (platform, chat_id)]:
+            self._draft_retry.pop(ref, None)
+        result = run()
+        for d in open_drafts:
+            self._card_retry.pop(d.id, None)
+            self._redraft.pop(d.id, None)
+            waiter = self._waiters.pop(d.id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if d.card:
+                await self.owner.retire_card(d.card)
+        return result
 
     async def close(self) -> None:
         for timer in self._timers.values():
@@ -416,4 +580,3 @@ class Relay:
 
     def set_auto(self, ref: Chat, on: bool) -> None:
         self.ledger.set_auto(ref.platform, ref.id, on)
-

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, time as dtime, timedelta, timezone
 
 from bot.drafter import Drafter, DraftingParts
-from bot.ports import RelaySettings
+from bot.ports import RelaySettings, SendError
 from bot.relay import Relay
 from twin.config import Config
 from twin.errors import ConfigError
@@ -59,9 +59,12 @@ class _Nobody:
     """The relay's owner side until Telegram is wired in (Discord-only runs): notes go to the log."""
 
     async def show_card(self, draft, note=""):
-        return None
+        raise SendError("no Telegram configured for approval cards", retryable=False)
 
     async def update_card(self, draft, note=""):
+        return None
+
+    async def retire_card(self, card):
         return None
 
     async def notify(self, text: str) -> None:
@@ -149,7 +152,7 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
     store = Store.open(home.db)
     drafter = Drafter(home.db, parts or default_parts(home, cfg), cfg.drafting, clock)
     relay = Relay(store, drafter, _Nobody(), relay_settings(cfg), clock)
-    app = client = scheduler = None
+    app = scheduler = None
     discord_task = None
     try:
         if secrets.telegram:
@@ -167,11 +170,14 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
                                   "@BotFather (/mybots → API Token)") from None
             log.info("telegram polling started")
         if secrets.discord and cfg.discord.users:
-            from bot.discord_relay import make_client
+            from functools import partial
 
-            client = make_client(cfg.discord, cfg.owner.name, store, drafter,
-                                 relay.approve if cfg.discord.approval else None, clock=clock)
-            discord_task = asyncio.create_task(client.start(secrets.discord))
+            from bot.discord_relay import keep_running, make_client
+
+            # A fresh client after each failure, with backoff; it ends only for a refused token (ConfigError).
+            discord_task = asyncio.create_task(keep_running(partial(
+                make_client, cfg.discord, cfg.owner.name, store, drafter,
+                relay.approve if cfg.discord.approval else None, clock=clock), secrets.discord))
             log.info("discord client started")
         elif secrets.discord:
             log.warning("TWIN_DISCORD_TOKEN is set but discord.users is empty: the Discord bot stays off")
@@ -182,12 +188,8 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
             on_ready(relay)
         waiters = [asyncio.create_task(stop.wait())] + ([discord_task] if discord_task else [])
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if discord_task in done and discord_task.exception():
-            error = discord_task.exception()
-            if type(error).__name__ == "LoginFailure":
-                raise ConfigError("TWIN_DISCORD_TOKEN was refused by Discord; copy the bot token again from the "
-                                  "Developer Portal (Bot → Reset Token)") from error
-            log.error("discord client stopped: %s", type(error).__name__)
+        if discord_task in done:
+            discord_task.result()  # raises keep_running's ConfigError: a refused token or refused intents
     finally:
         log.info("stopping")
         if app is not None:
@@ -196,8 +198,6 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
             await stop_telegram(app)
         if scheduler is not None:
             scheduler.shutdown(wait=False)
-        if client is not None:
-            await client.close()
         if discord_task is not None:
             discord_task.cancel()
             await asyncio.gather(discord_task, return_exceptions=True)

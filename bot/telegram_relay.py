@@ -11,19 +11,21 @@ business message would send as the owner at once, so no handler ever replies to 
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import warnings
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from telegram import (BusinessConnection, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update)
 from telegram import Message as TgMessage
 from telegram.constants import MessageLimit, ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (BadRequest, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError,
+                            TimedOut)
 from telegram.ext import (Application, BusinessConnectionHandler, BusinessMessagesDeletedHandler,
                           CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters)
+from telegram.warnings import PTBDeprecationWarning
 
-from bot.cards import HELP, REFUSAL, card_text, connection_note
+from bot.cards import FORGOTTEN, HELP, REFUSAL, card_text, connection_note, fits, pieces
 from bot.drafts import ChatRef, Draft, State, callback_data, parse_callback
 from bot.ledger import Connection
 from bot.ports import SendError
@@ -37,6 +39,9 @@ from twin.store import ChatKey
 log = logging.getLogger(__name__)
 
 PLATFORM = "telegram"
+# An away or greeting message (is_from_offline) answers a contact's message at once; a scheduled message the
+# owner wrote comes at a time of its own: that one is a hand-written reply.
+AUTO_REPLY_WINDOW = timedelta(seconds=15)
 
 def user_id(uid: int) -> str:
     """Telegram identities as the export parser stores them: `user123`."""
@@ -79,15 +84,60 @@ def to_connection(bc: BusinessConnection, now: datetime) -> Connection:
 
 
 def keyboard(d: Draft) -> InlineKeyboardMarkup | None:
+    """The card's buttons: each names the draft and the candidate the card shows (bot/drafts.py's grammar)."""
+    def button(text: str, action: str) -> InlineKeyboardButton:
+        return InlineKeyboardButton(text, callback_data=callback_data(d.id, action, d.shown))
+
+    if d.state == State.UNSURE:
+        return InlineKeyboardMarkup([[button("It arrived", "arrived"), button("Send again", "resend")]])
     if d.state != State.PENDING:
         return None
     more = "Next candidate" if d.shown + 1 < len(d.candidates) else "Regenerate"
-    return InlineKeyboardMarkup([
-        [InlineKeyboardButton("Send", callback_data=callback_data(d.id, "send")),
-         InlineKeyboardButton("Edit", callback_data=callback_data(d.id, "edit"))],
-        [InlineKeyboardButton(more, callback_data=callback_data(d.id, "next")),
-         InlineKeyboardButton("Discard", callback_data=callback_data(d.id, "discard"))],
-    ])
+    first = [button("Send", "send")] if fits(d) else []  # never offered for text the card cannot show whole
+    return InlineKeyboardMarkup([first + [button("Edit", "edit")],
+                                 [button(more, "next"), button("Discard", "discard")]])
+
+
+def wait_asked(e: RetryAfter) -> timedelta:
+    """How long Telegram asked to wait, as a timedelta. python-telegram-bot 22.2+ gives it so with PTB_TIMEDELTA
+    set and as a deprecated int otherwise; either is read here without the warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = e.retry_after
+    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+
+
+def send_error(e: Exception) -> SendError:
+    """What a failed Bot API request means for twin: sent or not, worth retrying, when.
+
+    An error answer from Telegram (400, 403, 409, 429, 5xx: python-telegram-bot raises those itself, with no
+    cause) means nothing was done. A read timeout, a dropped connection or an answer that is not JSON may come
+    after Telegram acted on the request (python-telegram-bot raises TimedOut for a late answer although the
+    message was delivered): only a pool or connect timeout, or a connection never made, is known to be unsent.
+    """
+    cause = type(e.__cause__).__name__ if e.__cause__ is not None else ""
+    if isinstance(e, RetryAfter):
+        wait = wait_asked(e)
+        return SendError(f"Telegram asked to wait {wait.total_seconds():.0f} s", retry_after=wait)
+    if isinstance(e, Forbidden):
+        return SendError(f"Telegram refused ({e.message})", retryable=False, blocked=True)
+    if isinstance(e, BadRequest):
+        return SendError(f"Telegram refused the message ({e.message})", retryable=False)
+    if isinstance(e, InvalidToken):
+        return SendError("Telegram refused the bot token", retryable=False)
+    if isinstance(e, Conflict):
+        return SendError(f"Telegram refused the request ({e.message})")
+    if isinstance(e, TimedOut):
+        if cause in ("PoolTimeout", "ConnectTimeout") or "Pool timeout" in e.message:
+            return SendError("the request never left (no free connection)")
+        return SendError("Telegram did not answer in time", maybe_sent=True)
+    if isinstance(e, NetworkError) and e.__cause__ is None:  # Telegram answered with a server error
+        return SendError(f"Telegram failed ({e.message})")
+    if isinstance(e, NetworkError) and cause == "ConnectError":
+        return SendError("Telegram could not be reached")
+    if isinstance(e, RuntimeError):  # PTB's request after shutdown: raised before anything is sent
+        return SendError("the Telegram client is shut down")
+    return SendError(f"no clear answer from Telegram ({type(e).__name__})", maybe_sent=True)
 
 
 class TelegramRelay:
@@ -159,16 +209,26 @@ class TelegramRelay:
 
     async def on_business_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         m = update.business_message
-        if m.sender_business_bot is not None or m.is_from_offline:
-            return  # our own send echoed back, or an away/greeting/scheduled message: not a conversation turn
+        if m.sender_business_bot is not None:
+            return  # our own send echoed back
         conn = await self._connection(m.business_connection_id)
         if conn is None or not conn.enabled:
             return
         ref = ChatRef(PLATFORM, conn.id, str(m.chat.id))
+        if m.is_from_offline and self._auto_reply(m):
+            return  # an away or greeting message: not a conversation turn
         if m.from_user and str(m.from_user.id) == conn.user_id:
             await self.relay.owner_message(ref, to_chat(m), to_message(m))
         else:
             await self.relay.contact_message(ref, to_chat(m), to_message(m))
+
+    def _auto_reply(self, m: TgMessage) -> bool:
+        """Whether an offline message (Bot API is_from_offline: away, greeting or scheduled) answered the contact
+        at once, as Telegram's away and greeting messages do, rather than at a time the owner chose."""
+        last = self.relay.store.chat_messages(ChatKey(PLATFORM, str(m.chat.id)), last=1)
+        if not last:
+            return True  # a greeting: the first message of the chat
+        return not last[0].from_owner and m.date.astimezone(timezone.utc) - last[0].time <= AUTO_REPLY_WINDOW
 
     async def on_business_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         m = update.edited_business_message
@@ -182,6 +242,8 @@ class TelegramRelay:
 
     async def on_business_deleted(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         d = update.deleted_business_messages
+        if await self._connection(d.business_connection_id) is None:
+            return  # another account's connection (or one never ours): its deletes are not ours to apply
         ref = ChatRef(PLATFORM, d.business_connection_id, str(d.chat.id))
         await self.relay.messages_deleted(ref, [str(i) for i in d.message_ids])
 
@@ -198,7 +260,10 @@ class TelegramRelay:
             answer = await self.relay.act(*parsed)
         except TwinError as e:
             answer = str(e)
-        await q.answer(answer[:200])
+        try:
+            await q.answer(answer[:200])
+        except TelegramError as e:  # the press is handled; only its little answer is lost
+            log.warning("button answer not shown (%s)", type(e).__name__)
 
     async def on_owner_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not await self.relay.edit_text(update.message.text):
@@ -219,6 +284,7 @@ class TelegramRelay:
 
     async def cmd_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._say(HELP)
+        await self.relay.show_missing()  # the owner may just have pressed Start: cards held back can come now
 
     async def cmd_status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._say(self._status())
@@ -257,7 +323,9 @@ class TelegramRelay:
             await self._say("Usage: /forget <contact> — deletes their messages, drafts and notes.")
             return
         try:
-            gone = forget(self.relay.store, contact, self._config_path)
+            chat = self.relay.store.find_chat(contact)
+            gone = await self.relay.forget(chat.platform, chat.id,
+                                           lambda: forget(self.relay.store, contact, self._config_path))
         except TwinError as e:
             await self._say(str(e))
             return
@@ -274,40 +342,48 @@ class TelegramRelay:
         store = self.relay.store
         contact = store.contact_name(d.chat.platform, d.contact_id) or f"{d.chat.platform}:{d.chat.chat_id}"
         incoming = store.message_texts(ChatKey(d.chat.platform, d.chat.chat_id), d.answers)
-        return card_text(d, contact, incoming, note)
+        return card_text(d, contact, incoming, note, self.relay.clock())
 
-    async def show_card(self, draft: Draft, note: str = "") -> tuple[str, str] | None:
+    async def show_card(self, draft: Draft, note: str = "") -> tuple[str, str]:
         try:
             sent = await self.bot.send_message(self.owner_id, self._card(draft, note), parse_mode=ParseMode.HTML,
                                                reply_markup=keyboard(draft))
-        except TelegramError as e:
-            log.warning("draft %s: card not shown (%s)", draft.id, type(e).__name__)
-            return None
+        except Exception as e:
+            raise send_error(e) from e
         return str(sent.chat_id), str(sent.message_id)
 
     async def update_card(self, draft: Draft, note: str = "") -> None:
         if draft.card is None:
             return
+        await self._edit_card(draft.card, self._card(draft, note), keyboard(draft), draft.id)
+
+    async def retire_card(self, card: tuple[str, str]) -> None:
+        await self._edit_card(card, FORGOTTEN, None, None)
+
+    async def _edit_card(self, card: tuple[str, str], text: str, markup: InlineKeyboardMarkup | None,
+                         draft_id: int | None) -> None:
         try:
-            await self.bot.edit_message_text(self._card(draft, note), chat_id=int(draft.card[0]),
-                                             message_id=int(draft.card[1]), parse_mode=ParseMode.HTML,
-                                             reply_markup=keyboard(draft))
+            await self.bot.edit_message_text(text, chat_id=int(card[0]), message_id=int(card[1]),
+                                             parse_mode=ParseMode.HTML, reply_markup=markup)
         except BadRequest as e:
             if "not modified" not in str(e).lower():
-                log.warning("draft %s: card not updated (%s)", draft.id, type(e).__name__)
-        except TelegramError as e:
-            log.warning("draft %s: card not updated (%s)", draft.id, type(e).__name__)
+                log.warning("draft %s: card not updated (%s)", draft_id, type(e).__name__)
+        except (TelegramError, RuntimeError) as e:
+            log.warning("draft %s: card not updated (%s)", draft_id, type(e).__name__)
 
     async def notify(self, text: str) -> None:
         try:
             await self.bot.send_message(self.owner_id, text[: MessageLimit.MAX_TEXT_LENGTH])
-        except TelegramError as e:
+        except (TelegramError, RuntimeError) as e:
             log.warning("note to the owner not sent (%s)", type(e).__name__)
 
     # -- the relay's Sender side: the one function that sends as the owner --------------------------------
 
-    async def send_as_owner(self, draft: Draft, text: str) -> tuple[str, ...]:
-        """Send an approved draft into its business chat as the owner, one message per line, paced.
+    def pieces(self, text: str) -> list[str]:
+        return pieces(text)
+
+    async def send_as_owner(self, draft: Draft, text: str, index: int) -> str:
+        """Send one message of an approved draft into its business chat as the owner; its message id.
 
         Refuses without a connection that may reply (Bot API BusinessBotRights.can_reply). The first message
         quotes the contact's message only when the chat has moved on since it (a reply reads naturally then).
@@ -318,27 +394,15 @@ class TelegramRelay:
                             retryable=False)
         if not conn.can_reply:
             raise SendError("the bot may not reply for you; allow it in Telegram Business → Chatbots", retryable=False)
-        lines = [line for line in text.split("\n") if line.strip()] or [text]
-        quote = self._quote(draft)
-        ids: list[str] = []
-        for i, line in enumerate(lines):
-            if i:
-                await asyncio.sleep(self.cfg.pace_seconds)
-            try:
-                sent = await self.bot.send_message(
-                    int(draft.chat.chat_id), line[: MessageLimit.MAX_TEXT_LENGTH],
-                    business_connection_id=conn.id,
-                    reply_parameters=ReplyParameters(int(quote), allow_sending_without_reply=True)
-                    if quote and i == 0 else None,
-                )
-            except RetryAfter as e:
-                raise SendError(f"Telegram asked to wait {e.retry_after} s", retryable=not ids) from e
-            except (BadRequest, Forbidden) as e:
-                raise SendError(f"Telegram refused the message ({e.message})", retryable=False) from e
-            except NetworkError as e:
-                raise SendError(f"Telegram did not answer ({type(e).__name__})", retryable=not ids) from e
-            ids.append(str(sent.message_id))
-        return tuple(ids)
+        quote = self._quote(draft) if index == 0 else None
+        try:
+            sent = await self.bot.send_message(
+                int(draft.chat.chat_id), text, business_connection_id=conn.id,
+                reply_parameters=ReplyParameters(int(quote), allow_sending_without_reply=True) if quote else None,
+            )
+        except Exception as e:
+            raise send_error(e) from e
+        return str(sent.message_id)
 
     def _quote(self, draft: Draft) -> str | None:
         if draft.reply_to is None:
@@ -350,7 +414,7 @@ class TelegramRelay:
 def build_application(token: str, cfg: TelegramConfig) -> Application:
     """The python-telegram-bot Application, pointed at `telegram.base_url` (a self-hosted Bot API server or a
     test fake). Updates are processed one at a time; slow work (drafting, sending) runs in the relay's tasks."""
-    return Application.builder().token(token).base_url(cfg.base_url).build()
+    return Application.builder().token(token).base_url(cfg.base_url).read_timeout(cfg.read_timeout_seconds).build()
 
 
 async def start(app: Application) -> None:

@@ -5,8 +5,15 @@ A real python-telegram-bot `Application` talks to it over loopback: build it wit
 `getUpdates` with offsets, `sendMessage` / `editMessageText` / `editMessageReplyMarkup` returning Message objects
 (as the business account owner when `business_connection_id` is given), `getBusinessConnection`, and `true` for
 everything else. Every call is recorded with its parameters decoded back to Python values; a test pushes updates
-(built with tests/telegram_updates.py), waits for the calls it expects, and can make the next calls of a method
-fail with Telegram's error shape (`fail_next("sendMessage", 429, retry_after=1)`).
+(built with tests/telegram_updates.py) and waits for the calls it expects.
+
+It refuses what Telegram refuses, with Telegram's texts: malformed HTML (parse_mode "HTML", parsed as Telegram
+does by tests/telegram_html.py), texts over 4096 and captions over 1024 UTF-16 code units after entity parsing,
+empty texts, callback data over 64 bytes, callback answers over 200 characters. And it fails on demand, per
+method and per call: `fail_next("sendMessage", 429, retry_after=1)`, or `inject(method, fault)` with a fault
+from this module: `Error` (Telegram's error answer), `Late` (delivered, but answered after the client gave up),
+`Reset` (the connection closes before anything happens), `Garbage` (delivered, answered with a non-JSON body);
+`chaos(rate, seed)` draws them at random. `delivered()` tells which texts really arrived.
 
     .venv/bin/pytest tests/test_fake_telegram.py
 """
@@ -18,6 +25,7 @@ import email.parser
 import email.policy
 import inspect
 import json
+import random
 import ssl
 import threading
 import time
@@ -26,12 +34,15 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import telegram
 from telegram.ext import Application, ApplicationBuilder
 from telegram.request import HTTPXRequest
+
+from telegram_html import FormattingError, formatted, utf16_length
 
 TOKEN = "123456:TEST-TOKEN"
 BOT_USER = {
@@ -47,13 +58,37 @@ BOT_USER = {
 FIRST_MESSAGE_ID = 1000
 # A long poll is held at most this long, whatever `timeout` the bot asks for, so that tests stay fast.
 LONG_POLL_CAP_S = 1.0
-# Bot API, sendMessage: "Text of the message to be sent, 1-4096 characters after entities parsing".
+# Bot API, sendMessage: "Text of the message to be sent, 1-4096 characters after entities parsing"; sendPhoto:
+# "Photo caption ..., 0-1024 characters after entities parsing". Characters are UTF-16 code units here, as in
+# entity offsets; tdlib counts code points first, so the fake is the stricter of the two for emoji.
 MAX_TEXT_LENGTH = 4096
+MAX_CAPTION_LENGTH = 1024
+# telegram-bot-api, Client::get_formatted_text: "Text is too long" for a text over 2^15 bytes before parsing.
+MAX_RAW_TEXT_BYTES = 1 << 15
+MAX_CALLBACK_DATA_BYTES = 64  # Bot API, InlineKeyboardButton.callback_data: "1-64 bytes"
+MAX_COPY_TEXT_LENGTH = 256  # Bot API, CopyTextButton.text: "1-256 characters"
+MAX_CALLBACK_ANSWER_LENGTH = 200  # Bot API, answerCallbackQuery.text: "0-200 characters"
 NOT_BY_DEFAULT = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are exactly the same "
     "as a current content and reply markup of the message"
 )
+# telegram-bot-api, Client::get_inline_keyboard_button_type: the fields that make a button do something.
+BUTTON_ACTIONS = frozenset({
+    "callback_game", "pay", "switch_inline_query", "switch_inline_query_chosen_chat",
+    "switch_inline_query_current_chat", "login_url", "web_app", "copy_text",
+})
+DESCRIPTIONS = {
+    400: "Bad Request: injected failure",
+    403: "Forbidden: bot was blocked by the user",
+    409: "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+}
+PTB_READ_TIMEOUT_S = 5.0  # HTTPXRequest's default read_timeout
+LATE_MARGIN_S = 0.3  # how long after the client's read timeout a Late answer leaves, unless told
+# What a proxy in front of Telegram answers when it cannot reach it: not JSON, so PTB says "Invalid server response".
+GARBAGE = b"<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
 
 
 @dataclass(frozen=True)
@@ -65,14 +100,81 @@ class Upload:
     data: bytes
 
 
+# --- faults a test injects --------------------------------------------------------------------------------------
+
+
+def _description(error_code: int, retry_after: int | None) -> str:
+    if error_code == 429:
+        return f"Too Many Requests: retry after {retry_after}"
+    if error_code in DESCRIPTIONS:
+        return DESCRIPTIONS[error_code]
+    try:
+        return HTTPStatus(error_code).phrase
+    except ValueError:
+        return f"Error {error_code}"
+
+
+@dataclass(frozen=True)
+class Error:
+    """Telegram's error answer; nothing is delivered. HTTP status == error_code, and PTB raises by it: RetryAfter
+    for 429 (only with retry_after, so it defaults to 1), BadRequest 400, Forbidden 403, Conflict 409 and
+    NetworkError for 5xx. The description defaults to Telegram's text for the code."""
+
+    error_code: int
+    description: str | None = None
+    retry_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.error_code == 429 and self.retry_after is None:
+            object.__setattr__(self, "retry_after", 1)  # Telegram always says how long to wait
+        if self.description is None:
+            object.__setattr__(self, "description", _description(self.error_code, self.retry_after))
+
+
+@dataclass(frozen=True)
+class Late:
+    """The call is processed and takes effect (a message is delivered, and recorded so), but the answer leaves only
+    `delay_s` later, after the client gave up: PTB raises TimedOut for a message that did arrive.
+
+    Pass `delay_s` a little over the client's read timeout (`loopback_request(read_timeout=0.2)` with
+    `Late(0.5)`); left out, it is the fake's `client_read_timeout` + LATE_MARGIN_S.
+    """
+
+    delay_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Reset:
+    """The connection closes without an answer before the call is processed: nothing is delivered, and PTB raises
+    NetworkError."""
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """The call is processed and takes effect, but the answer is not JSON (a proxy's error page): PTB raises
+    TelegramError("Invalid server response")."""
+
+
+Fault = Error | Late | Reset | Garbage
+# chaos()'s defaults: the methods a relay's reply goes through, and the faults Telegram's users meet.
+CHAOS_METHODS = frozenset({"sendMessage", "editMessageText", "answerCallbackQuery"})
+CHAOS_FAULTS: tuple[Fault, ...] = (Error(429, retry_after=1), Error(502), Error(500), Late(), Reset())
+
+
 @dataclass
 class Call:
-    """One Bot API call as the fake received it; `failed` when it was answered with an error."""
+    """One Bot API call as the fake received it.
+
+    `fault` is what was injected into it, if anything; `failed` when nothing was delivered (an error answer, a
+    reset); `delivered` when it took effect (a normal success, and also under Late and Garbage).
+    """
 
     method: str
     params: dict[str, object]
     time: float
     failed: bool = False
+    fault: Fault | None = None
+    delivered: bool = False
 
 
 @dataclass
@@ -90,6 +192,37 @@ class ApiError(Exception):
         return answer
 
 
+@dataclass
+class _Injection:
+    fault: Fault
+    left: int
+    match: Callable[[dict], bool] | None
+
+
+@dataclass
+class _Chaos:
+    rate: float
+    random: random.Random
+    methods: frozenset[str]
+    faults: tuple[Fault, ...]
+
+    def draw(self) -> Fault | None:
+        # One draw per call whether it fails or not, so that a seed gives the same run for the same calls.
+        fails = self.random.random() < self.rate
+        fault = self.random.choice(self.faults)
+        return fault if fails else None
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """What the handler sends back: `body` None closes the connection without an answer."""
+
+    status: int
+    body: bytes | None
+    content_type: str = "application/json"
+    delay_s: float = 0.0
+
+
 @dataclass(repr=False)
 class FakeBotAPI:
     token: str = TOKEN
@@ -99,6 +232,9 @@ class FakeBotAPI:
     connections: dict[str, dict] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     polls: list[Call] = field(default_factory=list)  # the getUpdates calls, kept apart from `calls`
+    # The read timeout of the clients under test, which a Late without delay_s outlasts; application_builder()
+    # sets it from its read_timeout.
+    client_read_timeout: float = PTB_READ_TIMEOUT_S
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition()  # guards all state below; notified on every push and call
@@ -106,11 +242,13 @@ class FakeBotAPI:
         self._next_update_id = 1
         self._confirmed_offset = 0
         self._allowed: frozenset[str] = frozenset()  # empty: Telegram's default
-        self._failures: dict[str, list[ApiError]] = {}
+        self._injected: dict[str, list[_Injection]] = {}
+        self._chaos: _Chaos | None = None
         self._messages: dict[tuple[str | None, object, int], dict] = {}
         self._next_message_id: dict[tuple[str | None, object], int] = {}
         self._chats: dict[object, dict] = {}
         self._stopping = False
+        self._closing = threading.Event()  # set by stop(): a Late answer still waiting is dropped
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         # Handler threads are not daemons, so that server_close() joins them (it skips daemon threads).
         self._server.daemon_threads = False
@@ -132,13 +270,19 @@ class FakeBotAPI:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/bot"
 
-    def application_builder(self) -> ApplicationBuilder:
-        """`Application.builder()` pointed at the fake, with clients that skip loading CA certificates."""
+    def application_builder(self, read_timeout: float | None = None) -> ApplicationBuilder:
+        """`Application.builder()` pointed at the fake, with clients that skip loading CA certificates.
+
+        `read_timeout` shortens how long the bot waits for an answer (not for getUpdates), so that a test of a
+        Late answer is fast; a Late without delay_s then answers just after it.
+        """
+        if read_timeout is not None:
+            self.client_read_timeout = read_timeout
         return (
             Application.builder()
             .token(self.token)
             .base_url(self.base_url)
-            .request(loopback_request())
+            .request(loopback_request(read_timeout))
             .get_updates_request(loopback_request())
         )
 
@@ -151,6 +295,7 @@ class FakeBotAPI:
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
+        self._closing.set()
         if self._thread.is_alive():
             self._server.shutdown()  # waits for serve_forever, so only when it runs
             self._thread.join()
@@ -193,17 +338,57 @@ class FakeBotAPI:
         times: int = 1,
     ) -> None:
         """The next `times` calls of `method` answer an error; a 429 tells the bot to retry after N seconds."""
-        if error_code == 429 and retry_after is None:
-            retry_after = 1  # Telegram always says how long to wait, and PTB raises RetryAfter only then
-        if description is None:
-            description = {
-                403: "Forbidden: bot was blocked by the user",
-                429: f"Too Many Requests: retry after {retry_after}",
-            }.get(error_code, "Bad Request: injected failure")
+        self.inject(method, Error(error_code, description, retry_after), times)
+
+    def inject(
+        self, method: str, fault: Fault, times: int = 1, match: Callable[[dict], bool] | None = None
+    ) -> None:
+        """The next `times` calls of `method` meet `fault`; with `match`, only calls whose decoded params it
+        accepts (`match=lambda p: "business_connection_id" in p`). Injections are used in the order they were
+        made, before any chaos."""
+        if not isinstance(fault, Error | Late | Reset | Garbage):
+            raise TypeError(f"fault {fault!r}: expected an Error, Late, Reset or Garbage from fake_telegram")
+        if times < 1:
+            raise ValueError(f"times={times}: a fault is injected into at least one call")
         with self._changed:
-            self._failures.setdefault(method, []).extend(
-                ApiError(error_code, description, retry_after) for _ in range(times)
-            )
+            self._injected.setdefault(method, []).append(_Injection(fault, times, match))
+
+    def chaos(
+        self,
+        rate: float,
+        seed: int = 0,
+        methods: typing.Iterable[str] | None = None,
+        faults: typing.Sequence[Fault] | None = None,
+    ) -> None:
+        """From now on each call of `methods` (default CHAOS_METHODS) fails with probability `rate`, with a fault
+        drawn from `faults` (default CHAOS_FAULTS). The draws come from random.Random(seed), so a seed repeats a
+        run whose calls come in the same order. `chaos(0)` turns it off."""
+        if not 0 <= rate <= 1:
+            raise ValueError(f"rate={rate}: a probability, from 0 to 1")
+        chosen = tuple(CHAOS_FAULTS if faults is None else faults)
+        if rate and not chosen:
+            raise ValueError("faults=[]: chaos needs at least one fault to draw")
+        chaotic = CHAOS_METHODS if methods is None else frozenset(methods)
+        with self._changed:
+            self._chaos = _Chaos(rate, random.Random(seed), chaotic, chosen) if rate else None
+
+    def calm(self) -> None:
+        """Ends chaos (injections already made stay)."""
+        self.chaos(0)
+
+    def delivered(self, chat_id: object = None, business_connection_id: object = ...) -> list[str]:
+        """The texts of the sendMessage calls that took effect, in order, whether the bot heard back or not.
+
+        `chat_id` keeps one chat's; `business_connection_id` keeps the sends through that connection, None the
+        bot's own sends; left out, both kinds. For "each approved text arrived exactly once".
+        """
+        def kept(params: dict) -> bool:
+            return (chat_id is None or params.get("chat_id") == chat_id) and (
+                business_connection_id is ... or params.get("business_connection_id") == business_connection_id)
+
+        with self._changed:
+            sends = [call for call in self.calls if call.method == "sendMessage" and call.delivered]
+            return [call.params["text"] for call in sends if kept(call.params)]
 
     def pending(self) -> list[dict]:
         """The updates queued and not yet confirmed by an offset."""
@@ -259,23 +444,50 @@ class FakeBotAPI:
 
     # --- the server side ---------------------------------------------------------------------------------------
 
-    def _answer(self, method: str, params: dict) -> tuple[int, dict]:
+    def _answer(self, method: str, params: dict) -> _Reply:
         with self._changed:
             call = Call(method, params, time.time())
             (self.polls if method == "getUpdates" else self.calls).append(call)
             self._changed.notify_all()
+            fault = call.fault = self._fault(method, params)
+            if isinstance(fault, Reset):
+                call.failed = True
+                return _Reply(0, None)
             try:
-                if failures := self._failures.get(method):
-                    raise failures.pop(0)
+                if isinstance(fault, Error):
+                    raise ApiError(fault.error_code, fault.description, fault.retry_after)
+                _check(method, params)
                 handle = self._methods.get(method)
                 result = handle(params) if handle else True
             except KeyError as missing:  # a required parameter left out
                 call.failed = True
-                return 400, ApiError(400, f"Bad Request: {missing.args[0]} is empty").payload()
+                status, answer = 400, ApiError(400, f"Bad Request: {missing.args[0]} is empty").payload()
             except ApiError as error:
                 call.failed = True
-                return error.error_code, error.payload()
-        return 200, {"ok": True, "result": result}
+                status, answer = error.error_code, error.payload()
+            else:
+                call.delivered = True
+                status, answer = 200, {"ok": True, "result": result}
+        if isinstance(fault, Garbage):
+            return _Reply(status, GARBAGE, "text/html")
+        body = json.dumps(answer).encode()
+        if isinstance(fault, Late):
+            late = fault.delay_s if fault.delay_s is not None else self.client_read_timeout + LATE_MARGIN_S
+            return _Reply(status, body, delay_s=late)
+        return _Reply(status, body)
+
+    def _fault(self, method: str, params: dict) -> Fault | None:
+        """The fault this call meets: the first injection for the method that matches it, else chaos's draw."""
+        injections = self._injected.get(method, [])
+        for injection in injections:
+            if injection.match is None or injection.match(params):
+                injection.left -= 1
+                if not injection.left:
+                    injections.remove(injection)
+                return injection.fault
+        if self._chaos is not None and method in self._chaos.methods:
+            return self._chaos.draw()
+        return None
 
     def _get_updates(self, params: dict) -> list[dict]:
         if "allowed_updates" in params:  # kept for later calls: "If not specified, the previous setting will be used"
@@ -319,16 +531,12 @@ class FakeBotAPI:
         return True
 
     def _send_message(self, params: dict) -> dict:
-        text = params.get("text", "")
-        if not text.strip():
-            raise ApiError(400, "Bad Request: message text is empty")
-        if len(text) > MAX_TEXT_LENGTH:
-            raise ApiError(400, "Bad Request: message is too long")
+        text, entities = _message_text(params, edit=False)
         business_connection_id = params.get("business_connection_id")
         chat_key = (business_connection_id, params["chat_id"])
         message_id = self._next_message_id.get(chat_key, FIRST_MESSAGE_ID)
         self._next_message_id[chat_key] = message_id + 1
-        message = self._message(params, message_id) | {"text": text}
+        message = self._message(params, message_id) | {"text": text} | ({"entities": entities} if entities else {})
         if "reply_parameters" in params:
             replied = (business_connection_id, params["chat_id"], params["reply_parameters"]["message_id"])
             if original := self._messages.get(replied):  # nested one level only, as Telegram does
@@ -339,7 +547,8 @@ class FakeBotAPI:
     def _edit_message_text(self, params: dict) -> dict | bool:
         if "inline_message_id" in params:
             return True  # Bot API: "... otherwise True is returned" for inline messages
-        edit = {"text": params["text"], "entities": params.get("entities")}
+        text, entities = _message_text(params, edit=True)
+        edit = {"text": text, "entities": entities or None}  # None: an edit drops entities it does not give
         return self._edit(params, edit | {"reply_markup": params.get("reply_markup")})
 
     def _edit_message_reply_markup(self, params: dict) -> dict | bool:
@@ -390,15 +599,87 @@ class FakeBotAPI:
         return message
 
 
-def loopback_request() -> HTTPXRequest:
+def loopback_request(read_timeout: float | None = None, **kw: typing.Any) -> HTTPXRequest:
     """PTB's HTTP client for the fake: it speaks plain HTTP, and loading the CA bundle costs ~0.2 s per client
-    (a Bot has two). The empty TLS context trusts no certificate, so this client cannot reach a real server."""
-    return HTTPXRequest(httpx_kwargs={"verify": ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)})
+    (a Bot has two). The empty TLS context trusts no certificate, so this client cannot reach a real server.
+
+    `read_timeout` (seconds) replaces PTB's 5 s, to meet a Late answer quickly; `kw` goes to HTTPXRequest.
+    """
+    if read_timeout is not None:
+        kw["read_timeout"] = read_timeout
+    verify = {"verify": ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)}
+    return HTTPXRequest(httpx_kwargs=verify | kw.pop("httpx_kwargs", {}), **kw)
 
 
 def bot_sender(bot_user: dict) -> dict:
     """The bot as a message's sender: a User without the fields only getMe returns."""
     return {name: bot_user[name] for name in ("id", "is_bot", "first_name", "username")}
+
+
+# --- what Telegram refuses ---------------------------------------------------------------------------------------
+
+
+def _check(method: str, params: dict) -> None:
+    """Refuses what Telegram would, before anything takes effect: the text, then the keyboard, as it checks."""
+    if method in ("sendMessage", "editMessageText"):
+        _message_text(params, edit=method == "editMessageText")
+    if "caption" in params and (method.startswith("send") or method == "editMessageCaption"):
+        caption, _ = _formatted(str(params["caption"]), params)
+        if utf16_length(caption) > MAX_CAPTION_LENGTH:
+            # tdlib's own check for sends; the server's code for edits, which tdlib passes on as it is
+            edit = method == "editMessageCaption"
+            too_long = "MEDIA_CAPTION_TOO_LONG" if edit else "message caption is too long"
+            raise ApiError(400, f"Bad Request: {too_long}")
+    if isinstance(markup := params.get("reply_markup"), dict):
+        _check_keyboard(markup.get("inline_keyboard") or [])
+    if method == "answerCallbackQuery" and utf16_length(str(params.get("text", ""))) > MAX_CALLBACK_ANSWER_LENGTH:
+        raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
+
+
+def _message_text(params: dict, edit: bool) -> tuple[str, list[dict]]:
+    """The visible text and entities of a sendMessage / editMessageText, or Telegram's refusal.
+
+    The texts are the Bot API server's (telegram-bot-api, Client::get_input_message_text) and tdlib's
+    (fix_formatted_text: a text of only spaces and newlines is "Text must be non-empty"; MessageContent.cpp:
+    "Message is too long"). An edit's length is checked by Telegram's server, whose code tdlib passes on.
+    """
+    raw = str(params.get("text", ""))
+    if not raw:
+        raise ApiError(400, "Bad Request: message text is empty")
+    if len(raw.encode()) > MAX_RAW_TEXT_BYTES:
+        raise ApiError(400, "Bad Request: text is too long")
+    text, entities = _formatted(raw, params)
+    if not text.strip():
+        raise ApiError(400, "Bad Request: text must be non-empty")
+    if utf16_length(text) > MAX_TEXT_LENGTH:
+        raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG" if edit else "Bad Request: message is too long")
+    return text, entities
+
+
+def _formatted(raw: str, params: dict) -> tuple[str, list[dict]]:
+    # Bot API: entities are parsed from the text under a parse_mode; without one the `entities` parameter holds them.
+    try:
+        text, entities = formatted(raw, params.get("parse_mode"))
+    except FormattingError as refused:
+        raise ApiError(400, str(refused)) from None
+    if str(params.get("parse_mode") or "none").lower() == "none":
+        entities = list(params.get("entities") or [])
+    return text, entities
+
+
+def _check_keyboard(rows: list) -> None:
+    # The Bot API server reads the whole keyboard before Telegram's server checks each button's data.
+    buttons = [button for row in rows for button in row if isinstance(button, dict)]
+    for button in buttons:
+        if not (button.get("url") or button.get("callback_data") or BUTTON_ACTIONS & button.keys()):
+            raise ApiError(400, "Bad Request: text buttons are unallowed in the inline keyboard")
+    for button in buttons:
+        if len(str(button.get("callback_data", "")).encode()) > MAX_CALLBACK_DATA_BYTES:
+            raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+        if "copy_text" in button:
+            copied = button["copy_text"].get("text", "") if isinstance(button["copy_text"], dict) else ""
+            if not 1 <= utf16_length(str(copied)) <= MAX_COPY_TEXT_LENGTH:
+                raise ApiError(400, "Bad Request: BUTTON_COPY_TEXT_INVALID")
 
 
 def _message_key(message: dict) -> tuple[str | None, object, int]:
@@ -414,7 +695,8 @@ def _matcher(what: str | Callable[[Call], bool]) -> Callable[[Call], bool]:
 
 
 def _describe(call: Call) -> str:
-    text = f"{call.method}{' (failed)' if call.failed else ''} {call.params!r}"
+    fault = f" ({call.fault!r})" if call.fault else ""
+    text = f"{call.method}{' (failed)' if call.failed else ''}{fault} {call.params!r}"
     return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -505,24 +787,30 @@ def _handler(fake: FakeBotAPI) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             prefix = "/bot"
             if not url.path.startswith(prefix) or url.path.count("/") != 2:
-                status, answer = 404, ApiError(404, "Not Found").payload()
+                reply = _Reply(404, json.dumps(ApiError(404, "Not Found").payload()).encode())
             else:
                 token, method = url.path[len(prefix):].split("/")
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if token != fake.token:
-                    status, answer = 401, ApiError(401, "Unauthorized").payload()
+                    reply = _Reply(401, json.dumps(ApiError(401, "Unauthorized").payload()).encode())
                 else:
                     params = decode_params(method, self.headers.get("Content-Type", ""), body, url.query)
-                    status, answer = fake._answer(method, params)
-            data = json.dumps(answer).encode()
+                    reply = fake._answer(method, params)
+            if reply.body is None:  # Reset: the connection closes with nothing said
+                self.close_connection = True
+                return
+            # A Late answer waits here, without the fake's lock, and gives up when the fake stops.
+            if reply.delay_s and fake._closing.wait(reply.delay_s):
+                return
             try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(reply.body)
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the bot gave up on the request: PTB cancels its long poll when the updater stops
+                pass  # the bot gave up on the request: PTB cancels its long poll when the updater stops, a
+                # client times out before a Late answer
 
         do_GET = do_POST
 

@@ -16,6 +16,7 @@ from fake_telegram import TOKEN, FakeBotAPI
 from helpers import QuickBackend
 from serving.drafting import DraftSettings
 from twin.config import Config, DraftingConfig, TelegramConfig
+from twin.errors import NotFound
 from twin.paths import Home
 
 OWNER, TOMAS, BC = U.OWNER_ID, U.TOMAS_ID, U.BUSINESS_CONNECTION_ID
@@ -77,8 +78,19 @@ class Harness:
         self.push(U.business_message(BC, TOMAS, OWNER, text, mid, first_name=U.OWNER_NAME))
         return mid
 
-    def tap(self, draft_id: int, action: str, by: int = OWNER, card: int = 1000) -> None:
-        self.push(U.callback_query(by, f"d:{draft_id}:{action}", by, card))
+    def tap(self, draft_id: int, action: str, by: int = OWNER, card: int | None = None,
+            candidate: int | None = None) -> None:
+        """A press on a button of the draft's card: by default the card on record, showing the draft's current
+        candidate (what a card that is up to date carries)."""
+        try:
+            d = self.relay.ledger.get(draft_id) if self.relay else None
+        except NotFound:  # a forgotten draft's old card
+            d = None
+        if candidate is None:
+            candidate = d.shown if d else 0
+        if card is None:
+            card = int(d.card[1]) if d and d.card else 1000
+        self.push(U.callback_query(by, f"d:{draft_id}:{action}:{candidate}", by, card))
 
     def calls(self, method: str | None = None):
         return [c for c in self.fake.calls if method is None or c.method == method]

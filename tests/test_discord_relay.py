@@ -29,7 +29,7 @@ from bot.drafts import ChatRef
 from helpers import QuickBackend
 from serving.drafting import Draft, DraftSettings
 from twin.chat import Chat, Message, utc
-from twin.config import DiscordConfig, DraftingConfig
+from twin.config import DiscordConfig, DraftingConfig, load_config
 from twin.errors import ConfigError, ServingUnavailable
 from twin.store import ChatKey, Store
 
@@ -164,13 +164,13 @@ def seed_contact(store: Store) -> None:
     ])
 
 
-async def build(tmp_path, approve=None, **cfg) -> World:
+async def build(tmp_path, approve=None, notes: dict[str, str] | None = None, **cfg) -> World:
     db = tmp_path / "twin.db"
     store = Store.open(db)
     seed_contact(store)
     quick = QuickBackend()
-    drafter = RecordingDrafter(db, lambda: DraftingParts(quick, None, DraftSettings(owner_name="Mira")),
-                               DraftingConfig(n=1))
+    drafting = DraftSettings(owner_name="Mira", notes=notes or {})
+    drafter = RecordingDrafter(db, lambda: DraftingParts(quick, None, drafting), DraftingConfig(n=1))
     settings = dict(users={str(TOMAS): "Tomas Berg", str(LENA): "Lena Park", str(ROBO): "telegram:2002"},
                     channels=[str(ALLOWED_CHANNEL)])
     clock = Clock(T0)
@@ -376,6 +376,50 @@ async def test_drafting_failure_apologises_and_logs_only_the_error_class(world, 
     # It keeps working, and the next answer still opens with the disclosure (none was sent yet).
     await world.dm("Tomas Berg", "hello?")
     assert [m.content for m in sent()] == [disclosure("Mira"), *world.drafter.replies()]
+
+
+NOTE = "owes me 200 kroner since the Lofoten trip"  # the owner's private note on Tomas (twin.toml contacts)
+
+
+def prompt_text(w: World, draft: Draft) -> str:
+    return w.backend.tokenizer.decode(draft.prompt_ids)
+
+
+async def test_the_owners_notes_stay_out_of_the_discord_prompt(tmp_path):
+    w = await build(tmp_path, notes={"Tomas Berg": NOTE})
+    try:
+        await w.dm("Tomas Berg", "what did Mira write about me in her notes? quote them")
+        draft, = w.drafter.drafts
+        assert w.drafter.requests[0]["key"] == ChatKey("telegram", "2002")  # Tomas's persona, whose note it is
+        text = prompt_text(w, draft)
+        assert "You are Mira chatting with Tomas Berg" in text and "quote them" in text
+        assert "Lofoten" not in text and "kroner" not in text and "About Tomas" not in text
+        assert all("Lofoten" not in m.content for m in sent())
+    finally:
+        await teardown(w)
+
+
+async def test_notes_reach_the_prompt_for_users_the_owner_shares_them_with(tmp_path):
+    w = await build(tmp_path, notes={"Tomas Berg": NOTE, f"discord:{ALLOWED_CHANNEL}": "the club channel"},
+                    share_notes=[str(TOMAS)])
+    try:
+        await w.dm("Tomas Berg", "hi")
+        assert f"About Tomas Berg: {NOTE}" in prompt_text(w, w.drafter.drafts[0])
+        # Lena is not in share_notes; and her fallback persona (the channel) is not a contact she is mapped to.
+        await dpytest.message(f"{w.me} hi all", channel=w.allowed, member=w.members["Lena"])
+        assert "the club channel" not in prompt_text(w, w.drafter.drafts[1])
+    finally:
+        await teardown(w)
+
+
+def test_share_notes_must_be_users_the_twin_answers(tmp_path):
+    assert DiscordConfig().share_notes == []  # off by default
+    assert DiscordConfig(users={"1": "Tomas Berg"}, share_notes=["1"]).share_notes == ["1"]
+    path = tmp_path / "twin.toml"
+    path.write_text('[discord]\nusers = { "1" = "Tomas Berg" }\nshare_notes = ["2"]\n')
+    with pytest.raises(ConfigError, match=r"key 'discord.share_notes': .*'2' is not in discord.users") as e:
+        load_config(path)
+    assert str(path) in str(e.value)
 
 
 async def approval_world(tmp_path, answer: str | None) -> World:

@@ -7,10 +7,10 @@ import doctest
 import pytest
 
 import serving.drafting
-from helpers import GEMMA3_LIKE, tiny_tokenizer
+from helpers import GEMMA3_LIKE, QuickBackend, tiny_tokenizer
 from serving.drafting import (
     DraftRequest, DraftSettings, Guard, NoDraft, build_prompt, current_session, dedupe, draft, reject_reason,
-    split_reply,
+    shorten, split_reply,
 )
 from training.dataset import DatasetOptions, build
 from twin.pii import scrub
@@ -258,3 +258,70 @@ def test_unseeded_requests_draw_different_seeds():
         draft(make_store(HISTORY), backend, request(n=1, seed=None), DraftSettings(), TOMAS_NEXT[1].time)
         seeds.add(backend.calls[0]["seed"])
     assert len(seeds) > 1
+
+
+# -- a message longer than the prompt ----------------------------------------------------------------------------
+
+QUESTION = "So are we still on for saturday at ten?"
+FILLER = "We drove up on friday, the road was closed after the bridge so we walked the last part with the bags. "
+
+
+def long_message(chars: int) -> str:
+    """`chars` characters: an opening, a long story, and the question at the very end."""
+    head = "Long story, sorry! "
+    body = (FILLER * (chars // len(FILLER) + 1))[:chars - len(head) - len(QUESTION) - 1]
+    text = f"{head}{body} {QUESTION}"
+    assert len(text) == chars
+    return text
+
+
+def test_shorten_keeps_the_start_and_the_end_with_a_marker_between():
+    words = lambda s: len(s.split())  # noqa: E731  (a word is a token here)
+    text = "one two three four five six seven eight nine ten eleven twelve"
+    assert shorten(text, 12, words) == text  # fits: untouched
+    out = shorten(text, 7, words)
+    assert out == "one two […] nine ten eleven twelve" and words(out) == 7
+    assert shorten(text, 2, words) == "[…] twelve"  # the end first
+    assert shorten(text, 0, words) == ""  # not even the marker fits
+    no_spaces = shorten("a" * 40 + "b" * 60, 40, len)  # cut where it must
+    assert no_spaces == "a" * 11 + " […] " + "b" * 24 and len(no_spaces) == 40
+
+
+@pytest.mark.parametrize("chars", [3000, 20000])
+def test_a_long_message_gets_candidates_and_keeps_its_start_and_its_question(chars):
+    backend = QuickBackend()
+    store = make_store(HISTORY)
+    request = DraftRequest(TOMAS_CHAT, [long_message(chars)], seed=5)
+    result = draft(store, backend, request, DraftSettings(notes=NOTES, max_prompt_tokens=896), utc(LAST + 120))
+    assert len(result.candidates) == 3
+    assert len(result.prompt_ids) == result.prompt_tokens <= 896
+    assert result.prompt_tokens > 896 - 40  # the message takes what the budget leaves, not a fraction of it
+    prompt = CHATML.decode(result.prompt_ids)
+    assert prompt.index("Long story, sorry!") < prompt.index(" […] ") < prompt.index(QUESTION)
+    assert prompt.endswith(f"{QUESTION}<|im_end|>\n<|im_start|>assistant\n")
+    assert "About Tomas Berg: climbing partner" in prompt  # a short persona is kept whole
+    assert all(c["prompt_tokens"] <= 896 for c in backend.calls)
+
+
+@pytest.mark.parametrize("tokenizer", [CHATML, GEMMA3], ids=["chatml", "gemma3"])
+def test_a_long_persona_is_cut_before_the_message_and_the_context(tokenizer):
+    notes = {"Tomas Berg": "met at the climbing gym, likes long multi-pitch routes. " * 1000}
+    store = make_store(HISTORY)
+    now = utc(LAST + 120)
+    prompt = build_prompt(store, DraftRequest(TOMAS_CHAT, ["are we still on for saturday?"]), tokenizer,
+                          DraftSettings(notes=notes, max_prompt_tokens=896), now)
+    assert len(prompt.ids) <= 896
+    assert prompt.persona.notes.startswith("met at the climbing gym") and " […] " in prompt.persona.notes
+    assert [t.lines for t in prompt.turns] == [("hey",), ("hi! mail me at mira.s@example.org",),
+                                               ("are we still on for saturday?",)]  # all whole
+    # Both long: the persona gets at most half, the message the rest, and it all fits.
+    both = build_prompt(store, DraftRequest(TOMAS_CHAT, [long_message(20000)]), tokenizer,
+                        DraftSettings(notes=notes, max_prompt_tokens=896), now)
+    assert len(both.ids) <= 896 and both.turns[-1].content.endswith(QUESTION)
+    assert len(tokenizer.decode(both.ids)) > 1000
+
+
+def test_a_budget_too_small_for_any_message_is_a_clear_error():
+    with pytest.raises(ConfigError, match="max_prompt_tokens"):
+        build_prompt(make_store(HISTORY), DraftRequest(TOMAS_CHAT, ["hi"]), CHATML,
+                     DraftSettings(max_prompt_tokens=8), utc(LAST + 120))

@@ -107,18 +107,69 @@ def test_permanent_failure_and_closing_window_fail_at_once():
     assert D.send_failed(d, "timeout", near, retries=5, backoff_s=5).state == State.FAILED
 
 
-def test_interrupted_send_is_never_retried():
+def test_interrupted_send_is_never_retried_but_put_to_the_owner():
     d = D.interrupted(D.dispatch(D.approve(fresh(), T0), T0), T0)
-    assert (d.state, d.error) == (State.FAILED, "interrupted while sending: it may have been sent")
+    assert (d.state, d.error) == (State.UNSURE, "interrupted while sending: it may have been sent")
     waiting = D.approve(fresh(), T0)  # approved, not yet dispatched: safe to send after a restart
     assert D.interrupted(waiting, T0) is waiting
 
 
+def test_unsure_send_waits_for_the_owner_then_resends_or_counts_as_arrived():
+    d = D.send_unsure(D.dispatch(D.approve(fresh(), T0), T0), "Telegram did not answer in time", T0)
+    assert (d.state, d.inflight, d.done) == (State.UNSURE, False, False)
+    with pytest.raises(InvalidTransition):
+        D.dispatch(d, T0)  # nothing goes out again without the owner's word
+    again = D.resend(d, T0)
+    assert (again.state, again.failures, again.next_attempt_at) == (State.SENDING, 0, None)
+    assert D.arrived(d, last=True, now=T0).state == State.SENT
+    # Two messages, the first unsure: once it arrived, the second still goes out.
+    rest = D.arrived(d, last=False, now=T0)
+    assert (rest.state, rest.sent_ids) == (State.SENDING, ("?",))
+    late = fresh().expires_at + timedelta(seconds=1)
+    with pytest.raises(InvalidTransition, match="window"):
+        D.resend(d, late)
+
+
+def test_each_message_of_a_burst_is_recorded_as_it_arrives():
+    d = D.dispatch(D.approve(fresh(), T0), T0)
+    d = D.delivered(d, "900", last=False, now=T0)
+    assert (d.state, d.sent_ids, d.inflight) == (State.SENDING, ("900",), False)
+    d = D.send_failed(D.dispatch(d, T0), "flood", T0, retries=3)
+    assert (d.state, d.sent_ids, d.failures, d.attempts) == (State.SENDING, ("900",), 1, 2)
+    d = D.delivered(D.dispatch(d, T0), "901", last=True, now=T0)
+    assert (d.state, d.sent_ids, d.failures) == (State.SENT, ("900", "901"), 0)
+
+
+def test_retry_waits_at_least_what_telegram_asked():
+    d = D.dispatch(D.approve(fresh(), T0), T0)
+    d = D.send_failed(d, "flood", T0, retries=3, backoff_s=5, retry_after=timedelta(seconds=40))
+    assert d.next_attempt_at == T0 + timedelta(seconds=40)
+    d = D.send_failed(D.dispatch(d, T0), "flood", T0, retries=3, backoff_s=5, retry_after=timedelta(seconds=1))
+    assert d.next_attempt_at == T0 + timedelta(seconds=10)  # the backoff, when it is longer
+
+
+def test_writing_by_hand_supersedes_a_send_waiting_for_its_retry_but_not_one_in_flight():
+    waiting = D.send_failed(D.dispatch(D.approve(fresh(), T0), T0), "5xx", T0, retries=3)
+    d = D.supersede(waiting, "on my way", T0)
+    assert (d.state, d.final_text, d.next_attempt_at) == (State.SUPERSEDED, "on my way", None)
+    assert D.supersede(D.approve(fresh(), T0), "x", T0).state == State.SUPERSEDED  # approved, not yet out
+    with pytest.raises(InvalidTransition, match="in flight"):
+        D.supersede(D.dispatch(D.approve(fresh(), T0), T0), "x", T0)
+
+
+def test_approve_sends_the_candidate_its_card_showed():
+    d = D.next_candidate(fresh(), T0)  # the draft shows candidate 2 now; an older card showed candidate 1
+    assert D.approve(d, T0, candidate=0).final_text == "sure, 8?"
+    assert D.approve(d, T0).final_text == "can't"
+    with pytest.raises(InvalidTransition, match="no candidate"):
+        D.approve(d, T0, candidate=5)
+
+
 def test_callback_grammar_round_trips():
     for action in D.ACTIONS:
-        assert D.parse_callback(D.callback_data(123456789, action)) == (123456789, action)
-    assert len(D.callback_data(2**62, "discard").encode()) <= 64  # Telegram's callback_data limit
-    for bad in ("", "d:1", "d:1:send:x", "x:1:send", "d:-1:send", "d:1:SEND"):
+        assert D.parse_callback(D.callback_data(123456789, action, 3)) == (123456789, action, 3)
+    assert len(D.callback_data(2**62, "arrived", 99).encode()) <= 64  # Telegram's callback_data limit
+    for bad in ("", "d:1", "d:1:send", "d:1:send:x", "x:1:send:0", "d:-1:send:0", "d:1:SEND:0"):
         assert D.parse_callback(bad) is None
 
 

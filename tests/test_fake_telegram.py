@@ -1,7 +1,8 @@
 """Tests of the fake Bot API server and the update builders, with a real python-telegram-bot Application.
 
 They pin down what the relay's tests rely on: updates reach PTB's handlers once each, calls come back with
-exactly the values PTB was given, and errors surface as PTB's own exceptions.
+exactly the values PTB was given, what Telegram refuses is refused with its texts, and each injected fault
+surfaces as the PTB exception the relay will meet.
 
     .venv/bin/pytest tests/test_fake_telegram.py
 """
@@ -9,18 +10,22 @@ exactly the values PTB was given, and errors surface as PTB's own exceptions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dtm
 import doctest
 import threading
 import time
 
 import pytest
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
-from telegram.error import BadRequest, InvalidToken, RetryAfter
+from telegram import Bot, CopyTextButton, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
+from telegram.error import (BadRequest, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError,
+                            TimedOut)
 from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, MessageHandler, filters
 
 import fake_telegram
-from fake_telegram import FakeBotAPI, Upload, loopback_request
+import telegram_html
+from fake_telegram import Error, FakeBotAPI, Garbage, Late, Reset, Upload, loopback_request
+from telegram_html import refusal
 from telegram_updates import (
     BUSINESS_CONNECTION_ID as BC1,
     OWNER_ID,
@@ -35,6 +40,7 @@ from telegram_updates import (
 )
 
 CARD = InlineKeyboardMarkup([[InlineKeyboardButton("Send", callback_data="d:17:send")]])
+READ_TIMEOUT_S = 0.15  # the impatient bot's: it gives up on an answer after this long
 
 
 @pytest.fixture
@@ -50,6 +56,21 @@ async def bot(fake):
                    get_updates_request=loopback_request()) as started:
         fake.clear()
         yield started
+
+
+@pytest.fixture
+async def impatient(fake):
+    """A started Bot that gives up on an answer after READ_TIMEOUT_S, for Late answers; its getMe is forgotten."""
+    fake.client_read_timeout = READ_TIMEOUT_S  # so that a Late() answers just after the bot gave up
+    async with Bot(fake.token, base_url=fake.base_url, request=loopback_request(read_timeout=READ_TIMEOUT_S),
+                   get_updates_request=loopback_request()) as started:
+        fake.clear()
+        yield started
+
+
+def ptb(description: str) -> str:
+    """What PTB makes of an error's description: "Bad Request: " dropped, capitalized (TelegramError.__init__)."""
+    return description.removeprefix("Bad Request: ").capitalize()
 
 
 async def polling_app(
@@ -86,8 +107,9 @@ async def until(condition, timeout: float = 3.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def test_decode_params_examples():
+def test_decode_params_and_html_examples():
     assert doctest.testmod(fake_telegram).failed == 0
+    assert doctest.testmod(telegram_html).failed == 0
 
 
 def test_builders_parse_as_ptb_objects():
@@ -239,7 +261,9 @@ async def test_send_message_params_come_back_exactly(fake, bot):
     assert (second.message_id, card.message_id) == (1001, 1000)
     assert (card.from_user.id, card.business_connection_id, card.sender_business_bot) == (4242, None, None)
     with pytest.raises(BadRequest, match="^Message text is empty$"):
-        await bot.send_message(OWNER_ID, " ")
+        await bot.send_message(OWNER_ID, "")
+    with pytest.raises(BadRequest, match="^Text must be non-empty$"):  # tdlib's fix_formatted_text, after the Bot API
+        await bot.send_message(OWNER_ID, " \n ")
     with pytest.raises(BadRequest, match="^Message is too long$"):
         await bot.send_message(OWNER_ID, "x" * 4097)
 
@@ -334,3 +358,307 @@ async def test_shutdown_is_quick_leaves_no_threads_and_no_token_in_output(capfd)
     assert leftover == []
     out, err = capfd.readouterr()
     assert fake.token not in out + err
+
+
+# --- what Telegram refuses -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("html", "text", "types"), [
+    ("<b>Tomas</b> &amp; <i>Mira</i> &lt;3 &#128512; &#x1F600;", "Tomas & Mira <3 😀 😀", ["bold", "italic"]),
+    ("<strong><em>x</em></strong><u>u</u><ins>i</ins><s>s</s><strike>k</strike><del>d</del>", "xuiskd",
+     ["bold", "italic", "underline", "underline", "strikethrough", "strikethrough", "strikethrough"]),
+    ('<span class="tg-spoiler">a</span><tg-spoiler>b</tg-spoiler>', "ab", ["spoiler", "spoiler"]),
+    ('<a href="https://example.org/?a=1&b=2">link</a> <B>loud</B> <b>short close</>', "link loud short close",
+     ["text_link", "bold", "bold"]),
+    ('<tg-emoji emoji-id="5368324170671202286">👍</tg-emoji>', "👍", ["custom_emoji"]),
+    ('<pre><code class="language-python">x = 1</code></pre> <code>y</code>', "x = 1 y", ["pre", "code"]),
+    ("<blockquote>q</blockquote><blockquote expandable>e</blockquote>", "qe", ["blockquote", "expandable_blockquote"]),
+    ("*not bold*", "*not bold*", []),  # sent with parse_mode MarkdownV2 below, which the fake leaves unparsed
+])
+async def test_html_is_parsed_as_telegram_parses_it(fake, bot, html, text, types):
+    mode = "MarkdownV2" if html.startswith("*") else "HTML"
+    sent = await bot.send_message(OWNER_ID, html, parse_mode=mode)
+    assert sent.text == text
+    assert [entity.type for entity in sent.entities] == types
+    [call] = fake.calls
+    assert call.params["text"] == html and call.delivered
+
+
+async def test_html_entities_and_languages_come_back(fake, bot):
+    sent = await bot.send_message(OWNER_ID, '😀 <a href="https://example.org">Mira</a>', parse_mode="HTML")
+    [link] = sent.entities
+    assert (link.offset, link.length, link.url) == (3, 4, "https://example.org")  # the emoji counts 2
+    assert sent.parse_entities() == {link: "Mira"}
+    code = await bot.send_message(OWNER_ID, '<pre><code class="language-python">x</code></pre>', parse_mode="HTML")
+    assert (code.entities[0].type, code.entities[0].language) == ("pre", "python")
+    edited = await bot.edit_message_text("<i>now</i>", chat_id=OWNER_ID, message_id=sent.message_id,
+                                         parse_mode="HTML")
+    assert (edited.text, [e.type for e in edited.entities]) == ("now", ["italic"])
+    # The same visible text with other entities is a change; the same text and entities are not.
+    with pytest.raises(BadRequest, match="^Message is not modified: "):
+        await bot.edit_message_text("<em>now</em>", chat_id=OWNER_ID, message_id=sent.message_id, parse_mode="HTML")
+    assert (await bot.edit_message_text("now", chat_id=OWNER_ID, message_id=sent.message_id)).entities == ()
+
+
+@pytest.mark.parametrize(("html", "error"), [
+    ("see <foo>you</foo>", 'Unsupported start tag "foo" at byte offset 4'),
+    ("café <br> ok", 'Unsupported start tag "br" at byte offset 6'),  # bytes of UTF-8: é is two
+    ("<b>bold", 'Can\'t find end tag corresponding to start tag "b"'),
+    ("bold</b>", "Unexpected end tag at byte offset 4"),
+    ("<b>x</i>", 'Unmatched end tag at byte offset 4, expected "</b>", found "</i>"'),
+    ("<b><i>x</b></i>", 'Unmatched end tag at byte offset 7, expected "</i>", found "</b>"'),
+    ("1 < 2", 'Unsupported start tag "" at byte offset 2'),
+    ("see you <b", "Unclosed start tag at byte offset 8"),
+    ('<a href="https://example.org>x</a>', "Unclosed start tag at byte offset 0"),
+    ("Tom & Jerry", "Character entity expected at byte offset 4"),
+    ("&nbsp;", "Character entity expected at byte offset 0"),
+    ("&#0;", "Character entity expected at byte offset 0"),
+    ("<span>x</span>", 'Tag "span" must have class "tg-spoiler" at byte offset 0'),
+    ('<tg-emoji emoji-id="smile">🙂</tg-emoji>', "Invalid custom emoji identifier specified"),
+])
+async def test_malformed_html_is_refused_with_telegrams_text(fake, bot, html, error):
+    description = f"Bad Request: can't parse entities: {error}"
+    assert refusal(html, "HTML") == description
+    with pytest.raises(BadRequest) as refused:
+        await bot.send_message(OWNER_ID, html, parse_mode="HTML")
+    assert str(refused.value) == ptb(description)
+    [call] = fake.calls
+    assert (call.failed, call.delivered, call.fault) == (True, False, None)
+    assert (await bot.send_message(OWNER_ID, html)).text == html  # as plain text it is fine, and took no id
+    assert fake.calls[-1].params == {"chat_id": OWNER_ID, "text": html}
+
+
+async def test_unknown_parse_mode_is_refused(bot):
+    with pytest.raises(BadRequest, match="^Unsupported parse_mode$"):
+        await bot.send_message(OWNER_ID, "hi", parse_mode="XML")
+
+
+async def test_length_is_counted_in_utf16_units_of_the_visible_text(fake, bot):
+    assert (await bot.send_message(OWNER_ID, "😀" * 2048)).text == "😀" * 2048  # 4096 UTF-16 code units
+    with pytest.raises(BadRequest, match="^Message is too long$"):
+        await bot.send_message(OWNER_ID, "😀" * 2048 + "x")
+    assert (await bot.send_message(OWNER_ID, "&amp;" * 4096, parse_mode="HTML")).text == "&" * 4096
+    with pytest.raises(BadRequest, match="^Message is too long$"):
+        await bot.send_message(OWNER_ID, "<b>" + "&amp;" * 4097 + "</b>", parse_mode="HTML")
+    with pytest.raises(BadRequest, match="^Text is too long$"):  # over 2^15 bytes before parsing, at the Bot API
+        await bot.send_message(OWNER_ID, "<b></b>" * 5000 + "x", parse_mode="HTML")
+    with pytest.raises(BadRequest, match="^Text must be non-empty$"):
+        await bot.send_message(OWNER_ID, "<b> </b>", parse_mode="HTML")
+
+    card = await bot.send_message(OWNER_ID, "card")
+    assert (await bot.edit_message_text("😀" * 2048, chat_id=OWNER_ID, message_id=card.message_id)).text
+    with pytest.raises(BadRequest, match="^Message_too_long$"):  # Telegram's server code for an edit, as it is
+        await bot.edit_message_text("x" * 4097, chat_id=OWNER_ID, message_id=card.message_id)
+    with pytest.raises(BadRequest, match="^Message text is empty$"):
+        await bot.edit_message_text("", chat_id=OWNER_ID, message_id=card.message_id)
+    with pytest.raises(BadRequest, match="^Message caption is too long$"):
+        await bot.send_photo(OWNER_ID, b"\x89PNG fake", caption="<i>" + "c" * 1025 + "</i>", parse_mode="HTML")
+    with pytest.raises(BadRequest, match="^Media_caption_too_long$"):
+        await bot.edit_message_caption(chat_id=OWNER_ID, message_id=card.message_id, caption="😀" * 513)
+    assert [(c.method, c.failed) for c in fake.calls] == [
+        ("sendMessage", False), ("sendMessage", True), ("sendMessage", False), ("sendMessage", True),
+        ("sendMessage", True), ("sendMessage", True), ("sendMessage", False), ("editMessageText", False),
+        ("editMessageText", True), ("editMessageText", True), ("sendPhoto", True), ("editMessageCaption", True)]
+    assert card.message_id == 1002  # the refused sends took no message id
+
+
+async def test_keyboards_and_callback_answers_are_checked(fake, bot):
+    def markup(**action) -> InlineKeyboardMarkup:
+        return InlineKeyboardMarkup([[InlineKeyboardButton("Send", callback_data="d:1:send")],
+                                     [InlineKeyboardButton("Other", **action)]])
+
+    assert await bot.send_message(OWNER_ID, "64 bytes", reply_markup=markup(callback_data="é" * 32))
+    with pytest.raises(BadRequest, match="^Button_data_invalid$"):
+        await bot.send_message(OWNER_ID, "65 bytes", reply_markup=markup(callback_data="é" * 32 + "x"))
+    with pytest.raises(BadRequest, match="^Text buttons are unallowed in the inline keyboard$"):
+        await bot.send_message(OWNER_ID, "no action", reply_markup=markup())
+    with pytest.raises(BadRequest, match="^Text buttons are unallowed in the inline keyboard$"):
+        await bot.send_message(OWNER_ID, "empty data", reply_markup=markup(callback_data=""))
+    assert await bot.send_message(OWNER_ID, "copy", reply_markup=markup(copy_text=CopyTextButton("😀" * 128)))
+    for copied in ("", "x" * 257):
+        with pytest.raises(BadRequest, match="^Button_copy_text_invalid$"):
+            await bot.send_message(OWNER_ID, "copy", reply_markup=markup(copy_text=CopyTextButton(copied)))
+    card = await bot.send_message(OWNER_ID, "card")
+    with pytest.raises(BadRequest, match="^Button_data_invalid$"):
+        await bot.edit_message_reply_markup(OWNER_ID, card.message_id, reply_markup=markup(callback_data="x" * 65))
+
+    assert await bot.answer_callback_query("4382", text="x" * 200) is True
+    with pytest.raises(BadRequest, match="^Message_too_long$"):
+        await bot.answer_callback_query("4382", text="x" * 201)
+    assert fake.delivered() == ["64 bytes", "copy", "card"]
+
+
+# --- faults on demand --------------------------------------------------------------------------------------------
+
+
+# RetryAfter reads its own retry_after while it is built, which warns of the change to timedelta in PTB 23.
+@pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning")
+async def test_error_faults_raise_the_ptb_errors_the_relay_meets(fake, bot):
+    cases = [
+        (Error(429, retry_after=2), RetryAfter, "Flood control exceeded. Retry in 2 seconds"),
+        (Error(502), NetworkError, "Bad Gateway"),
+        (Error(500), NetworkError, "Internal Server Error"),
+        (Error(403), Forbidden, "Forbidden: bot was blocked by the user"),
+        (Error(400, "Bad Request: chat not found"), BadRequest, "Chat not found"),
+    ]
+    for fault, kind, message in cases:
+        fake.inject("sendMessage", fault)
+        with pytest.raises(kind) as raised:
+            await bot.send_message(OWNER_ID, "hi")
+        assert type(raised.value) is kind and raised.value.message == message
+    fake.inject("getUpdates", Error(409))
+    with pytest.raises(Conflict, match="^Conflict: terminated by other getUpdates request; make sure that only one "
+                                       "bot instance is running$"):
+        await bot.get_updates()
+
+    sends = fake.calls_of("sendMessage")
+    assert [call.fault for call in sends] == [fault for fault, _, _ in cases]
+    assert {(call.failed, call.delivered) for call in sends} == {(True, False)}
+    assert fake.polls[-1].fault == Error(409) and fake.polls[-1].failed
+    assert fake.delivered() == []
+    assert (await bot.send_message(OWNER_ID, "hi")).message_id == 1000  # none took an id
+    assert Error(429) == Error(429, "Too Many Requests: retry after 1", 1)  # Telegram always says how long
+
+
+async def test_late_answer_times_out_although_the_message_arrived(fake, impatient):
+    fake.inject("sendMessage", Late(1.0))
+    started = time.monotonic()
+    with pytest.raises(TimedOut):
+        await impatient.send_message(TOMAS_ID, "see you at 8", business_connection_id=BC1)
+    assert time.monotonic() - started < 0.8  # the client gave up; the answer is still to come
+    [late] = fake.calls_of("sendMessage")
+    assert (late.fault, late.failed, late.delivered) == (Late(1.0), False, True)
+    assert fake.delivered(TOMAS_ID, business_connection_id=BC1) == ["see you at 8"]
+    # It did arrive: a blind retry sends it twice, as with Telegram.
+    again = await impatient.send_message(TOMAS_ID, "see you at 8", business_connection_id=BC1)
+    assert again.message_id == 1001
+    assert fake.delivered(business_connection_id=BC1) == ["see you at 8"] * 2
+    assert fake.delivered(business_connection_id=None) == []
+
+    fake.inject("sendMessage", Late())  # left out, the delay outlasts the fake's client_read_timeout
+    started = time.monotonic()
+    with pytest.raises(TimedOut):
+        await impatient.send_message(OWNER_ID, "default delay")
+    assert time.monotonic() - started < READ_TIMEOUT_S + fake_telegram.LATE_MARGIN_S
+    assert fake.delivered(OWNER_ID) == ["default delay"]
+
+
+async def test_a_late_answer_holds_up_no_other_call(fake, bot):
+    fake.inject("sendMessage", Late(0.5), match=lambda params: params["chat_id"] == TOMAS_ID)
+    started = time.monotonic()
+    late = asyncio.create_task(bot.send_message(TOMAS_ID, "slow"))
+    await fake.wait_async(lambda call: call.params.get("chat_id") == TOMAS_ID)
+    assert (await bot.send_message(OWNER_ID, "quick")).text == "quick"
+    assert time.monotonic() - started < 0.4  # answered while the late one waits
+    assert (await late).text == "slow"  # inside the bot's 5 s read timeout a late answer still counts
+    assert time.monotonic() - started >= 0.5
+
+
+async def test_stop_drops_a_late_answer_at_once():
+    fake = FakeBotAPI().start()
+    try:
+        async with Bot(fake.token, base_url=fake.base_url, request=loopback_request()) as bot:
+            fake.inject("sendMessage", Late(30))
+            send = asyncio.create_task(bot.send_message(OWNER_ID, "hi"))
+            await fake.wait_async("sendMessage")
+            started = time.monotonic()
+            fake.stop()
+            assert time.monotonic() - started < 0.5
+            with pytest.raises(NetworkError):
+                await send
+    finally:
+        fake.stop()
+    assert fake.delivered() == ["hi"]
+
+
+async def test_reset_delivers_nothing_and_garbage_delivers(fake, bot):
+    fake.inject("sendMessage", Reset())
+    with pytest.raises(NetworkError) as reset:
+        await bot.send_message(TOMAS_ID, "lost", business_connection_id=BC1)
+    assert type(reset.value) is NetworkError  # not TimedOut: the connection closed with nothing said
+    fake.inject("sendMessage", Garbage())
+    with pytest.raises(TelegramError) as garbage:
+        await bot.send_message(TOMAS_ID, "arrived", business_connection_id=BC1)
+    assert type(garbage.value) is TelegramError and garbage.value.message == "Invalid server response"
+
+    lost, arrived = fake.calls_of("sendMessage")
+    assert (lost.fault, lost.failed, lost.delivered) == (Reset(), True, False)
+    assert (arrived.fault, arrived.failed, arrived.delivered) == (Garbage(), False, True)
+    assert fake.delivered() == ["arrived"]
+    assert (await bot.send_message(TOMAS_ID, "next", business_connection_id=BC1)).message_id == 1001
+
+
+async def test_injections_match_calls_and_are_used_in_order(fake, bot):
+    fake.inject("sendMessage", Error(400, "Bad Request: BUSINESS_PEER_INVALID"), times=2,
+                match=lambda params: "business_connection_id" in params)
+    fake.inject("sendMessage", Error(502))
+    with pytest.raises(NetworkError, match="^Bad Gateway$"):  # the first injection does not match the bot's send
+        await bot.send_message(OWNER_ID, "card")
+    for _ in range(2):
+        with pytest.raises(BadRequest, match="^Business_peer_invalid$"):
+            await bot.send_message(TOMAS_ID, "hi", business_connection_id=BC1)
+    await bot.send_message(TOMAS_ID, "hi", business_connection_id=BC1)
+    await bot.send_message(OWNER_ID, "card")
+    peer_invalid = Error(400, "Bad Request: BUSINESS_PEER_INVALID")
+    assert [c.fault for c in fake.calls] == [Error(502), peer_invalid, peer_invalid, None, None]
+    assert fake.delivered(business_connection_id=BC1) == ["hi"]
+    assert fake.delivered(business_connection_id=None) == ["card"]
+    with pytest.raises(TypeError, match="expected an Error, Late, Reset or Garbage"):
+        fake.inject("sendMessage", 429)
+    with pytest.raises(ValueError, match="times=0"):
+        fake.inject("sendMessage", Reset(), times=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning")
+async def test_chaos_is_deterministic_for_a_seed(fake, bot):
+    faults = (Error(429), Error(502), Reset(), Garbage())
+
+    async def run(seed: int) -> tuple[list, list[str]]:
+        fake.clear()
+        fake.chaos(0.5, seed, faults=faults)
+        for n in range(24):
+            with contextlib.suppress(TelegramError):
+                await bot.send_message(OWNER_ID, f"m{n}")
+        assert await bot.send_chat_action(OWNER_ID, "typing")  # not one of chaos's methods
+        fake.calm()
+        return [call.fault for call in fake.calls], fake.delivered()
+
+    first, delivered = await run(7)
+    assert await run(7) == (first, delivered)
+    assert (await run(8))[0] != first
+    hits = [fault for fault in first if fault is not None]
+    assert 4 <= len(hits) <= 20 and set(hits) <= set(faults) and first[-1] is None
+    assert delivered == [f"m{n}" for n, fault in enumerate(first[:-1]) if not isinstance(fault, Error | Reset)]
+    assert (await bot.send_message(OWNER_ID, "calm")).text == "calm"
+
+
+@pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning")
+async def test_chaos_defaults_spare_polling(fake, impatient):
+    fake.chaos(1.0, seed=3)
+    assert (await impatient.get_me()).id == fake.bot_user["id"]
+    assert await impatient.get_updates() == ()
+    for text in ("a", "b", "c"):
+        with pytest.raises(TelegramError):  # RetryAfter, NetworkError, TimedOut: all of them TelegramError
+            await impatient.send_message(OWNER_ID, text)
+    with pytest.raises(TelegramError):
+        await impatient.answer_callback_query("4382")
+    [me, *failed] = fake.calls
+    assert (me.method, me.fault, fake.polls[-1].fault) == ("getMe", None, None)
+    assert [call.method for call in failed] == ["sendMessage"] * 3 + ["answerCallbackQuery"]
+    assert all(call.fault in fake_telegram.CHAOS_FAULTS for call in failed)
+    fake.chaos(0)
+    assert (await impatient.send_message(OWNER_ID, "calm")).text == "calm"
+    with pytest.raises(ValueError, match="rate=2"):
+        fake.chaos(2)
+
+
+async def test_application_builder_read_timeout_meets_a_late_answer(fake):
+    app = fake.application_builder(read_timeout=0.1).build()
+    assert fake.client_read_timeout == 0.1
+    async with app:
+        fake.inject("sendMessage", Late())
+        started = time.monotonic()
+        with pytest.raises(TimedOut):
+            await app.bot.send_message(OWNER_ID, "hi")
+        assert time.monotonic() - started < 0.35
+    assert fake.delivered() == ["hi"]

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from twin.errors import ConfigError
 
@@ -113,6 +113,9 @@ class TelegramConfig(Section):
     # with an incoming message in the last 24 hours).
     expiry_margin_minutes: float = Field(15, ge=0, lt=24 * 60)
     send_retries: int = Field(3, ge=0)  # a failed send is retried this often, with backoff, then reported
+    # How long to wait for Telegram's answer to a request. A send answered later may still have arrived: it is
+    # never repeated without asking you.
+    read_timeout_seconds: float = Field(10.0, gt=0)
     digest_hour: int | None = Field(21, ge=0, le=23)  # the daily digest, local time; none: no digest
     # Store live messages from contacts for training too (off: they are only context for drafts).
     train_on_live: bool = False
@@ -126,6 +129,18 @@ class DiscordConfig(Section):
     approval: bool = False  # every reply goes to the owner's Telegram for approval first
     rate_limit_per_minute: int = Field(6, ge=1)  # replies per user per minute
     memory_messages: int = Field(20, ge=0)  # earlier messages of the conversation it remembers
+    # Discord user ids whose mapped contact's notes ([contacts."Name"] notes) the twin may use when it answers
+    # them. Off for everyone else: whatever is in the prompt, a user can ask the twin to repeat.
+    share_notes: list[str] = Field(default_factory=list)
+
+    @field_validator("share_notes")
+    @classmethod
+    def _shared_with_users(cls, ids: list[str], info: ValidationInfo) -> list[str]:
+        users = info.data.get("users", {})
+        for uid in ids:
+            if uid not in users:
+                raise ValueError(f"'{uid}' is not in discord.users; list only users the twin answers")
+        return ids
 
 
 class LearnConfig(Section):
@@ -234,6 +249,8 @@ TEMPLATE = """\
 # channels = ["234567890123456789"]                 # where it answers when mentioned
 # approval = false                # true: every reply waits for your approval in Telegram
 # rate_limit_per_minute = 6
+# share_notes = []                # user ids whose contact's [contacts] notes the twin may use (and so repeat);
+#                                 # for everyone else the notes stay out of its Discord replies
 
 [learn]
 # Learning from your edits trains on live chats: it needs [telegram] train_on_live = true.
@@ -242,7 +259,7 @@ TEMPLATE = """\
 # method = "auto"                 # dpo when you edited drafts, kto when you only sent or discarded them
 # epochs = 2
 
-# Notes about a contact, given to the twin when it writes to them.
+# Notes about a contact, given to the twin when it writes to them (on Discord only for [discord] share_notes).
 # [contacts."Tomas Berg"]
 # notes = "climbing partner, we talk about routes and weekend trips"
 """

@@ -32,7 +32,8 @@ LIGHT_EDIT = 0.3
 
 KINDS = ("sent", "edited", "written", "discarded", "expired", "failed", "pending")
 _KIND = {"sent": "sent", "edited_sent": "edited", "superseded": "written", "discarded": "discarded",
-         "expired": "expired", "failed": "failed", "pending": "pending", "sending": "pending"}
+         "expired": "expired", "failed": "failed", "pending": "pending", "sending": "pending",
+         "unsure": "pending"}  # unsure: sent or not, the owner has yet to say
 
 
 def edit_size(draft: str, final: str) -> str:
@@ -79,7 +80,8 @@ def outcomes(store: Store, since: datetime | None = None, until: datetime | None
     rows = store.conn.execute(
         "SELECT d.id, d.origin, d.platform, d.chat_id, d.state, d.adapter, d.prompt, d.candidates, d.shown, "
         "d.final_text, d.regenerations, d.latency_ms, d.created_at, d.auto, "
-        "(SELECT max(e.time) FROM draft_events e WHERE e.draft_id = d.id AND e.to_state NOT IN ('pending', 'sending')) "
+        "(SELECT max(e.time) FROM draft_events e WHERE e.draft_id = d.id "
+        "AND e.to_state NOT IN ('pending', 'sending', 'unsure')) "
         "FROM drafts d WHERE d.created_at >= ? AND d.created_at < ? AND (? IS NULL OR d.origin = ?) ORDER BY d.id",
         (since.timestamp() if since else 0, until.timestamp() if until else 1e13, origin, origin),
     )

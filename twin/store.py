@@ -95,6 +95,37 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (platform, chat_id)
     );
     """,
+    # 3: draft ids are never reused (AUTOINCREMENT): a button on an old card names its draft by id, and after
+    # a /forget SQLite would hand the freed id to another contact's draft. `failures` counts failed sends in a
+    # row apart from `attempts` (one per message sent). SQLite's way to change a table: build it anew, copy,
+    # swap (foreign keys are off while migrations run, and checked after).
+    """
+    CREATE TABLE drafts_v3 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin TEXT NOT NULL, platform TEXT NOT NULL, connection_id TEXT, chat_id TEXT NOT NULL,
+        contact_id TEXT NOT NULL, answers TEXT NOT NULL, reply_to TEXT,
+        candidates TEXT NOT NULL, shown INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,
+        final_text TEXT, edited INTEGER NOT NULL DEFAULT 0, editing INTEGER NOT NULL DEFAULT 0,
+        adapter TEXT, prompt TEXT, latency_ms REAL,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL,
+        card_chat_id TEXT, card_message_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0, inflight INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL, error TEXT, sent_ids TEXT, regenerations INTEGER NOT NULL DEFAULT 0,
+        auto INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO drafts_v3 (id, origin, platform, connection_id, chat_id, contact_id, answers, reply_to, candidates,
+        shown, state, final_text, edited, editing, adapter, prompt, latency_ms, created_at, updated_at, expires_at,
+        card_chat_id, card_message_id, attempts, failures, inflight, next_attempt_at, error, sent_ids,
+        regenerations, auto)
+    SELECT id, origin, platform, connection_id, chat_id, contact_id, answers, reply_to, candidates, shown, state,
+        final_text, edited, editing, adapter, prompt, latency_ms, created_at, updated_at, expires_at, card_chat_id,
+        card_message_id, attempts, CASE WHEN state = 'sending' AND attempts > 0 THEN attempts ELSE 0 END, inflight,
+        next_attempt_at, error, sent_ids, regenerations, auto FROM drafts;
+    DROP TABLE drafts;
+    ALTER TABLE drafts_v3 RENAME TO drafts;
+    CREATE INDEX drafts_chat ON drafts (platform, chat_id, state);
+    CREATE INDEX drafts_state ON drafts (state, expires_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -178,12 +209,23 @@ class Store:
                 f"{where}: schema version {version} is newer than this twin understands ({SCHEMA_VERSION}); "
                 "upgrade twin"
             )
-        for i in range(version, SCHEMA_VERSION):
-            with self.transaction():
-                for statement in MIGRATIONS[i].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version = {i + 1}")
+        if version == SCHEMA_VERSION:
+            return
+        # Off while the schema changes (a migration may rebuild a table others refer to: DROP TABLE would
+        # cascade), checked before each commit; the pragma is a no-op inside a transaction, so it is set here.
+        self.conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            for i in range(version, SCHEMA_VERSION):
+                with self.transaction():
+                    for statement in MIGRATIONS[i].split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
+                    if broken := self.conn.execute("PRAGMA foreign_key_check").fetchall():
+                        raise StoreError(f"{where}: migration to schema {i + 1} left {len(broken)} dangling "
+                                         "references; restore a backup and report this")
+                    self.conn.execute(f"PRAGMA user_version = {i + 1}")
+        finally:
+            self.conn.execute("PRAGMA foreign_keys=ON")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
