@@ -39,9 +39,10 @@ from twin.store import ChatKey, Store, StoredMessage
 
 log = logging.getLogger(__name__)
 
-# (chat, contact id, the ids of the messages answered, the draft) -> the text the owner approved, or None when
-# they discarded it or it expired. Implemented by the Telegram relay (an approval card in the owner's chat).
-Approve = Callable[[ChatRef, str, tuple[str, ...], Draft], Awaitable[str | None]]
+# (chat, contact id, the ids of the messages answered, the draft, a way to draft again with exactly the first
+# draft's context for Regenerate) -> the text the owner approved, or None when they discarded it or it expired.
+# Implemented by the Telegram relay (an approval card in the owner's chat).
+Approve = Callable[[ChatRef, str, tuple[str, ...], Draft, Callable[[], Awaitable[Draft]]], Awaitable[str | None]]
 Clock = Callable[[], datetime]
 
 MESSAGE_LIMIT = 2000  # characters in one Discord message (API: "Create Message", content)
@@ -247,11 +248,15 @@ class TwinDiscord(discord.Client):
         notes = author in self.cfg.share_notes and persona != key
         started = time.perf_counter()
         try:
+            def redraft() -> Awaitable[Draft]:  # the same persona, memory and sender, for Regenerate on the card
+                return self._drafter.draft(persona, [text], sender=message.author.display_name, session=session,
+                                           notes=notes)
+
             async with channel.typing():
-                draft = await self._drafter.draft(persona, [text], sender=message.author.display_name,
-                                                  session=session, notes=notes)
+                draft = await redraft()
             if self.cfg.approval:
-                approved = await self._approve(ChatRef("discord", None, chat.id), author, (str(message.id),), draft)
+                approved = await self._approve(ChatRef("discord", None, chat.id), author, (str(message.id),), draft,
+                                               redraft)
                 lines = None if approved is None else [line for line in approved.splitlines() if line.strip()]
             else:
                 lines = list(draft.candidates[0].messages)

@@ -425,12 +425,13 @@ def test_share_notes_must_be_users_the_twin_answers(tmp_path):
 async def approval_world(tmp_path, answer: str | None) -> World:
     calls: list[tuple] = []
 
-    async def approve(chat: ChatRef, contact_id: str, answers: tuple[str, ...], draft: Draft) -> str | None:
+    async def approve(chat: ChatRef, contact_id: str, answers: tuple[str, ...], draft: Draft, redraft) -> str | None:
         calls.append((chat, contact_id, answers, draft))
+        w.redrafts.append(await redraft())  # Regenerate on the card
         return answer
 
     w = await build(tmp_path, approve, approval=True)
-    w.approvals = calls
+    w.approvals, w.redrafts = calls, []
     return w
 
 
@@ -443,6 +444,9 @@ async def test_approval_sends_what_the_owner_approved_and_remembers_it(tmp_path)
         assert chat == ChatRef("discord", None, str(incoming.channel.id))
         assert (contact, answers) == (str(TOMAS), (str(incoming.id),))
         assert draft is w.drafter.drafts[0]
+        # Regenerate drafts again with exactly the first draft's context: the persona, the memory, the sender.
+        first, again = w.drafter.requests
+        assert again == first and len(w.redrafts) == 1
         twin = f"twin:{w.client.user.id}"
         assert [r[:2] for r in w.rows(incoming.channel.id)[1:]] == [(twin, "sure, 10 at the gym"),
                                                                    (twin, "bring the rope")]

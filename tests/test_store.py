@@ -118,3 +118,32 @@ def test_find_chat_by_name_title_or_id():
     assert store.find_chat("whatsapp:Tom").platform == "whatsapp"
     with pytest.raises(NotFound, match="no chat with that name"):
         store.find_chat("Nobody")
+
+
+def test_schema_3_keeps_drafts_and_events_and_never_reuses_a_draft_id(tmp_path):
+    from twin.store import MIGRATIONS
+
+    path = tmp_path / "twin.db"
+    conn = sqlite3.connect(path)
+    for script in MIGRATIONS[:2]:  # a twin.db as the relay of schema 2 left it
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 2")
+    row = ("telegram", "telegram", "BC1", "2002", "user2002", '["7"]', '["ok"]', "sending", 1.0, 1.0, 2, 1)
+    conn.execute("INSERT INTO drafts (origin, platform, connection_id, chat_id, contact_id, answers, candidates, "
+                 "state, created_at, updated_at, attempts, inflight) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+    conn.execute("INSERT INTO draft_events (draft_id, time, action, to_state) VALUES (1, 1.0, 'create', 'pending')")
+    conn.commit()
+    conn.close()
+    store = Store.open(path)
+    assert store.version == SCHEMA_VERSION == 3
+    c = store.conn
+    assert c.execute("SELECT id, state, attempts, failures, inflight FROM drafts").fetchall() == [(1, "sending", 2, 2, 1)]
+    assert c.execute("SELECT draft_id, action FROM draft_events").fetchall() == [(1, "create")]
+    assert c.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    # The newest draft is deleted (/forget): its id is not handed to the next one, whose old buttons would act on it.
+    c.execute("DELETE FROM drafts WHERE id = 1")
+    c.execute("INSERT INTO drafts (origin, platform, chat_id, contact_id, answers, candidates, state, created_at, "
+              "updated_at) VALUES ('telegram', 'telegram', '2003', 'user2003', '[]', '[]', 'pending', 2.0, 2.0)")
+    assert c.execute("SELECT id FROM drafts").fetchall() == [(2,)]
+    assert c.execute("SELECT count(*) FROM draft_events").fetchone() == (0,)  # the cascade still holds
+    store.close()
