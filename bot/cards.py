@@ -16,6 +16,7 @@ from datetime import datetime
 
 from bot.drafts import Draft, State
 from bot.ledger import Connection
+from twin.text import split_text, utf16
 
 # Bot API sendMessage: "Text of the message to be sent, 1-4096 characters after entities parsing".
 MAX_TEXT_LENGTH = 4096
@@ -43,15 +44,6 @@ HELP = (
 
 REFUSAL = "This is a private assistant bot; it does not take messages. Sorry!"
 FORGOTTEN = "🗑 Deleted with /forget: this draft and everything stored about the chat are gone."
-
-
-def utf16(text: str) -> int:
-    """Length as Telegram counts it: UTF-16 code units (an emoji outside the BMP is two).
-
-    >>> utf16("ok"), utf16("👍"), utf16("é")
-    (2, 2, 1)
-    """
-    return len(text.encode("utf-16-le")) // 2
 
 
 def visible(card: str) -> str:
@@ -112,40 +104,6 @@ def _fit_incoming(texts: list[str], room: int) -> list[str]:
     return lines[::-1]
 
 
-def split_text(text: str, limit: int, size=utf16) -> list[str]:
-    """`text` as pieces of at most `limit` (by `size`), cut at the last line break, else the last space, inside
-    each window; a word longer than the limit is cut where it must be. Pieces are stripped, none empty, and
-    together they hold every word of the text.
-
-    >>> split_text("one two three four", 9)
-    ['one two', 'three', 'four']
-    >>> split_text("abcdefghij k", 4), split_text("  \\n ", 10)
-    (['abcd', 'efgh', 'ij k'], [])
-    """
-    pieces: list[str] = []
-    rest = text.strip()
-    while size(rest) > limit:
-        window, used = [], 0
-        for ch in rest:  # the longest prefix within the limit, plus one character (a break right after it)
-            window.append(ch)
-            used += size(ch)
-            if used > limit:
-                break
-        window = "".join(window)
-        cut = window.rfind("\n")
-        if cut <= 0:
-            cut = max(window.rfind(" "), window.rfind("\t"))
-        if cut <= 0:
-            cut = len(window) - 1
-        piece = rest[:cut].strip()
-        if piece:
-            pieces.append(piece)
-        rest = rest[cut:].strip()
-    if rest:
-        pieces.append(rest)
-    return pieces
-
-
 def pieces(text: str) -> list[str]:
     """The messages an approved text goes out as: one per line, a line over Telegram's limit split at a space
     (never cut off).
@@ -156,7 +114,7 @@ def pieces(text: str) -> list[str]:
     [4094, 904]
     """
     lines = [line for line in text.split("\n") if line.strip()]
-    return [p for line in lines for p in split_text(line, MAX_TEXT_LENGTH)] or [text]
+    return [p for line in lines for p in split_text(line, MAX_TEXT_LENGTH, utf16)] or [text]
 
 
 def fits(d: Draft) -> bool:

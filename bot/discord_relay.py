@@ -35,6 +35,7 @@ from serving.drafting import Draft
 from twin.chat import Chat, Message
 from twin.config import DiscordConfig
 from twin.errors import ConfigError, NotFound, TwinError
+from twin.text import split_text
 from twin.store import ChatKey, Store, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -83,22 +84,7 @@ def chunk(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     >>> chunk("abcdefghij k", 4), chunk("  \\n ", 10)
     (['abcd', 'efgh', 'ij k'], [])
     """
-    pieces: list[str] = []
-    rest = text.strip()
-    while len(rest) > limit:
-        window = rest[:limit + 1]  # a break right after the limit still ends a full piece
-        cut = window.rfind("\n")
-        if cut <= 0:
-            cut = max(window.rfind(" "), window.rfind("\t"))
-        if cut <= 0:
-            cut = limit
-        piece = rest[:cut].strip()
-        if piece:
-            pieces.append(piece)
-        rest = rest[cut:].strip()
-    if rest:
-        pieces.append(rest)
-    return pieces
+    return split_text(text, limit)
 
 
 def strip_mentions(content: str, user_id: int) -> str:

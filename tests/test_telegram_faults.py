@@ -174,7 +174,7 @@ async def test_an_owner_who_never_pressed_start_gets_the_cards_once_they_do(harn
         assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "Start" in r.getMessage()]
         h.push(U.command(OWNER, "/start", 77))
         d = await h.card()
-        assert [c.failed for c in h.calls() if is_card(c)] == [True, False]
+        assert d.card is not None and [c.failed for c in h.calls() if is_card(c)] == [True, False]
 
 
 async def test_a_partly_sent_burst_sends_only_the_rest(harness):
