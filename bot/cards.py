@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import datetime
+from datetime import datetime, time as dtime, timezone
 
 from bot.drafts import Draft, State
-from bot.ledger import Connection
+from bot.ledger import Connection, Ledger
+from twin.config import Config
+from twin.paths import Home
 from twin.text import split_text, utf16
 
 # Bot API sendMessage: "Text of the message to be sent, 1-4096 characters after entities parsing".
@@ -177,3 +179,51 @@ def connection_note(conn: Connection) -> str:
         lines.append("I may not reply for you, so drafts cannot be sent: allow 'Reply to messages' for the bot "
                      "in Settings → Telegram Business → Chatbots.")
     return "\n".join(lines)
+
+
+def status_text(ledger: Ledger, model: str, adapter: str | None, now: datetime) -> str:
+    """/status: the connection, the model, pending drafts and today's numbers."""
+    conns = ledger.connections()
+    if conns:
+        c = conns[0]
+        conn = ("connected" if c.enabled else "disconnected") + (", may reply" if c.can_reply else ", may NOT reply")
+    else:
+        conn = "not connected yet (Telegram: Settings → Telegram Business → Chatbots)"
+    today = ledger.counts(datetime.combine(now.date(), dtime(), timezone.utc))
+    made = sum(today.values())
+    sent = today.get("sent", 0) + today.get("edited_sent", 0)
+    return "\n".join([
+        f"Connection: {conn}",
+        f"Model: {model}, adapter {adapter or 'base'}",
+        f"Drafting: {'paused' if ledger.paused else 'on'}",
+        f"Pending drafts: {len(ledger.pending())}",
+        f"Today: {made} drafts, {sent} sent ({today.get('edited_sent', 0)} edited), "
+        f"{today.get('discarded', 0)} discarded, {today.get('expired', 0)} expired",
+    ])
+
+
+def privacy_text(home: Home, cfg: Config) -> str:
+    """/privacy: what is stored, where, and how to delete it. Kept true by tests/test_security.py."""
+    backend = {"local": "the model inside twin on this machine",
+               "vllm": f"your vLLM server at {cfg.drafting.vllm_url or cfg.serve.url}",
+               "auto": f"your vLLM server at {cfg.drafting.vllm_url or cfg.serve.url} if it runs, "
+                       "else the model inside twin on this machine"}[cfg.drafting.backend]
+    training = ("are also training data (twin train, and twin learn on what you did with each draft), because "
+                "telegram.train_on_live is on" if cfg.telegram.train_on_live
+                else "are used only as context for drafts, never for training (twin train and twin learn leave "
+                     "them out unless you turn on telegram.train_on_live)")
+    return "\n".join([
+        "What twin stores, all on your own machine:",
+        f"• one SQLite file, {home.db} (owner-only permissions): your imported chat exports, the messages of "
+        "the chats this bot sees (yours and your contacts'), each draft with what you did with it, and the "
+        "business connection's settings;",
+        f"• trained adapters under {home.adapters}.",
+        f"Your contacts' live messages {training}. Discord conversations with the twin are never used for "
+        "training.",
+        f"Drafts are written by {backend}. Message text goes nowhere else: only the replies you approve are "
+        "sent, to Telegram (or Discord), and for a contact you turned /auto on for, without asking you (you "
+        "still see each one).",
+        "Logs hold ids, counts and timings, never message text or names.",
+        "Delete: /forget <contact> (or `twin forget <contact>`) removes a contact's messages, drafts and notes; "
+        f"deleting {home.root} removes everything.",
+    ])

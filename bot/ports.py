@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
+import logging
+
 from bot.drafts import Draft
 from twin.errors import TwinError
+
+log = logging.getLogger(__name__)
 
 
 class SendError(TwinError):
@@ -67,3 +71,20 @@ class RelaySettings:
     backoff_s: float = 5.0
     draft_retries: int = 3
     card_backoff_max_s: float = 300.0  # a card that did not get through is tried again, at least this often
+
+
+class NoOwner:
+    """The relay's owner side when no Telegram is configured (Discord-only runs): notes go to the log, cards
+    cannot be shown."""
+
+    async def show_card(self, draft, note=""):
+        raise SendError("no Telegram configured for approval cards", retryable=False)
+
+    async def update_card(self, draft, note=""):
+        return None
+
+    async def retire_card(self, card):
+        return None
+
+    async def notify(self, text: str) -> None:
+        log.info("note for the owner (no Telegram configured): %d chars", len(text))

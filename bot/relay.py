@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from bot import drafts as D
 from bot.drafter import Drafter
 from bot.drafts import ChatRef, Draft, InvalidTransition, State
+from bot.delivery import Delivery
 from bot.ledger import Ledger
-from bot.ports import Owner, RelaySettings, Sender, SendError
+from bot.ports import Owner, RelaySettings
+from bot.screen import Retry, Screen
 from serving.drafting import Draft as Candidates
 from twin.chat import Chat, Message
 from twin.errors import NotFound, TwinError
@@ -46,33 +46,32 @@ log = logging.getLogger(__name__)
 Redraft = Callable[[], Awaitable[Candidates]]
 
 
-@dataclass
-class _Retry:
-    attempts: int
-    at: datetime
-
-
 class Relay:
     def __init__(self, store: Store, drafter: Drafter, owner: Owner, settings: RelaySettings,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.store = store
         self.ledger = Ledger(store)
         self.drafter = drafter
-        self.owner = owner
-        self.senders: dict[str, Sender] = {}
         self.settings = settings
         self.clock = clock
+        self.screen = Screen(owner, self.ledger, settings, clock)
+        self.delivery = Delivery(store, self.ledger, self.screen, settings, clock, self._settled)
+        self.senders = self.delivery.senders  # platform -> who sends as the owner there
         self._timers: dict[ChatRef, asyncio.Task] = {}
         self._locks: dict[ChatRef, asyncio.Lock] = {}  # one draft at a time per chat
-        self._send_locks: dict[str, asyncio.Lock] = {}  # one send at a time per chat, in order
-        self._last_send: dict[str, float] = {}
-        self._draft_retry: dict[ChatRef, _Retry] = {}
-        self._card_retry: dict[int, _Retry] = {}  # drafts whose card did not get through
-        self._showing: set[int] = set()
+        self._draft_retry: dict[ChatRef, Retry] = {}
         self._waiters: dict[int, asyncio.Future] = {}  # drafts someone awaits (Discord replies for approval)
         self._redraft: dict[int, Redraft] = {}
         self._tasks: set[asyncio.Task] = set()
-        self.owner_blocked = False  # Telegram refused to write to the owner (they never pressed Start)
+
+    @property
+    def owner(self) -> Owner:
+        """The owner's side (cards, notes); the Telegram adapter sets itself here when it starts."""
+        return self.screen.owner
+
+    @owner.setter
+    def owner(self, owner: Owner) -> None:
+        self.screen.owner = owner
 
     # -- incoming ---------------------------------------------------------------------------------------
 
@@ -196,13 +195,13 @@ class Relay:
                  len(d.candidates), result.latency_ms, auto)
         if auto:
             d = self.ledger.apply(d.id, lambda x: D.approve(x, now), "auto", now)
-        await self._show(d, "sending automatically" if auto else "")
+        await self.screen.show(d, "sending automatically" if auto else "")
         if auto:
             await self.deliver(d.id)
         return self.ledger.get(d.id)
 
     async def _draft_failed(self, ref: ChatRef, error: TwinError) -> None:
-        retry = self._draft_retry.get(ref) or _Retry(0, self.clock())
+        retry = self._draft_retry.get(ref) or Retry(0, self.clock())
         retry.attempts += 1
         log.warning("drafting failed chat=%s attempt=%d: %s", ref.chat_id, retry.attempts, type(error).__name__)
         if retry.attempts > self.settings.draft_retries:
@@ -213,55 +212,6 @@ class Relay:
         self._draft_retry[ref] = retry
         if retry.attempts == 1:
             await self.owner.notify(f"Drafting failed ({error}); retrying.")
-
-    # -- cards ------------------------------------------------------------------------------------------
-
-    async def _show(self, d: Draft, note: str = "") -> bool:
-        """Put the draft's card on the owner's screen; when it does not get there, try again later (at least as
-        late as Telegram asked), for as long as the draft waits for the owner."""
-        if d.id in self._showing:
-            return False
-        self._showing.add(d.id)
-        try:
-            card = await self.owner.show_card(d, note)
-        except SendError as e:
-            retry = self._card_retry.get(d.id) or _Retry(0, self.clock())
-            retry.attempts += 1
-            wait = min(self.settings.backoff_s * 2 ** (retry.attempts - 1), self.settings.card_backoff_max_s)
-            retry.at = self.clock() + max(timedelta(seconds=wait), e.retry_after or timedelta())
-            self._card_retry[d.id] = retry
-            if e.blocked and not self.owner_blocked:
-                self.owner_blocked = True
-                log.error("Telegram refuses to write to you (telegram.owner_id): open the bot in Telegram and "
-                          "press Start; drafts wait until then")
-            log.warning("draft %d: card not shown (attempt %d, %s); again in %.0f s", d.id, retry.attempts, e,
-                        (retry.at - self.clock()).total_seconds())
-            return False
-        finally:
-            self._showing.discard(d.id)
-        self._card_retry.pop(d.id, None)
-        self.owner_blocked = False
-        try:
-            self.ledger.set_card(d.id, *card)
-        except NotFound:
-            return False
-        return True
-
-    async def show_missing(self, now: datetime | None = None) -> int:
-        """Show the cards that did not get through and are due again (all of them, with `now` None: the owner
-        just pressed Start)."""
-        shown = 0
-        for d in self.ledger.without_card():
-            retry = self._card_retry.get(d.id)
-            if now is None or retry is None or retry.at <= now:
-                shown += await self._show(d, self._note(d))
-        return shown
-
-    @staticmethod
-    def _note(d: Draft) -> str:
-        if d.state == State.UNSURE:
-            return f"{d.error or 'no answer from Telegram'}: tap It arrived, or Send again"
-        return "sending automatically" if d.auto and d.state == State.SENDING else ""
 
     # -- the owner's actions ----------------------------------------------------------------------------
 
@@ -296,7 +246,7 @@ class Relay:
                 self._spawn(self.deliver(d.id))
                 return "Sending again."
             if action == "arrived":
-                last = len(d.sent_ids) + 1 >= len(self._pieces(d))
+                last = len(d.sent_ids) + 1 >= len(self.delivery.pieces(d))
                 d = self.ledger.apply(draft_id, lambda x: D.arrived(x, last, now), "arrived", now)
                 if d.done:
                     await self._settled(d, "it arrived")
@@ -367,113 +317,16 @@ class Relay:
 
     # -- sending ----------------------------------------------------------------------------------------
 
-    def _pieces(self, d: Draft) -> list[str]:
-        sender = self.senders.get(d.chat.platform)
-        text = d.final_text or d.text
-        return sender.pieces(text) if sender is not None else [text]
-
     async def deliver(self, draft_id: int) -> Draft | None:
-        """Send an approved draft as the owner, one message at a time (paced per chat), each recorded as it
-        arrives; a refused or unsent message is retried by the jobs, one that may have arrived goes to the owner.
-        None when the draft was forgotten meanwhile."""
-        try:
-            d = self.ledger.get(draft_id)
-            lock = self._send_locks.setdefault(d.chat.chat_id, asyncio.Lock())
-            async with lock:
-                while True:
-                    d = self.ledger.get(draft_id)
-                    if d.state != State.SENDING or d.inflight or d.next_attempt_at is not None \
-                            and d.next_attempt_at > self.clock():
-                        return d
-                    if d.origin == "discord":
-                        return await self._resolve_waiter(d)
-                    d = await self._send_next(d)
-                    if d.state != State.SENDING or d.next_attempt_at is not None:
-                        return d
-        except NotFound:
-            log.info("draft %d: forgotten while it was being sent", draft_id)
-            return None
-
-    async def _send_next(self, d: Draft) -> Draft:
-        """Send the draft's next undelivered message; the draft after it."""
-        sender = self.senders.get(d.chat.platform)
-        if sender is None:
-            now = self.clock()
-            d = self.ledger.apply(d.id, lambda x: D.send_failed(x, f"no sender for {d.chat.platform}", now, 0,
-                                                                retryable=False), "send_failed", now)
-            await self._settled(d, "not sent: nothing sends to this platform")
-            return d
-        pieces = sender.pieces(d.final_text or "")
-        index = len(d.sent_ids)
-        wait = self.settings.pace_s - (time.monotonic() - self._last_send.get(d.chat.chat_id, -1e9))
-        if wait > 0:
-            await asyncio.sleep(wait)
-        now = self.clock()
-        try:
-            # Committed before the request goes out: a crash from here on is "unsure", never resent blindly.
-            d = self.ledger.apply(d.id, lambda x: D.dispatch(x, now), "dispatch", now)
-        except InvalidTransition as e:  # the owner answered by hand meanwhile, or another task sends it
-            log.info("draft %d: not dispatched (%s)", d.id, e)
-            return self.ledger.get(d.id)
-        try:
-            message_id = await sender.send_as_owner(d, pieces[index], index)
-        except SendError as e:
-            return await self._send_failed(d, e)
-        except Exception as e:  # noqa: BLE001 — an unexpected failure must not leave the send in flight
-            log.error("draft %d: send raised %s", d.id, type(e).__name__, exc_info=True)
-            return await self._send_failed(d, SendError(f"unexpected error ({type(e).__name__})", maybe_sent=True))
-        self._last_send[d.chat.chat_id] = time.monotonic()
-        now = self.clock()
-        last = index + 1 >= len(pieces)
-        d = self.ledger.apply(d.id, lambda x: D.delivered(x, message_id, last, now), "sent" if last else "delivered",
-                              now)
-        self._record_sent(d, message_id, pieces[index], now)
-        if last:
-            await self._settled(d, "sent")
-            log.info("draft %d sent chat=%s messages=%d edited=%s", d.id, d.chat.chat_id, len(pieces), d.edited)
-        return d
-
-    async def _send_failed(self, d: Draft, e: SendError) -> Draft:
-        now = self.clock()
-        if e.maybe_sent:
-            d = self.ledger.apply(d.id, lambda x: D.send_unsure(x, str(e), now), "send_unsure", now)
-            log.warning("draft %d: send unsure (%s); the owner decides", d.id, e)
-            await self._reshow(d)
-            return d
-        d = self.ledger.apply(d.id, lambda x: D.send_failed(
-            x, str(e), now, self.settings.send_retries, self.settings.backoff_s, e.retryable, e.retry_after),
-            "send_failed", now)
-        log.warning("draft %d: send failed (try %d, %s)", d.id, d.failures, d.state.value)
-        if d.state == State.FAILED:
-            await self._settled(d, f"not sent: {e}")
-            sent = f" ({len(d.sent_ids)} of its messages had arrived)" if d.sent_ids else ""
-            await self.owner.notify(f"A reply could not be sent after {d.failures} tries{sent}: {e}")
-        return d
-
-    async def _reshow(self, d: Draft) -> None:
-        """A fresh card for a send the owner must decide on (an edit would not notify them); the old card points
-        to it."""
-        if d.card:
-            await self.owner.update_card(d, "see the card below")
-            self.ledger.clear_card(d.id)
-            d = self.ledger.get(d.id)
-        await self._show(d, self._note(d))
-
-    def _record_sent(self, d: Draft, message_id: str, text: str, now: datetime) -> None:
-        """What went out is the owner's turn in the conversation from now on."""
-        owner = next(iter(sorted(self.store.owner_ids(d.chat.platform))), "owner")
-        with self.store.transaction():
-            self.store.insert_messages([Message(d.chat.platform, d.chat.chat_id, message_id, owner, None, now, text)],
-                                       source="live")
+        """Send an approved draft as the owner (bot/delivery.py); None when it was forgotten meanwhile."""
+        return await self.delivery.deliver(draft_id, self._resolve_waiter)
 
     async def _settled(self, d: Draft, note: str) -> None:
         waiter = self._waiters.pop(d.id, None)
         self._redraft.pop(d.id, None)
-        self._card_retry.pop(d.id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(d.final_text if d.state in (State.SENT, State.EDITED_SENT) else None)
-        if d.card:
-            await self.owner.update_card(d, note)
+        await self.screen.settle(d, note)
 
     # -- approval for replies that someone else sends (the Discord twin) --------------------------------
 
@@ -492,7 +345,7 @@ class Relay:
         self._waiters[d.id] = waiter
         if redraft is not None:
             self._redraft[d.id] = redraft
-        await self._show(d, "Discord")
+        await self.screen.show(d, "Discord")
         return await waiter
 
     async def _resolve_waiter(self, d: Draft) -> Draft:
@@ -524,7 +377,7 @@ class Relay:
         for d in sends:
             if d.origin == "telegram":
                 await self.deliver(d.id)
-        cards = await self.show_missing(now)
+        cards = await self.screen.show_missing(now)
         chats = [ref for ref, r in self._draft_retry.items() if r.at <= now]
         for ref in chats:
             await self.draft_chat(ref)
@@ -537,14 +390,14 @@ class Relay:
         now = self.clock()
         for d in self.ledger.inflight():
             d = self.ledger.apply(d.id, lambda x: D.interrupted(x, now), "interrupted", now)
-            await self._reshow(d)
+            await self.screen.reshow(d)
         for d in self.ledger.approved():
             if d.origin == "telegram":
                 self._spawn(self.deliver(d.id))
         for d in self.ledger.pending():
             if d.origin == "discord" and d.id not in self._waiters:
                 await self.expire(d, now)
-        await self.show_missing()
+        await self.screen.show_missing()
         for ref in self.ledger.live_chats():
             if self.unanswered(ref) and not self.ledger.paused:
                 self._arm(ref, 0)
@@ -559,7 +412,7 @@ class Relay:
             self._draft_retry.pop(ref, None)
         result = run()
         for d in open_drafts:
-            self._card_retry.pop(d.id, None)
+            self.screen.retries.pop(d.id, None)
             self._redraft.pop(d.id, None)
             waiter = self._waiters.pop(d.id, None)
             if waiter is not None and not waiter.done():

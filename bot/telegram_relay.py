@@ -284,7 +284,7 @@ class TelegramRelay:
 
     async def cmd_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._say(HELP)
-        await self.relay.show_missing()  # the owner may just have pressed Start: cards held back can come now
+        await self.relay.screen.show_missing()  # the owner may just have pressed Start: held cards come now
 
     async def cmd_status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._say(self._status())

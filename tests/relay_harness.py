@@ -1,4 +1,4 @@
-"""The relay under test: `twin run`'s composition root (bot/service.run) in the test's event loop, with a real
+"""The relay under test: `twin run`'s composition root (twin/cli/relay.py run_relay) in the test's event loop, with a real
 python-telegram-bot Application polling a fake Bot API server (tests/fake_telegram.py) and a fast fake model
 backend (helpers.QuickBackend). Used by tests/test_telegram_relay.py and tests/test_relay_load.py.
 """
@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import telegram_updates as U
 from bot.drafter import DraftingParts
 from bot.ledger import Ledger
-from bot.service import Secrets, run
+from twin.cli.relay import Secrets, run_relay as run
 from fake_telegram import TOKEN, FakeBotAPI
 from helpers import QuickBackend
 from serving.drafting import DraftSettings

@@ -470,5 +470,5 @@ def test_dockerignore_keeps_private_files_out(path):
 
 
 def test_dockerignore_keeps_the_sources_in():
-    for path in ("pyproject.toml", "README.md", "twin/cli.py", "bot/drafts.py", "deploy/accelerate/fsdp.yaml"):
+    for path in ("pyproject.toml", "README.md", "twin/cli/__init__.py", "bot/drafts.py", "deploy/accelerate/fsdp.yaml"):
         assert not docker_ignored(path), path

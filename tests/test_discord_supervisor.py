@@ -2,7 +2,7 @@
 restarts with capped exponential backoff on any Discord failure, a ConfigError on a bad token or refused intents.
 
 Two seams: fake clients from a factory (what start() raises is scripted, sleeps are recorded), and `twin run`'s
-composition root (bot/service.run) with the real discord.py client pointed at 127.0.0.1: a closed port (the
+composition root (twin/cli/relay.py run_relay) with the real discord.py client pointed at 127.0.0.1: a closed port (the
 DNS-failure / outage case: aiohttp's ClientConnectorError at login) or a loopback server answering like Discord
 to a revoked token (401 on GET /users/@me). Telegram is the fake Bot API server, as in tests/test_telegram_relay.py.
 """
@@ -22,7 +22,7 @@ import pytest
 
 import bot.discord_relay
 from bot.discord_relay import Backoff, keep_running, next_delay
-from bot.service import Secrets, run
+from twin.cli.relay import Secrets, run_relay as run
 from fake_telegram import TOKEN, FakeBotAPI
 from helpers import QuickBackend
 from relay_harness import Clock, Harness, is_card

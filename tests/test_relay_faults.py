@@ -284,10 +284,10 @@ async def test_an_owner_who_never_pressed_start_gets_one_clear_notice(world, cap
         await world.later(10)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "press Start" in errors[0].getMessage()
-    assert world.relay.owner_blocked
-    assert await world.relay.show_missing() == 1  # /start arrived: the card comes at once
+    assert world.relay.screen.blocked
+    assert await world.relay.screen.show_missing() == 1  # /start arrived: the card comes at once
     (d,) = world.relay.ledger.pending()
-    assert d.card is not None and not world.relay.owner_blocked
+    assert d.card is not None and not world.relay.screen.blocked
 
 
 async def pending_draft_without_card(w: World):
@@ -549,7 +549,7 @@ class RelayPromise(RuleBasedStateMachine):
     @invariant()
     def every_waiting_draft_has_a_card_or_will_get_one(self):
         for d in self.w.relay.ledger.without_card():
-            assert d.id in self.w.relay._card_retry, f"draft {d.id} waits with no card and no retry"
+            assert d.id in self.w.relay.screen.retries, f"draft {d.id} waits with no card and no retry"
 
     @invariant()
     def nothing_is_left_in_flight_without_a_send_running(self):
@@ -574,7 +574,7 @@ class RelayPromise(RuleBasedStateMachine):
             elif d.state == State.FAILED:
                 assert any("could not be sent" in n for n in self.w.screen.notes) or d.card
             elif d.state == State.UNSURE:
-                assert d.card is not None or d.id in self.w.relay._card_retry
+                assert d.card is not None or d.id in self.w.relay.screen.retries
             else:
                 assert d.state in (State.SUPERSEDED, State.EXPIRED), d.state
 

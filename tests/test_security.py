@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import telegram_updates as U
 from bot.drafts import ChatRef, Draft, utc
 from bot.ledger import Ledger
-from bot.service import privacy_text
+from bot.cards import privacy_text
 from fake_telegram import TOKEN, FakeBotAPI
 from helpers import QuickBackend
 from relay_harness import BC, OWNER, TOMAS, Clock, Harness, is_card
@@ -176,7 +176,7 @@ def test_twin_run_needs_a_token_and_an_owner(tmp_path, monkeypatch):
 
 
 async def test_a_refused_telegram_token_is_one_line_without_the_token(tmp_path):
-    from bot.service import Secrets, run
+    from twin.cli.relay import Secrets, run_relay as run
     from twin.errors import ConfigError
 
     home = Home(tmp_path / "home").ensure()

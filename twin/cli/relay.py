@@ -1,8 +1,8 @@
-"""The composition root of `twin run`: store, drafter, relay, Telegram, Discord and the jobs in one asyncio loop.
+"""`twin run` and its composition root: store, drafter, relay, Telegram, Discord and the jobs in one asyncio loop.
 
-Everything else receives what it needs as arguments; only this module knows how the parts fit. It runs until
-SIGINT or SIGTERM (or `stop` is set), then stops the parts in reverse order: polling first (no new updates),
-the jobs, Discord, the relay's timers and tasks, the drafter's thread, the store.
+Everything below receives what it needs as arguments; only this module knows how the parts fit. `run_relay`
+runs until SIGINT or SIGTERM (or `stop` is set), then stops the parts in reverse order: polling first (no new
+updates), the jobs, Discord, the relay's timers and tasks, the drafter's thread, the store.
 
     TWIN_TELEGRAM_TOKEN=123:abc twin run
 """
@@ -15,15 +15,20 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
-from bot.drafter import Drafter, DraftingParts
-from bot.ports import RelaySettings, SendError
-from bot.relay import Relay
+import click
+
+from twin.cli import Context, main, pass_ctx
 from twin.config import Config
 from twin.errors import ConfigError
 from twin.paths import Home
-from twin.store import Store
+
+if TYPE_CHECKING:  # the relay's parts are imported when it runs, not when `twin --help` does
+    from bot.drafter import Drafter, DraftingParts
+    from bot.ports import RelaySettings
+    from bot.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ class Secrets:
 def default_parts(home: Home, cfg: Config) -> Callable[[], DraftingParts]:
     """Open the configured backend (vLLM when it answers, else the in-process model) in the drafter's thread."""
     def parts() -> DraftingParts:
+        from bot.drafter import DraftingParts
         from serving.console import DraftOptions, drafting_parts, pick_adapter
 
         def pick() -> str | None:
@@ -55,81 +61,24 @@ def default_parts(home: Home, cfg: Config) -> Callable[[], DraftingParts]:
     return parts
 
 
-class _Nobody:
-    """The relay's owner side until Telegram is wired in (Discord-only runs): notes go to the log."""
-
-    async def show_card(self, draft, note=""):
-        raise SendError("no Telegram configured for approval cards", retryable=False)
-
-    async def update_card(self, draft, note=""):
-        return None
-
-    async def retire_card(self, card):
-        return None
-
-    async def notify(self, text: str) -> None:
-        log.info("note for the owner (no Telegram configured): %d chars", len(text))
-
-
 def relay_settings(cfg: Config) -> RelaySettings:
+    from bot.ports import RelaySettings
+
     t = cfg.telegram
     return RelaySettings(settle_s=t.settle_seconds, pace_s=t.pace_seconds,
                          expiry_margin=timedelta(minutes=t.expiry_margin_minutes), send_retries=t.send_retries)
 
 
-def status_text(relay: Relay, now: datetime) -> str:
-    """/status: the connection, the model, pending drafts and today's numbers."""
-    conns = relay.ledger.connections()
-    if conns:
-        c = conns[0]
-        conn = ("connected" if c.enabled else "disconnected") + (", may reply" if c.can_reply else ", may NOT reply")
-    else:
-        conn = "not connected yet (Telegram: Settings → Telegram Business → Chatbots)"
-    today = relay.ledger.counts(datetime.combine(now.date(), dtime(), timezone.utc))
-    made = sum(today.values())
-    sent = today.get("sent", 0) + today.get("edited_sent", 0)
-    return "\n".join([
-        f"Connection: {conn}",
-        f"Model: {relay.drafter.backend_name}, adapter {relay.drafter.adapter or 'base'}",
-        f"Drafting: {'paused' if relay.ledger.paused else 'on'}",
-        f"Pending drafts: {len(relay.ledger.pending())}",
-        f"Today: {made} drafts, {sent} sent ({today.get('edited_sent', 0)} edited), "
-        f"{today.get('discarded', 0)} discarded, {today.get('expired', 0)} expired",
-    ])
-
-
-def privacy_text(home: Home, cfg: Config) -> str:
-    """/privacy: what is stored, where, and how to delete it. Kept true by tests/test_security.py."""
-    backend = {"local": "the model inside twin on this machine",
-               "vllm": f"your vLLM server at {cfg.drafting.vllm_url or cfg.serve.url}",
-               "auto": f"your vLLM server at {cfg.drafting.vllm_url or cfg.serve.url} if it runs, "
-                       "else the model inside twin on this machine"}[cfg.drafting.backend]
-    training = ("are also training data (twin train, and twin learn on what you did with each draft), because "
-                "telegram.train_on_live is on" if cfg.telegram.train_on_live
-                else "are used only as context for drafts, never for training (twin train and twin learn leave "
-                     "them out unless you turn on telegram.train_on_live)")
-    return "\n".join([
-        "What twin stores, all on your own machine:",
-        f"• one SQLite file, {home.db} (owner-only permissions): your imported chat exports, the messages of "
-        "the chats this bot sees (yours and your contacts'), each draft with what you did with it, and the "
-        "business connection's settings;",
-        f"• trained adapters under {home.adapters}.",
-        f"Your contacts' live messages {training}. Discord conversations with the twin are never used for "
-        "training.",
-        f"Drafts are written by {backend}. Message text goes nowhere else: only the replies you approve are "
-        "sent, to Telegram (or Discord), and for a contact you turned /auto on for, without asking you (you "
-        "still see each one).",
-        "Logs hold ids, counts and timings, never message text or names.",
-        "Delete: /forget <contact> (or `twin forget <contact>`) removes a contact's messages, drafts and notes; "
-        f"deleting {home.root} removes everything.",
-    ])
-
-
-async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], DraftingParts] | None = None,
+async def run_relay(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], DraftingParts] | None = None,
               stop: asyncio.Event | None = None, clock: Callable[[], datetime] | None = None,
               on_ready: Callable[[Relay], None] | None = None) -> None:
     """Run the relay until `stop` is set or SIGINT/SIGTERM arrives; `on_ready` gets the relay once it runs."""
     from bot import jobs
+    from bot.cards import privacy_text, status_text
+    from bot.drafter import Drafter
+    from bot.ports import NoOwner
+    from bot.relay import Relay
+    from twin.store import Store
 
     if secrets.telegram is None and secrets.discord is None:
         raise ConfigError("nothing to run: set TWIN_TELEGRAM_TOKEN (the bot from @BotFather) and/or "
@@ -151,7 +100,7 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
     home.ensure()
     store = Store.open(home.db)
     drafter = Drafter(home.db, parts or default_parts(home, cfg), cfg.drafting, clock)
-    relay = Relay(store, drafter, _Nobody(), relay_settings(cfg), clock)
+    relay = Relay(store, drafter, NoOwner(), relay_settings(cfg), clock)
     app = scheduler = None
     discord_task = None
     try:
@@ -161,7 +110,9 @@ async def run(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[], Dra
             from bot.telegram_relay import TelegramRelay, build_application, start
 
             app = build_application(secrets.telegram, cfg.telegram)
-            TelegramRelay(app, relay, cfg.telegram, status=lambda: status_text(relay, clock()),
+            TelegramRelay(app, relay, cfg.telegram,
+                          status=lambda: status_text(relay.ledger, relay.drafter.backend_name, relay.drafter.adapter,
+                                                     clock()),
                           privacy=lambda: privacy_text(home, cfg), config_path=home.config)
             try:
                 await start(app)
@@ -216,3 +167,24 @@ async def _warm(drafter: Drafter) -> None:
         await drafter.warm_up()
     except Exception as e:  # the first draft reports it to the owner; the relay keeps running
         log.warning("drafting backend not ready: %s", type(e).__name__)
+
+
+@main.command("run")
+@pass_ctx
+def run_(ctx: Context) -> None:
+    """Run the relay: the Telegram bot, the Discord twin (when configured) and the scheduled jobs.
+
+    Contacts' messages on Telegram become drafts in your chat with the bot; nothing is sent in your name until
+    you tap Send (or turn on /auto for a contact). Stops cleanly on Ctrl-C or SIGTERM. Tokens come from the
+    environment only: TWIN_TELEGRAM_TOKEN, TWIN_DISCORD_TOKEN.
+
+    \b
+    Example:
+        TWIN_TELEGRAM_TOKEN=123456:ABC... twin -v run
+    """
+    cfg = ctx.config
+    if not ctx.home.db.exists():
+        ctx.home.ensure()
+    click.echo("twin run: relay starting (Ctrl-C to stop)", err=True)
+    asyncio.run(run_relay(ctx.home, cfg, Secrets.from_env()))
+    click.echo("twin run: stopped", err=True)
