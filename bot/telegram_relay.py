@@ -30,7 +30,7 @@ from bot.drafts import ChatRef, Draft, State, callback_data, parse_callback
 from bot.ledger import Connection
 from bot.ports import SendError
 from bot.relay import Relay
-from twin.chat import Chat, Message
+from twin.chat import Chat, Message, telegram_user
 from twin.config import TelegramConfig
 from twin.errors import ConfigError, TwinError
 from twin.forget import forget
@@ -42,11 +42,6 @@ PLATFORM = "telegram"
 # An away or greeting message (is_from_offline) answers a contact's message at once; a scheduled message the
 # owner wrote comes at a time of its own: that one is a hand-written reply.
 AUTO_REPLY_WINDOW = timedelta(seconds=15)
-
-def user_id(uid: int) -> str:
-    """Telegram identities as the export parser stores them: `user123`."""
-    return f"user{uid}"
-
 
 def message_kind(m: TgMessage) -> tuple[str, str]:
     """(kind, text) of a message as the store keeps it (twin.chat.KINDS)."""
@@ -70,7 +65,7 @@ def to_message(m: TgMessage, sender_id: str | None = None) -> Message:
     kind, text = message_kind(m)
     who = m.from_user
     return Message(
-        PLATFORM, str(m.chat.id), str(m.message_id), sender_id or (user_id(who.id) if who else "unknown"),
+        PLATFORM, str(m.chat.id), str(m.message_id), sender_id or (telegram_user(who.id) if who else "unknown"),
         who.full_name if who else None, m.date.astimezone(timezone.utc), text, kind,
         str(m.reply_to_message.message_id) if m.reply_to_message else None, m.forward_origin is not None,
         m.edit_date.astimezone(timezone.utc) if m.edit_date else None,
@@ -159,7 +154,7 @@ class TelegramRelay:
         self._refused: set[int] = set()
         relay.senders[PLATFORM] = self
         relay.owner = self
-        relay.store.set_owner(PLATFORM, user_id(self.owner_id))
+        relay.store.set_owner(PLATFORM, telegram_user(self.owner_id))
         self._add_handlers()
 
     # -- handlers ---------------------------------------------------------------------------------------

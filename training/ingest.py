@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from twin.chat import Chat, Message, Owner
+from twin.chat import Chat, Message, Owner, identities
 from twin.errors import ExportError, OwnerUnknown
 from twin.store import ChatKey, Store
 from training.exports import FORMATS, ParseOptions, Skipped, detect, parser_for
@@ -66,7 +66,7 @@ def _resolve_owner(
     if opts.owner:
         wanted = opts.owner.strip()
         bare = wanted.removeprefix(f"{platform}:")
-        ids = [uid for uid in names if uid in (bare, f"user{bare}") or bare in names[uid]]
+        ids = [uid for uid in names if uid in identities(bare) or bare in names[uid]]
         if not ids:
             raise OwnerUnknown(
                 path, f"--owner {wanted!r} matches no sender in this file; pass the id or name your own "
@@ -75,7 +75,7 @@ def _resolve_owner(
         return ids
     if said is not None:
         return [said.id]
-    wanted_ids = {v for x in opts.owner_ids.get(platform, []) for v in (x, f"user{x}")}
+    wanted_ids = {v for x in opts.owner_ids.get(platform, []) for v in identities(x)}
     configured = {uid for uid in names if uid in wanted_ids or names[uid] & wanted_ids}
     if configured:
         return sorted(configured)

@@ -15,6 +15,18 @@ from datetime import datetime, timezone
 
 PLATFORMS = ("telegram", "discord", "whatsapp")
 
+
+def telegram_user(uid: int | str) -> str:
+    """A Telegram person's id as twin stores it, as Telegram's exports write `from_id`: `telegram_user(123)` ->
+    'user123'. The live relay stores its users the same way, so an exported chat and a live one are one chat."""
+    return f"user{uid}"
+
+
+def identities(ident: str) -> tuple[str, str]:
+    """The ways an id a person types (twin.toml, --owner, platform:id) may be stored: as it is, or as a Telegram
+    user. `identities("123")` -> ('123', 'user123')."""
+    return ident, telegram_user(ident)
+
 # What a message carries. Only `text` messages (and captions of media) are text to learn from; the other
 # kinds are kept so that counts and context are true (DESIGN.md, counting rules).
 KINDS = ("text", "sticker", "photo", "voice", "video", "file", "placeholder")

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 
 import ijson
 
-from twin.chat import Chat, Message, Owner, utc
+from twin.chat import Chat, Message, Owner, telegram_user, utc
 from twin.errors import ExportError
 from training.exports import ParseOptions, Record, Skipped, open_json
 
@@ -221,7 +221,7 @@ class _Reader:
             record = to_record(self.path, chat, raw)
             yield record
             if (self.not_the_peer is None and chat.type == "personal" and isinstance(record, Message)
-                    and record.sender_id != f"user{chat.id}"):
+                    and record.sender_id != telegram_user(chat.id)):
                 # In a personal chat the chat's id is the peer's user id, so the other sender is the owner.
                 self.not_the_peer = Owner(PLATFORM, record.sender_id, record.sender_name)
 
@@ -231,7 +231,7 @@ class _Reader:
         elif key is None and event == "end_map" and self.personal.get("user_id") is not None:
             self.owner_said = True
             name = " ".join(str(self.personal[k]) for k in ("first_name", "last_name") if self.personal.get(k))
-            return [Owner(PLATFORM, f"user{self.personal['user_id']}", name or None)]
+            return [Owner(PLATFORM, telegram_user(self.personal['user_id']), name or None)]
         return ()
 
     def _finish(self) -> Iterable[Record]:
@@ -242,7 +242,7 @@ class _Reader:
             return ()
         if self.saved_id is not None:
             # Saved Messages is the owner's chat with themself: its id is the owner's user id.
-            return [Owner(PLATFORM, f"user{self.saved_id}")]
+            return [Owner(PLATFORM, telegram_user(self.saved_id))]
         return [self.not_the_peer] if self.not_the_peer else ()
 
 
@@ -266,7 +266,7 @@ def to_record(path: Path, chat: Chat, raw: Any) -> Message | Skipped:
     sender = _sender_id(raw.get("from_id"))
     if sender is None:
         return Skipped("message", "no sender")
-    if chat.type == "bot" and sender == f"user{chat.id}":
+    if chat.type == "bot" and sender == telegram_user(chat.id):
         return Skipped("bot", "bot")
     text = text_of(raw)
     msg_kind = kind_of(raw, text)
@@ -325,7 +325,7 @@ def kind_of(raw: dict[str, Any], text: str) -> str:
 def _sender_id(from_id: Any) -> str | None:
     """`from_id` as twin keeps it: "user123" (old exports wrote the bare number for users)."""
     if isinstance(from_id, int):
-        return f"user{from_id}"
+        return telegram_user(from_id)
     return str(from_id) if from_id else None
 
 

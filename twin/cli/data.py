@@ -52,7 +52,7 @@ def ingest(ctx: Context, paths: tuple[Path, ...], owner: str | None, fmt: str, i
     Example:
         twin ingest result.json "WhatsApp Chat with Tomas Berg.txt" --owner "Mira"
     """
-    from twin.chat import DEFAULT_CHAT_TYPES
+    from twin.chat import DEFAULT_CHAT_TYPES, PLATFORMS
     from training.exports import ParseOptions
     from training.ingest import IngestOptions, ingest_file, utcnow
 
@@ -61,7 +61,7 @@ def ingest(ctx: Context, paths: tuple[Path, ...], owner: str | None, fmt: str, i
     opts = IngestOptions(
         fmt=fmt,
         owner=owner,
-        owner_ids={p: cfg.owner.ids(p) for p in ("telegram", "discord", "whatsapp")},
+        owner_ids={p: cfg.owner.ids(p) for p in PLATFORMS},
         parse=ParseOptions(chat_types=DEFAULT_CHAT_TYPES | set(include) | set(cfg.ingest.include)),
         session_gap=round(gap_minutes * 60),
     )
