@@ -228,7 +228,7 @@ class TwinDiscord(discord.Client):
                 await self._send(channel, [SLOW_DOWN])
             return
 
-        persona = self._persona(author, key)
+        persona = self._persona_chat(author, key)
         # Notes in the prompt can be talked out of the twin, and without approval nobody reads the reply first:
         # only the owner's own choice (share_notes) lets a user's mapped contact's notes in.
         notes = author in self.cfg.share_notes and persona != key
@@ -267,7 +267,7 @@ class TwinDiscord(discord.Client):
                  message.id, channel.id, len(sent), sum(len(m.content) for m in sent), len(session),
                  (time.perf_counter() - started) * 1000)
 
-    def _persona(self, author: str, fallback: ChatKey) -> ChatKey:
+    def _persona_chat(self, author: str, fallback: ChatKey) -> ChatKey:
         """The mapped contact's chat in twin.db, else this Discord conversation's own."""
         try:
             chat = self._store.find_chat(self.cfg.users[author])

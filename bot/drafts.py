@@ -32,6 +32,7 @@ from enum import StrEnum
 
 from twin.chat import utc
 from twin.errors import TwinError
+from twin.store import ChatKey
 
 __all__ = ["State", "ChatRef", "Draft", "InvalidTransition", "utc"]
 
@@ -89,6 +90,11 @@ class ChatRef:
     platform: str
     connection_id: str | None
     chat_id: str
+
+    @property
+    def key(self) -> ChatKey:
+        """The chat in the store (twin.db knows chats, not connections)."""
+        return ChatKey(self.platform, self.chat_id)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from bot.screen import Retry, Screen
 from serving.drafting import Draft as Candidates
 from twin.chat import Chat, Message
 from twin.errors import NotFound, TwinError
-from twin.store import ChatKey, Store, StoredMessage
+from twin.store import Store, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Relay:
 
     async def messages_deleted(self, ref: ChatRef, message_ids: list[str]) -> None:
         with self.store.transaction():
-            self.store.delete_messages(ChatKey(ref.platform, ref.chat_id), message_ids)
+            self.store.delete_messages(ref.key, message_ids)
         log.info("deleted chat=%s messages=%d", ref.chat_id, len(message_ids))
 
     # -- drafting ---------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ class Relay:
 
     def unanswered(self, ref: ChatRef) -> list[StoredMessage]:
         """The contact's messages since the owner last wrote (in the stored conversation), oldest first."""
-        key = ChatKey(ref.platform, ref.chat_id)
+        key = ref.key
         # Only the messages from the owner's last one on: a chat's whole history can be an export's thousands.
         history = self.store.chat_messages(key, since=self.store.last_owner_time(key))
         tail: list = []
@@ -166,7 +166,7 @@ class Relay:
             if not burst or all(m.msg_id in answered for m in burst) or self.ledger.paused:
                 return None
             try:
-                result = await self.drafter.draft(ChatKey(ref.platform, ref.chat_id))
+                result = await self.drafter.draft(ref.key)
             except TwinError as e:
                 await self._draft_failed(ref, e)
                 return None
@@ -278,7 +278,7 @@ class Relay:
             if redraft is not None:  # a Discord approval: its own persona, memory and sender
                 result = await redraft()
             else:
-                result = await self.drafter.draft(ChatKey(d.chat.platform, d.chat.chat_id), seed=None)
+                result = await self.drafter.draft(d.chat.key, seed=None)
         except TwinError as e:
             await self.owner.notify(f"Could not draft more: {e}")
             return
@@ -431,5 +431,5 @@ class Relay:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def set_auto(self, ref: Chat, on: bool) -> None:
-        self.ledger.set_auto(ref.platform, ref.id, on)
+    def set_auto(self, chat: Chat, on: bool) -> None:
+        self.ledger.set_auto(chat.platform, chat.id, on)

@@ -336,7 +336,7 @@ class TelegramRelay:
     def _card(self, d: Draft, note: str) -> str:
         store = self.relay.store
         contact = store.contact_name(d.chat.platform, d.contact_id) or f"{d.chat.platform}:{d.chat.chat_id}"
-        incoming = store.message_texts(ChatKey(d.chat.platform, d.chat.chat_id), d.answers)
+        incoming = store.message_texts(d.chat.key, d.answers)
         return card_text(d, contact, incoming, note, self.relay.clock())
 
     async def show_card(self, draft: Draft, note: str = "") -> tuple[str, str]:
@@ -402,7 +402,7 @@ class TelegramRelay:
     def _quote(self, draft: Draft) -> str | None:
         if draft.reply_to is None:
             return None
-        last = self.relay.store.last_message_id(ChatKey(draft.chat.platform, draft.chat.chat_id))
+        last = self.relay.store.last_message_id(draft.chat.key)
         return None if last is None or last == draft.reply_to else draft.reply_to
 
 
