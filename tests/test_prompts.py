@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import twin.prompts
+from twin.chat_template import CHATML_TEMPLATE
 from helpers import GEMMA3_LIKE, GEMMA_LIKE, tiny_tokenizer
 from twin.chat import utc
 from twin.prompts import (
-    CHATML_TEMPLATE,
     Conversation,
     DoesNotFit,
     NoTarget,

@@ -7,10 +7,10 @@ together; drafting renders the same persona and context with `render_prompt` / `
 The shape (DESIGN.md, "Prompt format"): a system message with the persona, the contact's turns as `user`
 messages (in groups each line prefixed with the sender's name), the owner's turns as `assistant` messages; a
 burst of consecutive messages by one side is one turn, one message per line. The model's own chat template is
-used, or `CHATML_TEMPLATE` when it has none (pass the same string to vLLM with `--chat-template`). Templates
-without a system role get the persona at the head of the first user message; when such a template (or one
-that demands a user turn first) meets a conversation that opens with the owner, the persona becomes a user
-message of its own.
+used, or `CHATML_TEMPLATE` (twin/chat_template.py) when it has none (pass the same string to vLLM with
+`--chat-template`). Templates without a system role get the persona at the head of the first user message;
+when such a template (or one that demands a user turn first) meets a conversation that opens with the owner,
+the persona becomes a user message of its own.
 
 Change anything here that alters rendered text and FORMAT_VERSION must go up: adapters record the format they
 were trained on (twin.json).
@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import os
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from twin.chat_template import MARKER, Traits, apply, defuse, marker, traits_of
 
 if TYPE_CHECKING:
     from twin.chat import Chat
@@ -33,14 +33,6 @@ if TYPE_CHECKING:
 
 FORMAT_NAME = "twin-chat"
 FORMAT_VERSION = 1
-
-# ChatML, for base models without a chat template (SmolLM2's own template is this plus a default system prompt).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 PLATFORM_NAMES = {"telegram": "Telegram", "discord": "Discord", "whatsapp": "WhatsApp"}
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -195,96 +187,14 @@ def _turn(burst: list[tuple[StoredMessage, str]]) -> Turn:
     return Turn("owner" if msgs[0].from_owner else "contact", tuple(line for _, line in burst), target)
 
 
-# -- the template --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Traits:
-    """What a chat template accepts, found once per template by rendering probe conversations."""
-
-    template: str
-    system: bool  # it renders a system message (itself or folded into the first user turn)
-    owner_first: bool  # an assistant message may come first (after the system message)
-    eot: str  # the text that closes an assistant message, e.g. "<|im_end|>"
-    control: re.Pattern  # control-token strings, defused when they occur inside a message
-
-
-_TRAITS: dict[tuple, _Traits] = {}
-_MARK = re.compile("\ue000(\\d+)\ue001")
-
-
-def _mark(n: int) -> str:
-    return f"\ue000{n}\ue001"
-
-
-def _template(tokenizer: Any) -> str:
-    t = tokenizer.chat_template
-    if isinstance(t, dict):
-        t = t.get("default")
-    return t or CHATML_TEMPLATE
-
-
-def _apply(tokenizer: Any, template: str, messages: list[dict], generation: bool) -> str:
-    return tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=generation
-    )
-
-
-def _traits(tokenizer: Any) -> _Traits:
-    template = _template(tokenizer)
-    key = (template, repr(sorted(tokenizer.special_tokens_map.items())), len(tokenizer))
-    if key not in _TRAITS:
-        _TRAITS[key] = _probe(tokenizer, template)
-    return _TRAITS[key]
-
-
-def _probe(tokenizer: Any, template: str) -> _Traits:
-    s, u, a, u2 = ({"role": r, "content": _mark(n)} for n, r in enumerate(("system", "user", "assistant", "user")))
-
-    def attempt(messages: list[dict]) -> str | None:
-        try:
-            return _apply(tokenizer, template, messages, False)
-        except Exception:  # a template refuses a shape by raising; which exception depends on the template
-            return None
-
-    full = attempt([s, u, a])
-    system = full is not None and s["content"] in full
-    head = [s] if system else []
-    owner_first = attempt([*head, a, u]) is not None
-    final, middle = attempt([*head, u, a]), attempt([*head, u, a, u2])
-    if final is None or middle is None:
-        raise ValueError("the chat template cannot render a user message followed by an assistant message")
-    tail_final = final.split(a["content"], 1)[1]
-    tail_middle = middle.split(a["content"], 1)[1].split(u2["content"], 1)[0]
-    eot = os.path.commonprefix([tail_final, tail_middle]).rstrip()
-    if not eot:
-        raise ValueError("the chat template ends an assistant message with nothing; the model could not learn to stop")
-    ids = tokenizer(final, add_special_tokens=False)["input_ids"]
-    if ids != _template_ids(tokenizer, template, [*head, u, a]):
-        raise ValueError("tokenizing the rendered chat differs from the template's own tokenization")
-    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special or t.content in template]
-    control = {*added, *tokenizer.all_special_tokens, "<|im_start|>", "<|im_end|>"} - {""}
-    control = sorted(control, key=len, reverse=True)
-    return _Traits(template, system, owner_first, eot, re.compile("|".join(map(re.escape, control))))
-
-
-def _template_ids(tokenizer: Any, template: str, messages: list[dict]) -> list[int]:
-    out = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True)
-    return list(out["input_ids"] if hasattr(out, "keys") else out)
-
-
-def _defuse(text: str, traits: _Traits) -> str:
-    """A control token typed inside a message must stay text: a zero-width space after its first character."""
-    return traits.control.sub(lambda m: m[0][0] + "\u200b" + m[0][1:], text)
-
-
 Part = tuple[int, str]  # (turn index, or -1 for the persona; text)
 
 
-def _messages(persona: Persona, turns: Sequence[Turn], traits: _Traits) -> list[tuple[str, list[Part]]]:
+def _messages(persona: Persona, turns: Sequence[Turn], traits: Traits) -> list[tuple[str, list[Part]]]:
     """The messages handed to the chat template, each as its parts (joined by a blank line)."""
     _check_alternation(turns)
-    persona_part = (-1, _defuse(system_text(persona), traits))
-    parts = [(i, _defuse(t.content, traits)) for i, t in enumerate(turns)]
+    persona_part = (-1, defuse(system_text(persona), traits))
+    parts = [(i, defuse(t.content, traits)) for i, t in enumerate(turns)]
     first_contact = bool(turns) and turns[0].role == "contact"
     if traits.system and (first_contact or traits.owner_first):
         head = [("system", [persona_part])]
@@ -302,15 +212,15 @@ def _check_alternation(turns: Sequence[Turn]) -> None:
 
 
 def _layout(
-    tokenizer: Any, traits: _Traits, messages: list[tuple[str, list[Part]]], generation: bool
+    tokenizer: Any, traits: Traits, messages: list[tuple[str, list[Part]]], generation: bool
 ) -> tuple[str, dict[int, tuple[int, int]]]:
     """The rendered text and the character span of every part, found by rendering markers in their place."""
     parts = [p for _, ps in messages for p in ps]
     numbered, n = [], 0
     for role, ps in messages:
-        numbered.append({"role": role, "content": "\n\n".join(_mark(n + k) for k in range(len(ps)))})
+        numbered.append({"role": role, "content": "\n\n".join(marker(n + k) for k in range(len(ps)))})
         n += len(ps)
-    pieces = _MARK.split(_apply(tokenizer, traits.template, numbered, generation))
+    pieces = MARKER.split(apply(tokenizer, traits.template, numbered, generation))
     if [int(p) for p in pieces[1::2]] != list(range(len(parts))):
         raise ValueError("the chat template drops, repeats or reorders message content")
     text, spans, pos = [], {}, 0
@@ -322,7 +232,7 @@ def _layout(
         pos += len(piece)
     rendered = "".join(text)
     real = [{"role": role, "content": "\n\n".join(t for _, t in ps)} for role, ps in messages]
-    if _apply(tokenizer, traits.template, real, generation) != rendered:
+    if apply(tokenizer, traits.template, real, generation) != rendered:
         raise ValueError("the chat template changes message content (e.g. strips or escapes it)")
     return rendered, spans
 
@@ -345,7 +255,7 @@ def render(
     """
     if train_on not in ("owner", "all"):
         raise ValueError(f"train_on must be 'owner' or 'all', got {train_on!r}")
-    traits = _traits(tokenizer)
+    traits = traits_of(tokenizer)
     targets = [i for i, t in enumerate(conv.turns) if _counts(t, train_on)]
     if not targets:
         raise NoTarget("the conversation has no target turn")
@@ -389,13 +299,13 @@ def _mask(starts: list[int], spans: list[tuple[int, int]]) -> list[bool]:
 
 def api_messages(persona: Persona, turns: Sequence[Turn], tokenizer: Any) -> list[dict[str, str]]:
     """The messages as a chat API takes them (vLLM's /v1/chat/completions with the same template)."""
-    traits = _traits(tokenizer)
+    traits = traits_of(tokenizer)
     return [{"role": r, "content": "\n\n".join(t for _, t in ps)} for r, ps in _messages(persona, turns, traits)]
 
 
 def render_prompt(persona: Persona, turns: Sequence[Turn], tokenizer: Any) -> str:
     """The drafting prompt: the conversation so far and the header of the owner's next turn."""
-    traits = _traits(tokenizer)
+    traits = traits_of(tokenizer)
     return _layout(tokenizer, traits, _messages(persona, turns, traits), True)[0]
 
 
