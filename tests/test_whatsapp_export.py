@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from twin.chat import Chat, Message
 from twin.errors import ExportError
 from training.exports import ParseOptions, Skipped, detect
-from training.exports.whatsapp_txt import chat_name, content, date_order, looks_like, media_kind, parse
+from training.exports.whatsapp_lines import content, looks_like, media_kind
+from training.exports.whatsapp_txt import chat_name, date_order, parse
 
 LRM, NNBSP = "\u200e", "\u202f"
 

@@ -94,9 +94,9 @@ def detect(path: Path) -> str:
     if text.startswith("["):
         raise ExportError(path, "a JSON list is no chat export; export again with Telegram Desktop "
                                 "(Format: JSON) or DiscordChatExporter (-f Json), or pass --format")
-    from training.exports import whatsapp_txt
+    from training.exports import whatsapp_lines
 
-    if whatsapp_txt.looks_like(text):
+    if whatsapp_lines.looks_like(text):
         return "whatsapp"
     raise ExportError(
         path,

@@ -8,7 +8,8 @@ up to the next header:
     4/15/21, 9:05 PM - Tomas Berg: text                Android, 12 h (U+202F before PM on newer phones)
     [15/04/2021, 21:05:33] Tomas Berg: text            iOS (lines often start with U+200E)
 
-The file is read twice, line by line, so big exports never sit in memory: the first pass settles what the
+What one line says (a header, a placeholder, a deleted message) is training/exports/whatsapp_lines.py. The
+file is read twice, line by line, so big exports never sit in memory: the first pass settles what the
 whole file decides (encoding, date order, senders and so the chat type), the second yields records.
 
 Decisions:
@@ -51,161 +52,17 @@ from typing import IO
 from twin.chat import Chat, Message
 from twin.errors import ExportError
 from training.exports import ParseOptions, Record, Skipped
+from training.exports.whatsapp_lines import (GROUP_EVENT, Header, clean, content, plain_name, read_header,
+                                             service_reason)
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "whatsapp"
 FIX = "export the chat again in WhatsApp (chat menu > More > Export chat), or pass --format"
 
-LRM = "\u200e"
-INVISIBLE = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u200b\ufeff"
-_STRIP = str.maketrans("", "", INVISIBLE)
-
-_DATE = r"(?P<a>\d{4}|\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<c>\d{4}|\d{1,2})"
-# \s also matches U+202F and U+00A0, which newer phones put before AM/PM. Finnish iOS writes "klo".
-_TIME = r"(?P<h>\d{1,2})[:.](?P<m>\d{2})(?:[:.](?P<s>\d{2}))?(?:\s*(?P<ampm>[AaPp])\.?\s?[Mm]\.?)?"
-HEADER = re.compile(
-    rf"^[{INVISIBLE}]*(?P<br>\[)?{_DATE},?\s+(?:klo\s+)?{_TIME}(?(br)\]\s*|\s+[-–]\s*)(?P<rest>.*)$"
-)
-
-ENCRYPTION = re.compile(r"^(?:Messages|Calls)\b.*\bend-to-end encrypt", re.IGNORECASE)
-GROUP_EVENT = re.compile(
-    r" created group | added | removed | left$|changed the subject|changed this group's|changed the group "
-    r"|joined using this group's invite link"
-)
-EDITED = re.compile(r"\s*<This message was edited>$")
-DELETED = re.compile(r"(?:This message was deleted|You deleted this message)(?: by .+)?\.?")
-WAITING = re.compile(r"Waiting for this message\..*")
-OMITTED = re.compile(
-    r"(?:.*\s)?(image|photo|video|video note|GIF|audio|voice message|sticker|document|Contact card) omitted",
-    re.IGNORECASE,
-)
-ATTACHED = re.compile(r"<attached: (?P<name>[^>]+)>|(?P<file>\S.*) \(file attached\)")
-MEDIA_OMITTED = "<Media omitted>"
-# Forms iOS prefixes with U+200E although a person sent them; any other U+200E-prefixed line is a notice.
-SENT_MARKED = re.compile(r"(?:Location|POLL|OPTION):.*")
-
-OMITTED_KINDS = {"image": "photo", "photo": "photo", "video": "video", "video note": "video", "gif": "video",
-                 "audio": "voice", "voice message": "voice", "sticker": "sticker"}
-# WhatsApp media file names: iOS "00000012-PHOTO-2021-04-15-21-05-33.jpg", Android "IMG-20210415-WA0001.jpg".
-NAME_KINDS = {"PHOTO": "photo", "IMG": "photo", "VIDEO": "video", "VID": "video", "GIF": "video",
-              "AUDIO": "voice", "PTT": "voice", "AUD": "voice", "STICKER": "sticker", "STK": "sticker"}
-EXTENSION_KINDS = {
-    **dict.fromkeys(("jpg", "jpeg", "png", "heic", "gif", "webp"), "photo"),
-    **dict.fromkeys(("mp4", "mov", "3gp", "webm"), "video"),
-    **dict.fromkeys(("opus", "ogg", "m4a", "mp3", "aac", "wav", "amr"), "voice"),
-}
 CHAT_NAME = re.compile(
     r"^.*?whatsapp[\s-]*(?:chat)?\s*(?:with|mit|con|com|avec|met|med|z|ile|-)\s+(?P<name>.+)$", re.IGNORECASE
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    """A message's first line, split: the date fields as written, the time, the sender and the text."""
-
-    fields: tuple[str, str, str]
-    hour: int
-    minute: int
-    second: int
-    sender: str | None  # None: a notice with no "Name: "
-    body: str  # first line of text, invisible marks removed
-    marked: bool  # the text began with U+200E (iOS notices and media notes)
-
-
-def looks_like(text: str) -> bool:
-    """Whether text (an export's first bytes, decoded) starts like a WhatsApp export.
-
-    detect() decodes as UTF-8, so a UTF-16 export arrives with a NUL after each ASCII character and its
-    byte-order mark as U+FFFD; dropping those recovers the ASCII header.
-
-    >>> looks_like("\\u200e[15/04/2021, 21:05:33] Tomas Berg: hi\\n"), looks_like('{"chats": []}')
-    (True, False)
-    """
-    text = text.replace("\x00", "").lstrip("\ufffd\ufeff")
-    for line in text.splitlines()[:50]:
-        if line.strip(INVISIBLE + " \t"):
-            return HEADER.match(line) is not None
-    return False
-
-
-def read_header(line: str) -> Header | None:
-    """The header of a message's first line, or None for a continuation line.
-
-    >>> read_header("4/15/21, 9:05\\u202fPM - Tomas Berg: hi")
-    Header(fields=('4', '15', '21'), hour=21, minute=5, second=0, sender='Tomas Berg', body='hi', marked=False)
-    """
-    m = HEADER.match(line)
-    if m is None:
-        return None
-    hour = int(m["h"])
-    if m["ampm"]:
-        hour = hour % 12 + (12 if m["ampm"] in "Pp" else 0)
-    rest = m["rest"]
-    name, sep, body = rest.partition(": ")
-    if not sep and rest.endswith(":"):  # "Name:" and the text starts on the next line
-        name, sep, body = rest[:-1], ":", ""
-    sender = _name(name) if sep else None
-    if sender is not None and not 0 < len(sender) <= 80:  # a notice that happens to contain ": "
-        sender = None
-    text = _clean(body if sender is not None else rest)
-    return Header((m["a"], m["b"], m["c"]), hour, int(m["m"]), int(m["s"] or 0), sender, text,
-                  body.startswith(LRM))
-
-
-def service_reason(header: Header) -> str | None:
-    """Why a header line is no message ("encryption", "event"), or None for a person's message."""
-    if ENCRYPTION.match(header.body):
-        return "encryption"
-    if header.sender is None:
-        return "event"
-    if header.marked:
-        first = EDITED.sub("", header.body).strip()
-        if not (media_kind(first) or _is_deleted(first) or SENT_MARKED.fullmatch(first)):
-            return "event"
-    return None
-
-
-def media_kind(line: str) -> str | None:
-    """The kind a media note stands for, or None when the line is no media note.
-
-    >>> media_kind("<attached: 00000012-PHOTO-2021-04-15-21-05-33.jpg>"), media_kind("GIF omitted")
-    ('photo', 'video')
-    """
-    if not line.endswith(("omitted", ">", ")")):  # cheap exit for the common text line
-        return None
-    if line == MEDIA_OMITTED:
-        return "file"
-    if m := OMITTED.fullmatch(line):
-        return OMITTED_KINDS.get(m[1].lower(), "file")
-    if m := ATTACHED.fullmatch(line):
-        return file_kind(m["name"] or m["file"])
-    return None
-
-
-def file_kind(name: str) -> str:
-    """The kind of a media file, from WhatsApp's naming, else its extension."""
-    for part in re.split(r"[-_.]", name):
-        if part in NAME_KINDS:
-            return NAME_KINDS[part]
-    return EXTENSION_KINDS.get(PurePosixPath(name).suffix.lower().lstrip("."), "file")
-
-
-def content(text: str) -> tuple[str, str, bool]:
-    """(kind, text, edited) of a message's full text.
-
-    >>> content("see you <This message was edited>"), content("This message was deleted")
-    (('text', 'see you', True), ('placeholder', '', False))
-    """
-    text, edits = EDITED.subn("", text.rstrip())
-    first, _, caption = text.partition("\n")
-    first = first.strip()
-    if _is_deleted(first):
-        return "placeholder", "", bool(edits)
-    kind = media_kind(first)
-    if kind is not None:
-        return kind, caption.strip(), bool(edits)
-    return "text", text, bool(edits)
 
 
 def chat_name(path: Path) -> str:
@@ -221,7 +78,7 @@ def chat_name(path: Path) -> str:
     if stem == "_chat" and path.parent.name:  # an unzipped iOS export: the folder carries the name
         return chat_name(path.parent)
     m = CHAT_NAME.match(stem)
-    return _name(m["name"]) if m else stem
+    return plain_name(m["name"]) if m else stem
 
 
 def date_order(fields: Iterable[tuple[str, str, str]]) -> str:
@@ -342,7 +199,7 @@ def _entries(lines: Iterable[str]) -> Iterator[tuple[int, Header, str]]:
             if header is None:
                 stray += bool(line.strip())
             else:
-                parts.append(_clean(line))
+                parts.append(clean(line))
             continue
         if header is not None:
             yield start, header, "\n".join(parts)
@@ -363,21 +220,6 @@ def _time(path: Path, order: str, header: Header, number: int) -> datetime:
     except ValueError as e:
         raise ExportError(path, f"line {number}: {'/'.join(header.fields)} {header.hour}:{header.minute:02d} "
                                 f"is no valid date and time ({e}); {FIX}") from e
-
-
-def _name(raw: str) -> str:
-    """A display name with invisible marks removed and whitespace (NBSP, U+202F) made plain spaces."""
-    return " ".join(_clean(raw).split())
-
-
-def _clean(text: str) -> str:
-    """Text without the invisible direction marks exports sprinkle in; ASCII text has none to remove."""
-    return text if text.isascii() else text.translate(_STRIP)
-
-
-def _is_deleted(line: str) -> bool:
-    """A deleted message's notice, or iOS's note for a message it could not decrypt."""
-    return line.startswith(("This", "You", "Waiting")) and bool(DELETED.fullmatch(line) or WAITING.fullmatch(line))
 
 
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
