@@ -151,7 +151,7 @@ def pct(values: list[float], q: float) -> float:
 
 def vllm_runs(store, home, adapter, base, todo: list[Case], args) -> dict:
     """Start a vLLM server with the adapter, time the drafts and the two throughput runs, stop the server."""
-    from serving.backends import BackendSettings, open_backend
+    from serving.backend_factory import BackendSettings, open_backend
     from serving.vllm_server import adapter_rank, find_python, start, stop, wait_healthy
     from twin.config import ServeConfig
 
@@ -227,7 +227,7 @@ def main() -> None:
 
     import torch
 
-    from serving.backends import BackendSettings, open_backend
+    from serving.backend_factory import BackendSettings, open_backend
     from twin.adapters import find_adapter
     from twin.models import resolve_base_model
     from twin.paths import Home

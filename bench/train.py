@@ -105,13 +105,14 @@ def timed(fn) -> tuple[float, float]:
 
 
 def run_twin(make_model, tokenizer, samples, args, owner_only: bool) -> tuple[int, float, float]:
-    from training.trainer import TrainConfig, train
+    from training.trainer import train
+    from twin.config import TrainingConfig
 
     if not owner_only:
         samples = [Sample(s.input_ids, [True] * len(s.input_ids)) for s in samples]
-    cfg = TrainConfig(max_tokens=args.max_tokens, micro_batch_rows=args.rows, grad_accum=args.grad_accum,
-                      epochs=1, dropout=0.0, seed=0, save_every=10**9, progress=True,
-                      gradient_checkpointing=args.gradient_checkpointing)
+    cfg = TrainingConfig(max_tokens=args.max_tokens, micro_batch_rows=args.rows, grad_accum=args.grad_accum,
+                         epochs=1, dropout=0.0, seed=0, save_every=10**9, progress=True,
+                         gradient_checkpointing=args.gradient_checkpointing)
     model, results = make_model(), []
     with tempfile.TemporaryDirectory() as run_dir:
         wall, cpu = timed(lambda: results.append(train(model, tokenizer, samples, cfg, Path(run_dir))))
@@ -122,9 +123,10 @@ def run_trainer(make_model, tokenizer, samples, args, batch: int) -> tuple[int, 
     import torch
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from training.trainer import TrainConfig, add_lora
+    from training.trainer import add_lora
+    from twin.config import TrainingConfig
 
-    cfg = TrainConfig(dropout=0.0, gradient_checkpointing=args.gradient_checkpointing)
+    cfg = TrainingConfig(dropout=0.0, gradient_checkpointing=args.gradient_checkpointing)
     model = add_lora(make_model(), cfg)
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(

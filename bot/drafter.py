@@ -87,10 +87,8 @@ class Drafter:
         """Candidates replying to the chat's current conversation (plus `incoming`, not yet stored); `notes`
         False keeps the owner's notes on the contact out of the prompt. Raises what drafting raises (NoDraft,
         ServingUnavailable, NotFound)."""
-        cfg = self._cfg
-        request = DraftRequest(key, tuple(incoming), n=n or cfg.n, max_new_tokens=cfg.max_new_tokens,
-                               temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, sender=sender,
-                               session=None if session is None else tuple(session), notes=notes)
+        request = DraftRequest.from_config(self._cfg, key, incoming, n=n, seed=seed, sender=sender,
+                                          session=None if session is None else tuple(session), notes=notes)
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._draft, request)
 
     async def close(self) -> None:

@@ -27,7 +27,6 @@ from apscheduler.triggers.cron import CronTrigger
 from bot.relay import Relay
 from twin.config import Config
 from twin.errors import ConfigError
-from twin.outcomes import outcomes
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ async def heartbeat(relay: Relay) -> None:
 
 def digest(relay: Relay, since: datetime) -> str:
     """The daily digest: drafts made since `since` and what became of them (counts, no text)."""
-    rows = outcomes(relay.store, since=since)
+    rows = relay.ledger.outcomes(since=since)
     if not rows:
         return "Today: no drafts."
     kinds = Counter(o.kind for o in rows)
@@ -56,7 +55,7 @@ def new_outcomes(relay: Relay) -> int:
     """Settled outcomes since the last `twin learn` run from the scheduler."""
     last = relay.store.get_meta(LEARN_KEY)
     since = datetime.fromtimestamp(float(last), timezone.utc) if last else None
-    return sum(o.kind not in ("pending", "failed") for o in outcomes(relay.store, since=since))
+    return sum(o.kind not in ("pending", "failed") for o in relay.ledger.outcomes(since=since))
 
 
 async def run_learn(home: Path, relay: Relay, min_outcomes: int) -> str | None:

@@ -3,19 +3,22 @@
 Every change to a draft goes through `Ledger.apply(id, transition, action, now)`: read, apply the pure
 transition (bot/drafts.py), write the row and one `draft_events` row with the time, all inside one
 `BEGIN IMMEDIATE` transaction, so two taps racing each other see each other's result and a restart finds
-exactly what was committed. Uses the store's connection (twin/store.py owns the schema).
+exactly what was committed. Uses the store's connection (twin/schema.py holds the schema). The ledger is the only
+reader and writer of these tables: `twin report`, `twin learn` and the digest get the drafts as outcomes
+(`outcomes`, twin.outcomes.Outcome), `twin forget` and /forget delete through `forget`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.drafts import ChatRef, Draft, State
+from bot.drafts import TERMINAL, ChatRef, Draft, State
 from twin.chat import utc
 from twin.errors import NotFound
+from twin.outcomes import Outcome
 from twin.store import Store
 
 _COLUMNS = (
@@ -28,6 +31,11 @@ _COLUMNS = (
 
 def _t(t: datetime | None) -> float | None:
     return None if t is None else t.timestamp()
+
+
+def _answers(raw: str) -> tuple[str, ...]:
+    """The ids of the messages a draft answers, from its `answers` column."""
+    return tuple(str(i) for i in json.loads(raw))
 
 
 def _row(d: Draft) -> dict:
@@ -50,7 +58,7 @@ def _draft(r: tuple) -> Draft:
     at = lambda k: None if v[k] is None else utc(v[k])  # noqa: E731
     return Draft(
         id=v["id"], chat=ChatRef(v["platform"], v["connection_id"], v["chat_id"]), contact_id=v["contact_id"],
-        answers=tuple(json.loads(v["answers"])), candidates=tuple(json.loads(v["candidates"])),
+        answers=_answers(v["answers"]), candidates=tuple(json.loads(v["candidates"])),
         created_at=utc(v["created_at"]), updated_at=utc(v["updated_at"]), expires_at=at("expires_at"),
         state=State(v["state"]), origin=v["origin"], reply_to=v["reply_to"], shown=v["shown"],
         final_text=v["final_text"], edited=bool(v["edited"]), editing=bool(v["editing"]), adapter=v["adapter"],
@@ -76,6 +84,11 @@ class Connection:
 
 
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM drafts"
+# What became of a draft in each state; one not settled yet is "pending" (unsure: sent or not, the owner has yet
+# to say).
+_KIND = {**{s: "pending" for s in State if s not in TERMINAL}, State.SENT: "sent", State.EDITED_SENT: "edited",
+         State.SUPERSEDED: "written", State.DISCARDED: "discarded", State.EXPIRED: "expired", State.FAILED: "failed"}
+_SETTLED = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))  # SQL: the states a draft settles in
 _IN_CHAT = "platform = ? AND chat_id = ? AND connection_id IS ?"  # a ChatRef's (platform, chat_id, connection_id)
 
 
@@ -147,7 +160,7 @@ class Ledger:
         """The ids of the chat's messages some draft (in any state) answers."""
         rows = self.conn.execute(f"SELECT answers FROM drafts WHERE {_IN_CHAT}",
                                  (chat.platform, chat.chat_id, chat.connection_id))
-        return {i for (a,) in rows for i in json.loads(a)}
+        return {i for (a,) in rows for i in _answers(a)}
 
     def note_chat(self, chat: ChatRef) -> None:
         """Remember which connection a live chat comes through (the latest one)."""
@@ -200,11 +213,51 @@ class Ledger:
                                  (since.timestamp(),))
         return dict(rows.fetchall())
 
+    def outcomes(self, since: datetime | None = None, until: datetime | None = None,
+                 origin: str | None = None) -> list[Outcome]:
+        """What became of every draft created in [since, until) (of one origin, or all), oldest first."""
+        replaced = self.replaced()
+        rows = self.conn.execute(
+            "SELECT d.id, d.origin, d.platform, d.chat_id, d.state, d.adapter, d.prompt, d.candidates, d.shown, "
+            "d.final_text, d.regenerations, d.latency_ms, d.created_at, d.auto, d.answers, "
+            f"(SELECT max(e.time) FROM draft_events e WHERE e.draft_id = d.id AND e.to_state IN ({_SETTLED})) "
+            "FROM drafts d WHERE d.created_at >= ? AND d.created_at < ? AND (? IS NULL OR d.origin = ?) ORDER BY d.id",
+            (since.timestamp() if since else 0, until.timestamp() if until else 1e13, origin, origin),
+        )
+        result = []
+        for (i, orig, platform, chat_id, state, adapter, prompt, candidates, shown, final, regen, latency, created,
+             auto, answers, settled) in rows:
+            cands = json.loads(candidates)
+            result.append(Outcome(
+                i, orig, platform, chat_id, _KIND[state], adapter, tuple(json.loads(prompt or "[]")), cands[shown],
+                tuple(cands[:shown]), final, regen, latency, utc(created), utc(settled) if settled else None,
+                bool(auto), _answers(answers), i in replaced,
+            ))
+        return result
+
+    def replaced(self) -> frozenset[int]:
+        """Drafts expired because a newer draft replaced them (the relay's "replaced" event, bot/relay.py)."""
+        rows = self.conn.execute("SELECT DISTINCT draft_id FROM draft_events WHERE action = 'replaced'")
+        return frozenset(r[0] for r in rows)
+
     def events(self, draft_id: int) -> list[tuple[datetime, str, str | None, str]]:
         rows = self.conn.execute(
             "SELECT time, action, from_state, to_state FROM draft_events WHERE draft_id = ? ORDER BY id", (draft_id,)
         )
         return [(utc(t), a, f, s) for t, a, f, s in rows]
+
+    def forget(self, platform: str, chat_id: str, people: Sequence[str]) -> int:
+        """Delete a chat's drafts (their events go with them) and its settings, and the drafts made for these
+        people of the platform in any chat; returns the drafts removed. twin.forget's relay part: it runs inside
+        the store's transaction."""
+        def run(sql: str, *args) -> int:
+            return self.conn.execute(sql, args).rowcount
+
+        drafts = run("DELETE FROM drafts WHERE platform = ? AND chat_id = ?", platform, chat_id)
+        run("DELETE FROM chat_settings WHERE platform = ? AND chat_id = ?", platform, chat_id)
+        for person in people:
+            drafts += run("DELETE FROM drafts WHERE platform = ? AND contact_id = ?", platform, person)
+        return drafts
 
     # -- connections and settings -------------------------------------------------------------------------
 

@@ -319,8 +319,8 @@ class TelegramRelay:
             return
         try:
             chat = self.relay.store.find_chat(contact)
-            gone = await self.relay.forget(chat.platform, chat.id,
-                                           lambda: forget(self.relay.store, contact, self._config_path))
+            gone = await self.relay.forget(chat.platform, chat.id, lambda: forget(
+                self.relay.store, contact, self._config_path, relay_tables=self.relay.ledger.forget))
         except TwinError as e:
             await self._say(str(e))
             return

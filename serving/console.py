@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from serving.backends import BackendSettings, open_backend, same_base
+from serving.backend_factory import BackendSettings, open_backend
+from serving.backends import same_base
 from serving.drafting import Draft, DraftRequest, DraftSettings, draft
 from serving.personas import measure, summary_line
 from twin import adapters
@@ -74,9 +75,8 @@ def draft_once(home: Home, cfg: Config, opts: DraftOptions, incoming: Sequence[s
         chat = store.find_chat(opts.contact)
         backend, adapter, settings = drafting_parts(home, cfg, opts)
         try:
-            request = DraftRequest(ChatKey(chat.platform, chat.id), incoming, n=opts.n or cfg.drafting.n,
-                                   adapter=adapter, max_new_tokens=cfg.drafting.max_new_tokens,
-                                   temperature=cfg.drafting.temperature, top_p=cfg.drafting.top_p)
+            request = DraftRequest.from_config(cfg.drafting, ChatKey(chat.platform, chat.id), incoming,
+                                               n=opts.n, adapter=adapter)
             return draft(store, backend, request, settings, _now())
         finally:
             backend.close()
@@ -105,10 +105,8 @@ def chat_loop(home: Home, cfg: Config, opts: DraftOptions, read: Callable[[str],
                     break
                 if not incoming.strip():
                     continue
-                request = DraftRequest(key, [incoming], n=opts.n or cfg.drafting.n, adapter=adapter,
-                                       max_new_tokens=cfg.drafting.max_new_tokens,
-                                       temperature=cfg.drafting.temperature, top_p=cfg.drafting.top_p,
-                                       session=tuple(session))
+                request = DraftRequest.from_config(cfg.drafting, key, [incoming], n=opts.n, adapter=adapter,
+                                                   session=tuple(session))
                 now = _now()
                 result = draft(store, backend, request, settings, now)
                 for i, c in enumerate(result.candidates, 1):

@@ -31,9 +31,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from serving.backends import Backend
 from serving.personas import ContactProfile, measure
+from twin.config import DraftingConfig
 from twin.emoji import count_emoji, is_emoji
 from twin.text import edit_distance
 from twin.errors import ConfigError, NotFound, TwinError
@@ -75,6 +77,14 @@ class DraftRequest:
     session: tuple[StoredMessage, ...] | None = None
     notes: bool = True
 
+    @classmethod
+    def from_config(cls, drafting: DraftingConfig, contact: ChatKey, incoming: Sequence[str] = (), *,
+                    n: int | None = None, **fields: Any) -> DraftRequest:
+        """A request with twin.toml's [drafting] n, max_new_tokens, temperature and top_p; `n` None (or 0) is the
+        section's, `fields` are the request's others (adapter, seed, sender, session, notes)."""
+        return cls(contact, incoming, n=n or drafting.n, max_new_tokens=drafting.max_new_tokens,
+                   temperature=drafting.temperature, top_p=drafting.top_p, **fields)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "incoming", tuple(self.incoming))
         if self.n < 1:
@@ -108,12 +118,11 @@ class Draft:
 @dataclass(frozen=True)
 class DraftSettings:
     """How drafts are made. `owner_name` and `notes` as for training (twin.toml's owner.name and contacts' notes);
-    `session_gap` in seconds, None: the store's (what ingest used); `scrub` is applied to every message's text
-    when the adapter was trained on scrubbed text (twin.pii.scrub)."""
+    `scrub` is applied to every message's text when the adapter was trained on scrubbed text (twin.pii.scrub).
+    The session gap is the store's (what ingest used)."""
 
     owner_name: str | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
-    session_gap: int | None = None
     max_turns: int = 12
     max_prompt_tokens: int = 896
     oversample: int = 2
@@ -157,7 +166,7 @@ def build_prompt(store: Store, request: DraftRequest, tokenizer, settings: Draft
     if chat is None:
         raise NotFound(f"{key.platform}:{key.chat_id}: no such chat in the store; ingest an export that has it")
     history = store.chat_messages(key)
-    gap = settings.session_gap or int(store.get_meta("session_gap") or DEFAULT_GAP_SECONDS)
+    gap = int(store.get_meta("session_gap") or DEFAULT_GAP_SECONDS)
     others = Counter(m.sender_id for m in history if not m.from_owner)
     sender_id = others.most_common(1)[0][0] if others else "contact"
     session = list(request.session) if request.session is not None else current_session(history, now, gap)

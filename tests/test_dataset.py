@@ -12,7 +12,7 @@ from twin.pii import scrub
 from training.ingest import resessionize
 from twin.chat import Chat, Message, utc
 from twin.errors import ConfigError
-from twin.store import ChatKey, Store
+from twin.store import Store
 
 TOK = tiny_tokenizer()
 T0 = 1_710_000_000  # 2024-03-09 16:00 UTC

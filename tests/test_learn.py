@@ -134,6 +134,7 @@ def trained_home(tmp_path_factory):
     for 60 new prompts (not yet recorded as outcomes)."""
     import torch
 
+    from training.dataset import DatasetOptions
     from training.job import TrainRequest, train_adapter
     from twin.generation import Sampling, generate
     from twin.models import load_base
@@ -148,7 +149,9 @@ def trained_home(tmp_path_factory):
         home.config.write_text(TOML)
         fill_store(home.db)
         cfg = load_config(home.config)
-        parent = train_adapter(home, cfg, TrainRequest(base_model=str(base_dir), max_steps=300), echo=lambda m: None)
+        data_opts = DatasetOptions.from_config(cfg.training, cfg.ingest, cfg.owner, cfg.contacts, cfg.telegram)
+        parent = train_adapter(home, cfg.training, data_opts, TrainRequest(base_model=str(base_dir), max_steps=300),
+                               echo=lambda m: None)
         base, tok = load_base(str(base_dir), home.models)
         from peft import PeftModel
 
@@ -434,7 +437,9 @@ def test_kto_learns_from_approvals_and_discards_alone(trained_home, tmp_path):
                                         answers=("1",), candidates=(shown,), created_at=at, updated_at=at,
                                         adapter="twin-v1", prompt=tuple(prompt)), at)
                 ledger.apply(d.id, lambda x: D.discard(x, at), "discard", at)
-    result = learn(home, load_config(home.config), LearnRequest(), echo=print)
+    with Store.open(home.db) as store:
+        found = Ledger(store).outcomes()
+    result = learn(home, load_config(home.config), found, LearnRequest(), echo=print)
     print(json.dumps({k: result.gate[k] for k in ("decision", "reasons", "checks", "outcomes")}))
     assert result.method == "kto" and result.counts["pairs"] == 0
     meta = json.loads((home.adapters / "twin-v2" / "twin.json").read_text())

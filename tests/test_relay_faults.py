@@ -348,7 +348,8 @@ async def test_a_burst_that_fails_for_good_says_how_much_arrived(world):
 async def test_old_buttons_never_act_on_another_contacts_draft_after_forget(world):
     d = await pending_draft(world, "2003")
     old_card = d.card
-    gone = await world.relay.forget("telegram", "2003", lambda: forget(world.store, "Lena Vik"))
+    gone = await world.relay.forget("telegram", "2003", lambda: forget(world.store, "Lena Vik",
+                                                                    relay_tables=world.relay.ledger.forget))
     assert gone.drafts == 1
     assert world.screen.cards[old_card[1]].text == cards.FORGOTTEN
     other = await pending_draft(world, "2002")
@@ -495,7 +496,8 @@ class RelayPromise(RuleBasedStateMachine):
     def forget_a_contact(self, chat):
         if chat in self.forgotten or not self.w.store.chat_messages(_key(chat), last=1):
             return
-        self.run(self.w.relay.forget("telegram", chat, lambda: forget(self.w.store, f"telegram:{chat}")))
+        self.run(self.w.relay.forget("telegram", chat, lambda: forget(self.w.store, f"telegram:{chat}",
+                                                                      relay_tables=self.w.relay.ledger.forget)))
         self.forgotten.add(chat)
 
     @rule()

@@ -16,8 +16,8 @@ from bot.ledger import Ledger
 from twin.chat import Chat, Message
 from twin.cli import main
 from twin.errors import ConfigError
-from twin.outcomes import Outcome, outcomes
-from twin.report import Incoming, Period, build, incoming, percentile, replaced_ids, report
+from twin.outcomes import Outcome
+from twin.report import Incoming, Period, build, incoming, percentile, report
 from twin.store import Store
 
 DAY1 = datetime(2024, 5, 6, 10, tzinfo=timezone.utc)  # a Monday: both days are in ISO week 2024-W19
@@ -123,8 +123,8 @@ def home(tmp_path):
 
 def test_the_fixture_has_the_outcomes_it_claims(home):
     with Store.open(home / "twin.db") as store:
-        outs = outcomes(store)
-        assert replaced_ids(store) == {12}
+        outs = Ledger(store).outcomes()
+        assert Ledger(store).replaced() == {12}
     assert [o.kind for o in outs] == ["sent", "sent", "edited", "edited", "discarded", "written", "sent", "sent",
                                       "edited", "expired", "failed", "expired", "pending"]
     assert [o.edit for o in outs if o.kind == "edited"] == ["light", "heavy", "trivial"]
@@ -189,7 +189,7 @@ DAY_2 = {
 
 def test_overall_per_adapter_and_per_day_numbers_are_exact(home):
     with Store.open(home / "twin.db") as store:
-        r = report(store)
+        r = report(store, Ledger(store).outcomes())
     assert r.overall == OVERALL
     assert r.adapters == [V1, V2]
     assert r.series == [DAY_1, DAY_2]
@@ -199,7 +199,7 @@ def test_overall_per_adapter_and_per_day_numbers_are_exact(home):
 
 def test_by_week_is_one_row_equal_to_the_overall_numbers(home):
     with Store.open(home / "twin.db") as store:
-        r = report(store, Period(by="week"))
+        r = report(store, Ledger(store).outcomes(), Period(by="week"))
     [week] = r.series
     assert week["period"] == "2024-W19" and week["start"] == "2024-05-06"
     assert {k: week[k] for k in OVERALL} == OVERALL
@@ -207,8 +207,8 @@ def test_by_week_is_one_row_equal_to_the_overall_numbers(home):
 
 def test_a_period_keeps_its_drafts_and_messages_and_counts_answers_made_later(home):
     with Store.open(home / "twin.db") as store:
-        day2 = report(store, Period(since=DAY2.replace(hour=0)))
-        day1 = report(store, Period(until=DAY2.replace(hour=0)))
+        day2 = report(store, Ledger(store).outcomes(), Period(since=DAY2.replace(hour=0)))
+        day1 = report(store, Ledger(store).outcomes(), Period(until=DAY2.replace(hour=0)))
     assert {k: day2.overall[k] for k in OVERALL} == {k: DAY_2[k] for k in OVERALL}
     assert [a["adapter"] for a in day2.adapters] == ["twin-v1", "twin-v2"]
     # message 107 (day 1) was answered by draft 6, made on day 2: still answered in a day-1 report
@@ -217,7 +217,7 @@ def test_a_period_keeps_its_drafts_and_messages_and_counts_answers_made_later(ho
 
 def test_coverage_matches_on_chat_and_message_id_and_counts_only_contacts_live_telegram_messages(home):
     with Store.open(home / "twin.db") as store:
-        msgs = incoming(store)
+        msgs = incoming(store, Ledger(store).outcomes())
     assert len(msgs) == 19 and sum(m.answered for m in msgs) == 14
     # the last one is chat 2003's message 101: same id as an answered message of chat 2002, not answered
     assert msgs[-1].time == DAY2 - timedelta(hours=3) + timedelta(minutes=30) and not msgs[-1].answered

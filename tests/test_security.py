@@ -19,7 +19,7 @@ from bot.ledger import Ledger
 from bot.cards import privacy_text
 from fake_telegram import TOKEN, FakeBotAPI
 from helpers import QuickBackend
-from relay_harness import BC, OWNER, TOMAS, Clock, Harness, is_card
+from relay_harness import BC, OWNER, TOMAS, Clock, Harness
 from twin.chat import Message
 from twin.cli import _setup_logging, main
 from twin.config import Config, TelegramConfig

@@ -7,7 +7,8 @@ import pytest
 
 from twin.chat import Chat, Message, utc
 from twin.errors import StoreError
-from twin.store import SCHEMA_VERSION, Store
+from twin.schema import SCHEMA_VERSION
+from twin.store import Store
 
 
 def msg(mid, sender="user2", t=1_700_000_000, text="hello", edited=None, chat="2"):
@@ -121,7 +122,7 @@ def test_find_chat_by_name_title_or_id():
 
 
 def test_schema_3_keeps_drafts_and_events_and_never_reuses_a_draft_id(tmp_path):
-    from twin.store import MIGRATIONS
+    from twin.schema import MIGRATIONS
 
     path = tmp_path / "twin.db"
     conn = sqlite3.connect(path)

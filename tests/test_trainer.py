@@ -16,10 +16,11 @@ import pytest
 torch = pytest.importorskip("torch")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
+from twin.config import TrainingConfig  # noqa: E402
 from twin.errors import ConfigError  # noqa: E402
 from training import packing as pk  # noqa: E402
 from training import trainer as tr  # noqa: E402
-from training.trainer import LLAMA_PROJECTIONS, TrainConfig, train  # noqa: E402
+from training.trainer import LLAMA_PROJECTIONS, train  # noqa: E402
 
 VOCAB = 256
 
@@ -61,10 +62,10 @@ def chat_samples(n=12, seed=0, lo=8, hi=60) -> list[Sample]:
     return out
 
 
-def cfg(**kw) -> TrainConfig:
+def cfg(**kw) -> TrainingConfig:
     base = dict(max_tokens=128, micro_batch_rows=2, grad_accum=2, lr=5e-3, dropout=0.0, progress=False,
                 max_steps=2, warmup_ratio=0.0)
-    return TrainConfig(**(base | kw))
+    return TrainingConfig(**(base | kw))
 
 
 def lora_weights(model) -> dict[str, torch.Tensor]:
@@ -102,7 +103,7 @@ def test_loss_falls_on_a_repeated_sample(tmp_path):
 
 def test_rank_outside_vllms_set_is_refused():
     with pytest.raises(ConfigError, match="vLLM serves only ranks"):
-        TrainConfig(r=12)
+        TrainingConfig(r=12)
 
 
 def test_generic_targets_cover_every_linear_but_the_head():
@@ -231,7 +232,8 @@ def test_resume_with_other_data_is_refused(tmp_path):
 
 
 def test_time_budget_stops_after_the_step_and_saves(tmp_path):
-    result = train(tiny_llama(), Tokenizer(), chat_samples(20), cfg(max_steps=50, time_budget_s=1e-6), tmp_path)
+    result = train(tiny_llama(), Tokenizer(), chat_samples(20), cfg(max_steps=50, time_budget_minutes=1e-6 / 60),
+                   tmp_path)
     assert (result.stopped_by, result.steps) == ("time_budget", 1)
     assert result.checkpoint == tmp_path / "checkpoint-1"
     state = json.loads((result.checkpoint / "trainer_state.json").read_text())

@@ -17,9 +17,8 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
 from helpers import tiny_tokenizer  # noqa: E402
 import serving.backends  # noqa: E402
-from serving.backends import (  # noqa: E402
-    Backend, BackendSettings, base_spec, open_backend,
-)
+from serving.backend_factory import BackendSettings, base_spec, open_backend  # noqa: E402
+from serving.backends import Backend  # noqa: E402
 from serving.drafting import DraftRequest, DraftSettings, draft  # noqa: E402
 from serving.local_backend import LocalBackend  # noqa: E402
 from serving.openai_api import OpenAIClient  # noqa: E402

@@ -32,6 +32,7 @@ from functools import cached_property
 from typing import Any
 
 from twin.chat import Chat
+from twin.config import ContactConfig, IngestConfig, OwnerConfig, TelegramConfig, TrainingConfig
 from twin.errors import ConfigError
 from twin.pii import scrub
 from twin.prompts import GROUP_TYPES, Conversation, DoesNotFit, Persona, Rendered, Turn, chat_persona, render, to_turns
@@ -60,6 +61,19 @@ class DatasetOptions:
     notes: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
     include_live: bool = False
+
+    @classmethod
+    def from_config(cls, training: TrainingConfig, ingest: IngestConfig, owner: OwnerConfig,
+                    contacts: Mapping[str, ContactConfig], telegram: TelegramConfig) -> DatasetOptions:
+        """The options twin.toml gives; `twin train` then takes the store's own session gap, where ingest
+        recorded one, in place of ingest.session_gap_minutes."""
+        return cls(
+            max_tokens=training.max_tokens, train_on=training.train_on, scrub_pii=training.scrub_pii,
+            cap_per_chat=training.cap_per_chat, holdout_fraction=training.holdout_fraction,
+            session_gap=round(ingest.session_gap_minutes * 60), owner_name=owner.name,
+            notes={name: c.notes for name, c in contacts.items()}, seed=training.seed,
+            include_live=telegram.train_on_live,
+        )
 
     def __post_init__(self) -> None:
         if self.max_tokens < 16:

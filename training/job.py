@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from twin.config import Config
+from twin.config import Config, TrainingConfig
 from twin.errors import NotFound
 from twin.models import EMBEDDED_SPEC
 from twin.paths import Home
@@ -35,19 +35,18 @@ class TrainRequest:
     time_budget_minutes: float | None = None
     resume: bool = False
     canaries: bool = False
-    train_on: str | None = None
+    train_on: str | None = None  # applied to the dataset options, not to the section
+
+    def applied_to(self, training: TrainingConfig) -> TrainingConfig:
+        """The section with the command line's values in place of twin.toml's (None: twin.toml's)."""
+        asked = {"base_model": self.base_model, "name": self.name, "max_steps": self.max_steps,
+                 "epochs": self.epochs, "time_budget_minutes": self.time_budget_minutes}
+        return training.model_copy(update={k: v for k, v in asked.items() if v})
 
 
-def dataset_options(cfg: Config, store: Store) -> DatasetOptions:
-    """The dataset settings, resolved from twin.toml and the store (saved in twin.json so eval rebuilds it)."""
-    t = cfg.training
-    gap = int(store.get_meta("session_gap") or round(cfg.ingest.session_gap_minutes * 60))
-    return DatasetOptions(
-        max_tokens=t.max_tokens, train_on=t.train_on, scrub_pii=t.scrub_pii, cap_per_chat=t.cap_per_chat,
-        holdout_fraction=t.holdout_fraction, session_gap=gap, owner_name=cfg.owner.name,
-        notes={name: c.notes for name, c in cfg.contacts.items()}, seed=t.seed,
-        include_live=cfg.telegram.train_on_live,
-    )
+def _with_store_gap(opts: DatasetOptions, store: Store) -> DatasetOptions:
+    """The options with the session gap ingest cut this store's sessions with, where it recorded one."""
+    return replace(opts, session_gap=int(store.get_meta("session_gap") or opts.session_gap))
 
 
 def plant_canaries(samples: tuple[Sample, ...], tokenizer, opts: DatasetOptions, seed: int):
@@ -76,14 +75,15 @@ def _resume_name(home: Home, base: str) -> str:
     return max(runs, key=lambda p: p.stat().st_mtime).name
 
 
-def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Path:
-    """Run the whole training stage; returns the published adapter directory."""
+def train_adapter(home: Home, training: TrainingConfig, data_opts: DatasetOptions, req: TrainRequest,
+                  echo=print) -> Path:
+    """Run the whole training stage; returns the published adapter directory. `training` is twin.toml's
+    section and `data_opts` its dataset options (DatasetOptions.from_config); `req` overrides both."""
     from twin.models import load_base
-    from training.trainer import TrainConfig, publish_adapter, train
+    from training.trainer import hyperparameters, publish_adapter, train
 
-    t = cfg.training
-    base_spec = req.base_model or t.base_model
-    base = req.name or t.name
+    t = req.applied_to(training)
+    base_spec = t.base_model
     home.ensure()
     with Store.open(home.db) as store:
         if store.stats()["owner_messages"] == 0:
@@ -91,7 +91,7 @@ def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Pat
         started = time.perf_counter()
         model, tokenizer = load_base(base_spec, home.models, load_in_4bit=t.qlora)
         echo(f"base model loaded in {time.perf_counter() - started:.1f}s")
-        opts = dataset_options(cfg, store)
+        opts = _with_store_gap(data_opts, store)
         if req.train_on:
             opts = replace(opts, train_on=req.train_on)
         data = build(store, tokenizer, opts)
@@ -102,15 +102,8 @@ def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Pat
     train_samples, canaries = data.train, []
     if req.canaries:
         train_samples, canaries = plant_canaries(data.train, tokenizer, opts, t.seed)
-    name = _resume_name(home, base) if req.resume else adapters.next_name(home.adapters, base)
-    budget = req.time_budget_minutes or t.time_budget_minutes
-    tcfg = TrainConfig(
-        r=t.r, alpha=t.alpha, lr=t.lr, grad_accum=t.grad_accum, micro_batch_rows=t.micro_batch_rows,
-        max_tokens=t.max_tokens, epochs=req.epochs or t.epochs, max_steps=req.max_steps or t.max_steps,
-        time_budget_s=budget * 60 if budget else None, seed=t.seed,
-        gradient_checkpointing=t.gradient_checkpointing, qlora=t.qlora,
-    )
-    result = train(model, tokenizer, train_samples, tcfg, home.runs / name, resume=req.resume)
+    name = _resume_name(home, t.name) if req.resume else adapters.next_name(home.adapters, t.name)
+    result = train(model, tokenizer, train_samples, t, home.runs / name, resume=req.resume)
     echo(f"trained {result.steps} steps, {result.tokens} tokens at {result.tokens_per_s:.0f} tokens/s, "
          f"final loss {result.final_loss:.3f} (stopped by {result.stopped_by})")
     from accelerate import PartialState
@@ -122,7 +115,7 @@ def train_adapter(home: Home, cfg: Config, req: TrainRequest, echo=print) -> Pat
         "prompt_format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
         "data": {"fingerprint": data.fingerprint, **summary},
         "dataset_options": {**asdict(opts), "notes": sorted(opts.notes)},
-        "hyperparameters": asdict(tcfg),
+        "hyperparameters": hyperparameters(t),
         "training": {"steps": result.steps, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
                      "final_loss": result.final_loss, "stopped_by": result.stopped_by},
         "canaries": [asdict(c) for c in canaries],
@@ -142,5 +135,6 @@ def rebuild_dataset(home: Home, cfg: Config, meta: dict, tokenizer) -> Dataset:
     twin.json keeps only the names of contacts with notes, not the notes: they come from twin.toml.
     """
     saved = {k: v for k, v in meta["dataset_options"].items() if k != "notes"}
+    opts = DatasetOptions.from_config(cfg.training, cfg.ingest, cfg.owner, cfg.contacts, cfg.telegram)
     with Store.open(home.db) as store:
-        return build(store, tokenizer, replace(dataset_options(cfg, store), **saved))
+        return build(store, tokenizer, replace(_with_store_gap(opts, store), **saved))

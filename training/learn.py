@@ -1,14 +1,15 @@
 """`twin learn`: the owner's edits, approvals and discards become a new adapter version, kept only if it is better.
 
-From the relay's draft outcomes (twin.outcomes → training.preference): pairs (what went out ≻ the draft) for
-DPO, or desirable/undesirable replies for KTO when there are no pairs (or `learn.method = "kto"`), each with the
-exact prompt the draft was made from. The current adapter (the default one, or `--adapter`) is loaded as a
-trainable PEFT model and trained further with TRL's DPOTrainer or KTOTrainer; TRL keeps a frozen copy of it
-as the reference policy (its "ref" adapter); with DPO, the NLL of what went out is added (`learn.sft_weight`)
-so the drafts stay fluent. The result is the next version of the parent's name (`twin-v3` after `twin-v2`): the
-gate (training.gate) measures parent and child, its record and decision go into the new twin.json with the
-parent's name and the learning settings, and a promoted version becomes the default adapter (twin.adapters).
-A rejected one stays on disk for `twin adapters use` but drafts nothing by itself.
+From the relay's draft outcomes (twin.outcomes, passed in by the caller, who reads them from the relay's ledger;
+→ training.preference): pairs (what went out ≻ the draft) for DPO, or desirable/undesirable replies for KTO
+when there are no pairs (or `learn.method = "kto"`), each with the exact prompt the draft was made from. The
+current adapter (the default one, or `--adapter`) is loaded as a trainable PEFT model and trained further with
+TRL's DPOTrainer or KTOTrainer; TRL keeps a frozen copy of it as the reference policy (its "ref" adapter); with
+DPO, the NLL of what went out is added (`learn.sft_weight`) so the drafts stay fluent. The result is the next
+version of the parent's name (`twin-v3` after `twin-v2`): the gate (training.gate) measures parent and child,
+its record and decision go into the new twin.json with the parent's name and the learning settings, and a
+promoted version becomes the default adapter (twin.adapters). A rejected one stays on disk for `twin adapters
+use` but drafts nothing by itself.
 
     twin learn --dry-run
     twin learn --method dpo --epochs 3
@@ -22,15 +23,15 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from twin import adapters
 from twin.config import Config
-from twin.errors import ConfigError, NotFound, TwinError
-from twin.outcomes import Outcome, outcomes
+from twin.errors import ConfigError, TwinError
+from twin.outcomes import Outcome
 from twin.paths import Home
-from twin.store import Store
 from training import preference
 from training.gate import GateData, GateOptions, decide, measure
 
@@ -74,15 +75,14 @@ class LearnResult:
                 "training": self.training, "gate": self.gate}
 
 
-def learn(home: Home, cfg: Config, req: LearnRequest = LearnRequest(), echo=print) -> LearnResult:
-    """Build the preference data, train the child, gate it, publish it; see the module docstring."""
+def learn(home: Home, cfg: Config, outcomes: Sequence[Outcome], req: LearnRequest = LearnRequest(),
+          echo=print) -> LearnResult:
+    """Build the preference data from every draft's outcome (the relay's `Ledger.outcomes()`), train the child,
+    gate it, publish it; see the module docstring."""
     lc = cfg.learn
     parent = adapters.find_adapter(home.adapters, req.adapter)
     meta = parent.meta
-    if not home.db.exists():
-        raise NotFound(f"{home.db}: no database yet; run `twin ingest EXPORT` and `twin run` first")
-    with Store.open(home.db) as store:
-        found = trainable(outcomes(store), cfg)
+    found = trainable(list(outcomes), cfg)
     found, foreign = _same_base(found, home.adapters, meta.get("base_model"))
     prefs = preference.build(found, lc.holdout_fraction)
     counts = {**prefs.counts, "other_base": foreign}

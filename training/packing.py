@@ -17,22 +17,27 @@ import random
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twin.config import TrainingConfig
 from twin.errors import TwinError
-
-if TYPE_CHECKING:
-    from training.trainer import Sample, TrainConfig
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(TwinError):
-    """The data or the model cannot be trained as asked."""
+    """The data or the model cannot be trained as asked (raised here and by training.trainer)."""
+
+
+class Sample(Protocol):
+    """What training takes of a sample (training.dataset.Sample has more)."""
+
+    input_ids: list[int]
+    loss_mask: list[bool]  # True at i: token i is a target, predicted from position i - 1
 
 
 class TargetLoss(nn.Module):
@@ -159,7 +164,7 @@ class Prepared:
     fingerprint: str
 
 
-def prepare(samples: Sequence[Sample], cfg: TrainConfig, vocab_size: int) -> Prepared:
+def prepare(samples: Sequence[Sample], cfg: TrainingConfig, vocab_size: int) -> Prepared:
     """Samples cut to the row length, without target-less ones, packed into rows; with a data fingerprint."""
     ids, targets, cut = [], [], 0
     digest = hashlib.sha256(f"{cfg.max_tokens}".encode())
@@ -188,7 +193,7 @@ def prepare(samples: Sequence[Sample], cfg: TrainConfig, vocab_size: int) -> Pre
     return Prepared(ids, targets, rows, row_tokens, row_targets, digest.hexdigest()[:16])
 
 
-def epoch_steps(data: Prepared, cfg: TrainConfig, epoch: int, world: int) -> list[list[list[int]]]:
+def epoch_steps(data: Prepared, cfg: TrainingConfig, epoch: int, world: int) -> list[list[list[int]]]:
     """One epoch's optimizer steps, each a list of micro-batches (row ids) for all ranks; rank r takes [r::world]."""
     order = list(range(len(data.rows)))
     random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)

@@ -23,61 +23,33 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from torch import nn
 
 from training.packing import (
-    TrainingError, TargetLoss, use_segment_attention, check_packing, Prepared, prepare, epoch_steps, collate,
+    TrainingError, Sample, TargetLoss, use_segment_attention, check_packing, Prepared, prepare, epoch_steps, collate,
 )
-from twin.errors import ConfigError
+from twin.config import VLLM_LORA_RANKS, TrainingConfig
 
 log = logging.getLogger(__name__)
 
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py, MaxLoRARanks
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
+# What twin.json's "hyperparameters" and a checkpoint's "config" hold, in this order (the adapter format).
+HYPERPARAMETERS = ("r", "alpha", "dropout", "target_modules", "lr", "weight_decay", "warmup_ratio", "max_grad_norm",
+                   "grad_accum", "micro_batch_rows", "max_tokens", "epochs", "max_steps", "time_budget_s", "seed",
+                   "gradient_checkpointing", "qlora", "save_every", "keep_checkpoints", "progress")
 
-class Sample(Protocol):
-    input_ids: list[int]
-    loss_mask: list[bool]  # True at i: token i is a target, predicted from position i - 1
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] | None = None  # None: every linear projection of the model
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    max_grad_norm: float = 1.0
-    grad_accum: int = 4
-    micro_batch_rows: int = 2
-    max_tokens: int = 1024  # row length; longer samples are cut to this
-    epochs: float = 1.0
-    max_steps: int | None = None  # overrides epochs when set
-    time_budget_s: float | None = None
-    seed: int = 0
-    gradient_checkpointing: bool = False
-    qlora: bool = False  # the base must then be loaded in 4 bit: load_base(..., load_in_4bit=True)
-    save_every: int = 100
-    keep_checkpoints: int = 2
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.r not in VLLM_LORA_RANKS:
-            raise ConfigError(f"training.r = {self.r}: vLLM serves only ranks {list(VLLM_LORA_RANKS)}; pick one")
-        for name in ("grad_accum", "micro_batch_rows", "max_tokens", "save_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"training.{name} = {getattr(self, name)}: must be at least 1")
-        if self.max_steps is None and self.epochs <= 0:
-            raise ConfigError(f"training.epochs = {self.epochs}: must be positive (or set max_steps)")
+def hyperparameters(cfg: TrainingConfig) -> dict:
+    """The trainer's settings from the section, as twin.json and the checkpoints record them (the dataset's
+    settings are recorded apart, as "dataset_options")."""
+    return {name: getattr(cfg, name) for name in HYPERPARAMETERS}
 
 
 @dataclass
@@ -109,7 +81,7 @@ def lora_targets(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def add_lora(model: nn.Module, cfg: TrainConfig):
+def add_lora(model: nn.Module, cfg: TrainingConfig):
     """The model wrapped as a PeftModel with fresh LoRA weights on its linear projections (seeded)."""
     from peft import LoraConfig, get_peft_model
 
@@ -135,7 +107,7 @@ def add_lora(model: nn.Module, cfg: TrainConfig):
 # --- the loop --------------------------------------------------------------------------------------------
 
 
-def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainConfig, run_dir: Path,
+def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainingConfig, run_dir: Path,
           resume: bool = False) -> TrainResult:
     """Train LoRA weights on the samples; checkpoints into run_dir. The model is a base model or a PeftModel."""
     from accelerate import Accelerator
@@ -185,7 +157,7 @@ class Run:
     optimizer: object
     scheduler: object
     data: Prepared
-    cfg: TrainConfig
+    cfg: TrainingConfig
     run_dir: Path
     pad_id: int
     total: int  # optimizer steps
@@ -236,7 +208,7 @@ def _loop(run: Run, resume: bool) -> TrainResult:
         out_of_time = cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s and step < total
         if step % cfg.save_every == 0 or step == total or out_of_time:
             checkpoint = save_checkpoint(run, step, {"loss_history": losses, "fingerprint": data.fingerprint,
-                                                     "world_size": world, "config": asdict(cfg)})
+                                                     "world_size": world, "config": hyperparameters(cfg)})
         if out_of_time:
             stopped_by = "time_budget"
             break
@@ -336,7 +308,8 @@ def load_checkpoint(path: Path, run: Run, world: int, rank: int) -> tuple[int, l
     cfg, peft_model = run.cfg, run.model
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     same = ("seed", "max_tokens", "micro_batch_rows", "grad_accum", "r", "alpha", "target_modules")
-    changed = [k for k in same if state["config"].get(k) != json.loads(json.dumps(asdict(cfg)[k]))]
+    current = hyperparameters(cfg)
+    changed = [k for k in same if state["config"].get(k) != json.loads(json.dumps(current[k]))]
     if state["fingerprint"] != run.data.fingerprint or state["world_size"] != world or changed:
         raise TrainingError(f"{path}: saved from other data or settings ({', '.join(changed) or 'data/processes'}"
                             " differ); train without --resume, or resume with the same data and settings")

@@ -37,14 +37,18 @@ class IngestConfig(Section):
     include: list[str] = Field(default_factory=list)
 
 
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py, MaxLoRARanks
+
+
 class TrainingConfig(Section):
-    """`twin train` defaults; command-line flags override them."""
+    """`twin train`: the dataset's settings and the trainer's hyperparameters (training.trainer takes this
+    section as it is); command-line flags override them."""
 
     base_model: str | None = None  # a hub id, a local directory or a .gguf file; none: the embedded default
     name: str = "twin"
-    max_tokens: int = Field(1024, ge=64)
+    max_tokens: int = Field(1024, ge=64)  # row length; longer samples are cut to this
     epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0)  # overrides epochs when set
     time_budget_minutes: float | None = Field(None, gt=0)
     lr: float = Field(2e-4, gt=0)
     r: int = 16
@@ -56,8 +60,27 @@ class TrainingConfig(Section):
     cap_per_chat: int | None = Field(None, gt=0)
     holdout_fraction: float = Field(0.1, ge=0, lt=1)
     gradient_checkpointing: bool = False
-    qlora: bool = False
+    qlora: bool = False  # the base must then be loaded in 4 bit: load_base(..., load_in_4bit=True)
     seed: int = 0
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] | None = None  # none: every linear projection of the model
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    save_every: int = Field(100, ge=1)  # optimizer steps between checkpoints
+    keep_checkpoints: int = Field(2, ge=1)
+    progress: bool = True  # a progress bar on stderr
+
+    @field_validator("r")
+    @classmethod
+    def _servable_rank(cls, r: int) -> int:
+        if r not in VLLM_LORA_RANKS:
+            raise ConfigError(f"training.r = {r}: vLLM serves only ranks {list(VLLM_LORA_RANKS)}; pick one")
+        return r
+
+    @property
+    def time_budget_s(self) -> float | None:
+        return self.time_budget_minutes * 60 if self.time_budget_minutes else None
 
 
 class ServeConfig(Section):
@@ -188,6 +211,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: invalid TOML ({e}); fix the syntax or run `twin init --force`") from e
     try:
         return Config.model_validate(data)
+    except ConfigError as e:  # a check of ours that pydantic passes through (training.r)
+        raise ConfigError(f"{path}: {e}") from e
     except ValidationError as e:
         err = e.errors()[0]
         key = _where(err["loc"])

@@ -3,18 +3,21 @@
 Used by `twin forget CONTACT` and the bot's `/forget`. A contact is named as `Store.find_chat` accepts (a
 display name, a chat title, or platform:id). What goes, in one transaction: the chats with them (their
 one-to-one chats; in groups, their own messages), every message in those chats, their names over time, their
-contact row, the sessions of those chats, drafts made for those chats and their events, the relay's per-chat
-settings; then the `[contacts."<name>"]` section of twin.toml. Adapters already trained on the chats keep
-what they learned: the summary says so, and retraining without them is the fix (`twin train`).
+contact row, the sessions of those chats (the store's part, `Store.forget`), drafts made for those chats and
+their events, the relay's per-chat settings (the relay's part, which the caller passes: the relay's ledger owns
+those tables and the core does not import it); then the `[contacts."<name>"]` section of twin.toml. Adapters
+already trained on the chats keep what they learned: the summary says so, and retraining without them is the fix
+(`twin train`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twin.store import Store
+from twin.store import ChatKey, Store
 
 
 @dataclass
@@ -38,48 +41,23 @@ class Forgotten:
         return "removed " + ", ".join(parts)
 
 
-def forget(store: Store, contact: str, config_path: Path | None = None) -> Forgotten:
+# The relay's part of forgetting: (platform, chat_id, people) -> the drafts removed. It deletes the relay's rows of
+# the chat and the drafts made for those people, inside the store's transaction (bot.ledger.Ledger.forget).
+RelayTables = Callable[[str, str, Sequence[str]], int]
+
+
+def forget(store: Store, contact: str, config_path: Path | None = None, *, relay_tables: RelayTables) -> Forgotten:
     """Remove the contact; raises NotFound (from find_chat) when no chat matches."""
     chat = store.find_chat(contact)
-    c = store.conn
-    people = [r[0] for r in c.execute(
-        "SELECT DISTINCT m.sender_id FROM messages m JOIN contacts p ON p.platform = m.platform AND "
-        "p.user_id = m.sender_id AND p.is_owner = 0 WHERE m.platform = ? AND m.chat_id = ?",
-        (chat.platform, chat.id),
-    )]
-    if chat.type != "personal":
-        people = []  # naming a group forgets the group's chat; its members stay (they may have their own chats)
-    names = [r[0] for r in c.execute(
-        f"SELECT DISTINCT name FROM contact_names WHERE platform = ? AND user_id IN ({','.join('?' * len(people))})",
-        (chat.platform, *people),
-    )] + ([chat.title] if chat.title else [])
-    out = Forgotten()
-    # Deleted rows are overwritten, not just unlinked, and the WAL is folded back in afterwards, so the text
-    # does not linger in free pages of the file.
-    c.execute("PRAGMA secure_delete = ON")
-    with store.transaction():
-        def run(sql: str, *args) -> int:
-            return c.execute(sql, args).rowcount
-
-        key = (chat.platform, chat.id)
-        out.drafts = run("DELETE FROM drafts WHERE platform = ? AND chat_id = ?", *key)
-        run("DELETE FROM chat_settings WHERE platform = ? AND chat_id = ?", *key)
-        out.sessions = run("DELETE FROM sessions WHERE platform = ? AND chat_id = ?", *key)
-        out.messages = run("DELETE FROM messages WHERE platform = ? AND chat_id = ?", *key)
-        out.chats = run("DELETE FROM chats WHERE platform = ? AND chat_id = ?", *key)
-        for person in people:
-            # Their messages in other chats (groups) go too; the groups' other messages stay.
-            out.messages += run("DELETE FROM messages WHERE platform = ? AND sender_id = ?", chat.platform, person)
-            out.names += run("DELETE FROM contact_names WHERE platform = ? AND user_id = ?", chat.platform, person)
-            out.contacts += run("DELETE FROM contacts WHERE platform = ? AND user_id = ? AND is_owner = 0",
-                                chat.platform, person)
-            out.drafts += run("DELETE FROM drafts WHERE platform = ? AND contact_id = ?", chat.platform, person)
-        # Others may have named them in chats that stay: their names become "[forgotten]" there.
-        for form in mention_forms(names if people else []):
-            out.mentions += run("UPDATE messages SET text = replace(text, ?, '[forgotten]') "
-                                "WHERE platform = ? AND instr(text, ?) > 0", form, chat.platform, form)
-    if store.path is not None:
-        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    key = ChatKey(chat.platform, chat.id)
+    # Naming a group forgets the group's chat; its members stay (they may have their own chats).
+    people = store.chat_contacts(key) if chat.type == "personal" else []
+    names = store.names(chat.platform, people) + ([chat.title] if chat.title else [])
+    # Others may have named them in chats that stay: their names become "[forgotten]" there.
+    mentions = mention_forms(names if people else [])
+    with store.erasing():
+        drafts = relay_tables(chat.platform, chat.id, people)
+        out = Forgotten(**store.forget(key, people, mentions), drafts=drafts)
     keys = sorted({*names, f"{chat.platform}:{chat.id}", *(f"{chat.platform}:{p}" for p in people)})
     if config_path is not None and config_path.exists():
         out.notes = remove_notes(config_path, keys)

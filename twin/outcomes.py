@@ -1,8 +1,8 @@
-"""Draft outcomes: what the owner did with each suggested reply, read back from the relay's drafts table.
+"""Draft outcomes: what the owner did with each suggested reply, as values.
 
-One reading for everything that learns from or reports on the approval flow: the daily digest (`twin run`),
-`twin report` and `twin learn`. The relay (bot/) writes the table; this module only reads it, so `training`
-never imports `bot`.
+One shape for everything that learns from or reports on the approval flow: the daily digest (`twin run`),
+`twin report` and `twin learn`. The relay's ledger (bot/ledger.py, `Ledger.outcomes`) reads them from its drafts
+table; its callers hand them on as values, so neither the core nor `training` imports `bot`.
 
 An outcome's `kind`:
 - "sent": the candidate on the card went out as it was (approved, or auto-sent);
@@ -20,20 +20,14 @@ touches whitespace or one character is "trivial" and is not a preference (twin l
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from twin.chat import utc
-from twin.store import Store
 from twin.text import edit_distance, edit_ratio
 
 LIGHT_EDIT = 0.3
 
 KINDS = ("sent", "edited", "written", "discarded", "expired", "failed", "pending")
-_KIND = {"sent": "sent", "edited_sent": "edited", "superseded": "written", "discarded": "discarded",
-         "expired": "expired", "failed": "failed", "pending": "pending", "sending": "pending",
-         "unsure": "pending"}  # unsure: sent or not, the owner has yet to say
 
 
 def edit_size(draft: str, final: str) -> str:
@@ -48,7 +42,8 @@ def edit_size(draft: str, final: str) -> str:
 @dataclass(frozen=True)
 class Outcome:
     """One draft and what became of it. `shown` is the last candidate on the card; `passed_over` are the
-    candidates the owner skipped with Next (or that a regeneration replaced)."""
+    candidates the owner skipped with Next (or that a regeneration replaced); `answers` the ids of the chat's
+    messages it answers; `replaced`: it expired because a newer draft answers the whole burst (bot/relay.py)."""
 
     draft_id: int
     origin: str
@@ -65,6 +60,8 @@ class Outcome:
     created_at: datetime
     settled_at: datetime | None
     auto: bool
+    answers: tuple[str, ...] = ()
+    replaced: bool = False
 
     @property
     def edit(self) -> str:
@@ -73,24 +70,3 @@ class Outcome:
             return "none"
         return edit_size(self.shown, self.final_text)
 
-
-def outcomes(store: Store, since: datetime | None = None, until: datetime | None = None,
-             origin: str | None = None) -> list[Outcome]:
-    """Every draft created in [since, until), oldest first."""
-    rows = store.conn.execute(
-        "SELECT d.id, d.origin, d.platform, d.chat_id, d.state, d.adapter, d.prompt, d.candidates, d.shown, "
-        "d.final_text, d.regenerations, d.latency_ms, d.created_at, d.auto, "
-        "(SELECT max(e.time) FROM draft_events e WHERE e.draft_id = d.id "
-        "AND e.to_state NOT IN ('pending', 'sending', 'unsure')) "
-        "FROM drafts d WHERE d.created_at >= ? AND d.created_at < ? AND (? IS NULL OR d.origin = ?) ORDER BY d.id",
-        (since.timestamp() if since else 0, until.timestamp() if until else 1e13, origin, origin),
-    )
-    result = []
-    for (i, orig, platform, chat_id, state, adapter, prompt, candidates, shown, final, regen, latency, created,
-         auto, settled) in rows:
-        cands = json.loads(candidates)
-        result.append(Outcome(
-            i, orig, platform, chat_id, _KIND[state], adapter, tuple(json.loads(prompt or "[]")), cands[shown],
-            tuple(cands[:shown]), final, regen, latency, utc(created), utc(settled) if settled else None, bool(auto),
-        ))
-    return result

@@ -1,12 +1,14 @@
 """`twin report`: the relay's online numbers — what the owner did with the drafts, and how fast they came.
 
-Read from twin.db (drafts through `twin.outcomes`, live messages for coverage); computed by pure functions
-over those values; shown as a table (`format_table`) and one PNG (`chart`). Exercised by `twin report`.
+Computed by pure functions from the drafts' outcomes (twin.outcomes, which the relay's ledger reads:
+`Ledger.outcomes()`) and the live messages in the store (for coverage); shown as a table (`format_table`) and one
+PNG (`chart`). Exercised by `twin report`.
 
 Definitions, for the drafts created in the period (UTC; `--since` inclusive, `--until` exclusive):
 - `drafts`: every draft; `pending`: not settled yet (waiting, or being sent); `replaced`: expired because the
   contact wrote again before the owner acted and a newer draft answers the whole burst (bot/relay.py records
-  that expiry as the event "replaced"; the newer draft carries the outcome); `settled` = the rest.
+  that expiry as the event "replaced": `Outcome.replaced`; the newer draft carries the outcome); `settled` = the
+  rest.
 - Outcome shares are of *settled* drafts, so the shares below add up to 1 and neither a draft still on the
   owner's screen nor one replaced by a newer draft moves a rate:
   `sent` (sent as it was, on a tap or auto-sent), `edited_light` and `edited_heavy` (the owner changed it and
@@ -45,7 +47,6 @@ latency p50 = 500 ms (the 5th of 10), p95 = 1000 ms (the 10th: ceil(0.95 × 10) 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,8 +54,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from twin.chat import utc
-from twin.outcomes import Outcome, outcomes
+from twin.outcomes import Outcome
 from twin.store import Store
 
 # Outcome buckets in table and chart order; all of them are shares of settled drafts.
@@ -70,11 +70,11 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
-def bucket(o: Outcome, replaced: frozenset[int] = frozenset()) -> str:
+def bucket(o: Outcome) -> str:
     """The outcome's bucket: one of BUCKETS, or "pending" or "replaced" (both left out of the shares)."""
     if o.kind == "pending":
         return "pending"
-    if o.kind == "expired" and o.draft_id in replaced:
+    if o.kind == "expired" and o.replaced:
         return "replaced"
     if o.kind == "edited":
         return "edited_heavy" if o.edit == "heavy" else "edited_light"
@@ -110,11 +110,10 @@ def _share(n: float, d: int) -> float | None:
     return n / d if d else None
 
 
-def summarize(group: Sequence[Outcome], replaced: frozenset[int] = frozenset()) -> Summary:
-    """The outcome shares, regenerations and latencies of a group of drafts; `replaced` are the ids of drafts
-    that a newer draft replaced (`replaced_ids`)."""
+def summarize(group: Sequence[Outcome]) -> Summary:
+    """The outcome shares, regenerations and latencies of a group of drafts."""
     counts = dict.fromkeys(BUCKETS, 0)
-    buckets = [bucket(o, replaced) for o in group]
+    buckets = [bucket(o) for o in group]
     settled = [o for o, b in zip(group, buckets) if b in counts]
     for o, b in zip(group, buckets):
         if b in counts:
@@ -136,12 +135,6 @@ def summarize(group: Sequence[Outcome], replaced: frozenset[int] = frozenset()) 
     )
 
 
-def replaced_ids(store: Store) -> frozenset[int]:
-    """Drafts expired because a newer draft replaced them (the relay's "replaced" event, bot/relay.py)."""
-    rows = store.conn.execute("SELECT DISTINCT draft_id FROM draft_events WHERE action = 'replaced'")
-    return frozenset(r[0] for r in rows)
-
-
 @dataclass(frozen=True)
 class Incoming:
     """A contact's live message and whether some draft answered it."""
@@ -150,19 +143,13 @@ class Incoming:
     answered: bool
 
 
-def incoming(store: Store, since: datetime | None = None, until: datetime | None = None) -> list[Incoming]:
-    """The contacts' live Telegram messages sent in [since, until), oldest first (see `coverage` above)."""
-    answered: set[tuple[str, str, str]] = set()
-    for platform, chat_id, answers in store.conn.execute("SELECT platform, chat_id, answers FROM drafts"):
-        answered.update((platform, chat_id, str(m)) for m in json.loads(answers))
-    rows = store.conn.execute(
-        "SELECT m.platform, m.chat_id, m.msg_id, m.time FROM messages m "
-        "LEFT JOIN contacts c ON c.platform = m.platform AND c.user_id = m.sender_id "
-        "WHERE m.source = 'live' AND m.platform = 'telegram' AND COALESCE(c.is_owner, 0) = 0 "
-        "AND m.time >= ? AND m.time < ? ORDER BY m.time, m.id",
-        (since.timestamp() if since else 0, until.timestamp() if until else 1e13),
-    )
-    return [Incoming(utc(t), (p, c, m) in answered) for p, c, m, t in rows]
+def incoming(store: Store, drafts: Sequence[Outcome], since: datetime | None = None,
+             until: datetime | None = None) -> list[Incoming]:
+    """The contacts' live Telegram messages sent in [since, until), oldest first, each answered when one of
+    `drafts` (of any date) names it (see `coverage` above)."""
+    answered = {(o.platform, o.chat_id, m) for o in drafts for m in o.answers}
+    return [Incoming(t, ("telegram", chat_id, msg_id) in answered)
+            for chat_id, msg_id, t in store.contacts_live("telegram", since, until)]
 
 
 def coverage(messages: Sequence[Incoming]) -> dict[str, Any]:
@@ -211,8 +198,7 @@ class Period:
     by: str = "day"
 
 
-def build(drafts: Sequence[Outcome], messages: Sequence[Incoming], replaced: frozenset[int] = frozenset(),
-          period: Period = Period()) -> Report:
+def build(drafts: Sequence[Outcome], messages: Sequence[Incoming], period: Period = Period()) -> Report:
     """The report of these drafts and incoming messages (already limited to the period)."""
     by = period.by
     if by not in PERIODS:
@@ -221,7 +207,7 @@ def build(drafts: Sequence[Outcome], messages: Sequence[Incoming], replaced: fro
     for o in sorted(drafts, key=lambda o: (o.created_at, o.draft_id)):
         per_adapter.setdefault(o.adapter, []).append(o)
     adapters = [{"adapter": name, "first_draft": group[0].created_at.isoformat(),
-                 **asdict(summarize(group, replaced))} for name, group in per_adapter.items()]
+                 **asdict(summarize(group))} for name, group in per_adapter.items()]
 
     periods: dict[date, tuple[list[Outcome], list[Incoming]]] = {}
     for o in drafts:
@@ -232,15 +218,18 @@ def build(drafts: Sequence[Outcome], messages: Sequence[Incoming], replaced: fro
     for start in sorted(periods):
         group, msgs = periods[start]
         series.append({"period": period_label(start, by), "start": start.isoformat(), **coverage(msgs),
-                       **asdict(summarize(group, replaced)), "adapters": list(dict.fromkeys(o.adapter for o in group))})
-    overall = {**coverage(messages), **asdict(summarize(drafts, replaced))}
+                       **asdict(summarize(group)), "adapters": list(dict.fromkeys(o.adapter for o in group))})
+    overall = {**coverage(messages), **asdict(summarize(drafts))}
     return Report(period.since, period.until, by, overall, adapters, series)
 
 
-def report(store: Store, period: Period = Period()) -> Report:
-    """Read the period's drafts and incoming messages from the store and build the report."""
-    return build(outcomes(store, period.since, period.until), incoming(store, period.since, period.until),
-                 replaced_ids(store), period)
+def report(store: Store, drafts: Sequence[Outcome], period: Period = Period()) -> Report:
+    """The report of the period: `drafts` are every draft's outcome, of any date (the ledger's `outcomes()`):
+    those created in the period are reported, and all of them count as answers for coverage (a message answered
+    by a later draft is still answered); the incoming messages come from the store."""
+    since, until = period.since, period.until
+    made = [o for o in drafts if (since is None or o.created_at >= since) and (until is None or o.created_at < until)]
+    return build(made, incoming(store, drafts, since, until), period)
 
 
 # -- presentation ---------------------------------------------------------------------------------------------

@@ -1,134 +1,25 @@
 """The store: one SQLite file (twin.db) holding every chat, contact, message, session and import.
 
-The only module that imports sqlite_utils. The schema is versioned with `PRAGMA user_version` and migrated
-forward on open. Unique keys make re-import idempotent: a message is (platform, chat_id, msg_id).
-Writes during an import run inside one explicit transaction (`Store.transaction()`), so a bad file leaves
-the store exactly as it was. Exercised by `twin ingest` and `twin stats`.
+The store owns the history's tables (chats, contacts, contact_names, messages, sessions, imports, meta); the
+relay's ledger (bot/ledger.py) owns the drafts, their events, connections and chat settings, on the same
+connection. The schema and its migrations are in twin/schema.py. Unique keys make re-import idempotent: a message
+is (platform, chat_id, msg_id). Writes during an import run inside one explicit transaction
+(`Store.transaction()`), so a bad file leaves the store exactly as it was. Exercised by `twin ingest` and
+`twin stats`.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import sqlite_utils
-
+from twin import schema
 from twin.chat import Chat, Message, utc
-from twin.errors import NotFound, StoreError
-
-# Each entry migrates the schema from version i to i + 1. Never edit a shipped entry: append a new one.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE chats (
-        platform TEXT NOT NULL, chat_id TEXT NOT NULL, type TEXT NOT NULL, title TEXT,
-        PRIMARY KEY (platform, chat_id)
-    );
-    CREATE TABLE contacts (
-        platform TEXT NOT NULL, user_id TEXT NOT NULL, name TEXT,
-        is_owner INTEGER NOT NULL DEFAULT 0, first_seen INTEGER, last_seen INTEGER,
-        PRIMARY KEY (platform, user_id)
-    );
-    CREATE TABLE contact_names (
-        platform TEXT NOT NULL, user_id TEXT NOT NULL, name TEXT NOT NULL,
-        first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,
-        PRIMARY KEY (platform, user_id, name)
-    );
-    CREATE TABLE imports (
-        id INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, format TEXT NOT NULL,
-        started_at INTEGER NOT NULL, finished_at INTEGER,
-        messages_seen INTEGER NOT NULL DEFAULT 0, messages_added INTEGER NOT NULL DEFAULT 0,
-        messages_updated INTEGER NOT NULL DEFAULT 0, chats INTEGER NOT NULL DEFAULT 0,
-        chats_skipped INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
-        platform TEXT NOT NULL, chat_id TEXT NOT NULL, msg_id TEXT NOT NULL,
-        sender_id TEXT NOT NULL, time INTEGER NOT NULL, text TEXT NOT NULL, kind TEXT NOT NULL,
-        reply_to TEXT, forwarded INTEGER NOT NULL DEFAULT 0, edited INTEGER,
-        import_id INTEGER REFERENCES imports(id),
-        UNIQUE (platform, chat_id, msg_id)
-    );
-    CREATE INDEX messages_chat_time ON messages (platform, chat_id, time);
-    CREATE INDEX messages_sender ON messages (platform, sender_id);
-    CREATE TABLE sessions (
-        platform TEXT NOT NULL, chat_id TEXT NOT NULL, idx INTEGER NOT NULL,
-        start INTEGER NOT NULL, end INTEGER NOT NULL,
-        messages INTEGER NOT NULL, owner_messages INTEGER NOT NULL,
-        PRIMARY KEY (platform, chat_id, idx)
-    );
-    """,
-    # 2: the relay. Live messages are marked (`source`) so that training leaves them out unless asked; drafts
-    # and every transition of one (bot/drafts.py); Telegram business connections; per-chat relay settings.
-    """
-    ALTER TABLE messages ADD COLUMN source TEXT NOT NULL DEFAULT 'import';
-    CREATE TABLE connections (
-        id TEXT PRIMARY KEY, user_id TEXT NOT NULL, user_chat_id TEXT NOT NULL,
-        enabled INTEGER NOT NULL, can_reply INTEGER NOT NULL, rights TEXT NOT NULL, updated_at REAL NOT NULL
-    );
-    CREATE TABLE drafts (
-        id INTEGER PRIMARY KEY,
-        origin TEXT NOT NULL, platform TEXT NOT NULL, connection_id TEXT, chat_id TEXT NOT NULL,
-        contact_id TEXT NOT NULL, answers TEXT NOT NULL, reply_to TEXT,
-        candidates TEXT NOT NULL, shown INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,
-        final_text TEXT, edited INTEGER NOT NULL DEFAULT 0, editing INTEGER NOT NULL DEFAULT 0,
-        adapter TEXT, prompt TEXT, latency_ms REAL,
-        created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL,
-        card_chat_id TEXT, card_message_id TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0, inflight INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL,
-        error TEXT, sent_ids TEXT, regenerations INTEGER NOT NULL DEFAULT 0, auto INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX drafts_chat ON drafts (platform, chat_id, state);
-    CREATE INDEX drafts_state ON drafts (state, expires_at);
-    CREATE TABLE draft_events (
-        id INTEGER PRIMARY KEY, draft_id INTEGER NOT NULL REFERENCES drafts(id) ON DELETE CASCADE,
-        time REAL NOT NULL, action TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL
-    );
-    CREATE INDEX draft_events_draft ON draft_events (draft_id);
-    CREATE TABLE chat_settings (
-        platform TEXT NOT NULL, chat_id TEXT NOT NULL, connection_id TEXT, auto INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (platform, chat_id)
-    );
-    """,
-    # 3: draft ids are never reused (AUTOINCREMENT): a button on an old card names its draft by id, and after
-    # a /forget SQLite would hand the freed id to another contact's draft. `failures` counts failed sends in a
-    # row apart from `attempts` (one per message sent). SQLite's way to change a table: build it anew, copy,
-    # swap (foreign keys are off while migrations run, and checked after).
-    """
-    CREATE TABLE drafts_v3 (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        origin TEXT NOT NULL, platform TEXT NOT NULL, connection_id TEXT, chat_id TEXT NOT NULL,
-        contact_id TEXT NOT NULL, answers TEXT NOT NULL, reply_to TEXT,
-        candidates TEXT NOT NULL, shown INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,
-        final_text TEXT, edited INTEGER NOT NULL DEFAULT 0, editing INTEGER NOT NULL DEFAULT 0,
-        adapter TEXT, prompt TEXT, latency_ms REAL,
-        created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL,
-        card_chat_id TEXT, card_message_id TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0, inflight INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL, error TEXT, sent_ids TEXT, regenerations INTEGER NOT NULL DEFAULT 0,
-        auto INTEGER NOT NULL DEFAULT 0
-    );
-    INSERT INTO drafts_v3 (id, origin, platform, connection_id, chat_id, contact_id, answers, reply_to, candidates,
-        shown, state, final_text, edited, editing, adapter, prompt, latency_ms, created_at, updated_at, expires_at,
-        card_chat_id, card_message_id, attempts, failures, inflight, next_attempt_at, error, sent_ids,
-        regenerations, auto)
-    SELECT id, origin, platform, connection_id, chat_id, contact_id, answers, reply_to, candidates, shown, state,
-        final_text, edited, editing, adapter, prompt, latency_ms, created_at, updated_at, expires_at, card_chat_id,
-        card_message_id, attempts, CASE WHEN state = 'sending' AND attempts > 0 THEN attempts ELSE 0 END, inflight,
-        next_attempt_at, error, sent_ids, regenerations, auto FROM drafts;
-    DROP TABLE drafts;
-    ALTER TABLE drafts_v3 RENAME TO drafts;
-    CREATE INDEX drafts_chat ON drafts (platform, chat_id, state);
-    CREATE INDEX drafts_state ON drafts (state, expires_at);
-    """,
-]
-
-SCHEMA_VERSION = len(MIGRATIONS)
+from twin.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -159,31 +50,16 @@ def _ts(t: datetime | None) -> int | None:
 class Store:
     """twin.db. Open with `Store.open(path)`; use as a context manager to close it."""
 
-    def __init__(self, db: sqlite_utils.Database, path: Path | None):
-        self.db = db
-        self.conn: sqlite3.Connection = db.conn
+    def __init__(self, conn: sqlite3.Connection, path: Path | None):
+        self.conn = conn
         self.path = path
 
     @classmethod
     def open(cls, path: Path | str | None) -> "Store":
         """Open (creating owner-only, 0600) and migrate. `None` opens an in-memory store for tests."""
-        if path is None:
-            conn = sqlite3.connect(":memory:", isolation_level=None)
-            store = cls(sqlite_utils.Database(conn), None)
-        else:
-            path = Path(path)
-            if not path.exists():
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            try:
-                conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-                conn.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.DatabaseError as e:
-                raise StoreError(f"{path}: not a twin database ({e}); move it away or pass another --home") from e
-            conn.execute("PRAGMA synchronous=NORMAL")
-            store = cls(sqlite_utils.Database(conn), path)
-        store.conn.execute("PRAGMA foreign_keys=ON")
-        store._migrate()
+        path = None if path is None else Path(path)
+        store = cls(schema.connect(path), path)
+        schema.migrate(store.conn, str(path or ":memory:"))
         return store
 
     def close(self) -> None:
@@ -195,48 +71,23 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- schema ----------------------------------------------------------------------------------------
-
     @property
     def version(self) -> int:
-        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+        return schema.version(self.conn)
 
-    def _migrate(self) -> None:
-        version = self.version
-        where = self.path or ":memory:"
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{where}: schema version {version} is newer than this twin understands ({SCHEMA_VERSION}); "
-                "upgrade twin"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        # Off while the schema changes (a migration may rebuild a table others refer to: DROP TABLE would
-        # cascade), checked before each commit; the pragma is a no-op inside a transaction, so it is set here.
-        self.conn.execute("PRAGMA foreign_keys=OFF")
-        try:
-            for i in range(version, SCHEMA_VERSION):
-                with self.transaction():
-                    for statement in MIGRATIONS[i].split(";"):
-                        if statement.strip():
-                            self.conn.execute(statement)
-                    if broken := self.conn.execute("PRAGMA foreign_key_check").fetchall():
-                        raise StoreError(f"{where}: migration to schema {i + 1} left {len(broken)} dangling "
-                                         "references; restore a backup and report this")
-                    self.conn.execute(f"PRAGMA user_version = {i + 1}")
-        finally:
-            self.conn.execute("PRAGMA foreign_keys=ON")
+    def transaction(self) -> AbstractContextManager[None]:
+        """All or nothing: commit when the block ends, roll back if it raises."""
+        return schema.transaction(self.conn)
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """All or nothing: commit when the block ends, roll back if it raises."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+    def erasing(self) -> Iterator[None]:
+        """A transaction whose deleted rows are overwritten, not just unlinked, with the WAL folded back into the
+        file after the commit, so deleted text does not linger in free pages of either (`twin forget`)."""
+        self.conn.execute("PRAGMA secure_delete = ON")
+        with self.transaction():
             yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        if self.path is not None:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def get_meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -502,3 +353,57 @@ class Store:
             "FROM messages m LEFT JOIN contacts c ON c.platform = m.platform AND c.user_id = m.sender_id "
             "GROUP BY m.platform ORDER BY 1"
         ).fetchall()
+
+    def contacts_live(self, platform: str, since: datetime | None = None,
+                      until: datetime | None = None) -> list[tuple[str, str, datetime]]:
+        """(chat_id, msg_id, time) of the live messages (what the relay saw) that the platform's contacts, not the
+        owner, sent in [since, until), oldest first."""
+        rows = self.conn.execute(
+            "SELECT m.chat_id, m.msg_id, m.time FROM messages m "
+            "LEFT JOIN contacts c ON c.platform = m.platform AND c.user_id = m.sender_id "
+            "WHERE m.source = 'live' AND m.platform = ? AND COALESCE(c.is_owner, 0) = 0 "
+            "AND m.time >= ? AND m.time < ? ORDER BY m.time, m.id",
+            (platform, since.timestamp() if since else 0, until.timestamp() if until else 1e13),
+        )
+        return [(c, m, utc(t)) for c, m, t in rows]
+
+    # -- forgetting (twin/forget.py) ---------------------------------------------------------------------
+
+    def chat_contacts(self, key: ChatKey) -> list[str]:
+        """The user ids of everyone but the owner who wrote in a chat."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT m.sender_id FROM messages m JOIN contacts p ON p.platform = m.platform AND "
+            "p.user_id = m.sender_id AND p.is_owner = 0 WHERE m.platform = ? AND m.chat_id = ?",
+            (key.platform, key.chat_id),
+        )]
+
+    def names(self, platform: str, user_ids: Sequence[str]) -> list[str]:
+        """Every name these people have gone by, each once."""
+        marks = ",".join("?" * len(user_ids))
+        return [r[0] for r in self.conn.execute(
+            f"SELECT DISTINCT name FROM contact_names WHERE platform = ? AND user_id IN ({marks})",
+            (platform, *user_ids),
+        )]
+
+    def forget(self, key: ChatKey, people: Sequence[str], mentions: Sequence[str]) -> dict[str, int]:
+        """Delete a chat (its sessions, messages and row) and these people of its platform (their messages in any
+        chat, their names over time, their contact rows), then write "[forgotten]" for each of `mentions` in the
+        platform's messages that stay. Call inside `erasing()`. The counts: {"chats", "messages", "names",
+        "contacts", "sessions", "mentions"}."""
+        def run(sql: str, *args) -> int:
+            return self.conn.execute(sql, args).rowcount
+
+        n = {"sessions": run("DELETE FROM sessions WHERE platform = ? AND chat_id = ?", key.platform, key.chat_id),
+             "messages": run("DELETE FROM messages WHERE platform = ? AND chat_id = ?", key.platform, key.chat_id),
+             "chats": run("DELETE FROM chats WHERE platform = ? AND chat_id = ?", key.platform, key.chat_id),
+             "names": 0, "contacts": 0, "mentions": 0}
+        for person in people:
+            # Their messages in other chats (groups) go too; the groups' other messages stay.
+            n["messages"] += run("DELETE FROM messages WHERE platform = ? AND sender_id = ?", key.platform, person)
+            n["names"] += run("DELETE FROM contact_names WHERE platform = ? AND user_id = ?", key.platform, person)
+            n["contacts"] += run("DELETE FROM contacts WHERE platform = ? AND user_id = ? AND is_owner = 0",
+                                 key.platform, person)
+        for form in mentions:
+            n["mentions"] += run("UPDATE messages SET text = replace(text, ?, '[forgotten]') "
+                                 "WHERE platform = ? AND instr(text, ?) > 0", form, key.platform, form)
+        return n

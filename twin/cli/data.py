@@ -133,8 +133,11 @@ def report_(ctx: Context, since, until, by: str, as_json: bool, chart_path: Path
     if not ctx.home.db.exists():
         click.echo(nothing.format(""))
         return
+    from bot.ledger import Ledger
+
     with ctx.store() as store:
-        r = report(store, Period(start, end, by))
+        # Every draft, not only the period's: a message answered by a later draft still counts for coverage.
+        r = report(store, Ledger(store).outcomes(), Period(start, end, by))
     if not r.overall["drafts"]:
         click.echo(nothing.format(" in that period" if since or until else ""))
         return
@@ -187,13 +190,14 @@ def forget_(ctx: Context, contact: str, yes: bool) -> None:
         twin forget "Tomas Berg" --yes
         twin forget telegram:5550100102
     """
+    from bot.ledger import Ledger
     from twin.forget import forget
 
     with ctx.existing_store() as store:
         chat = store.find_chat(contact)
         if not yes:
             click.confirm(f"Delete everything about {contact} ({chat.platform}:{chat.id})?", abort=True)
-        gone = forget(store, contact, ctx.home.config)
+        gone = forget(store, contact, ctx.home.config, relay_tables=Ledger(store).forget)
     click.echo(f"{gone.summary()}.")
     click.echo("Adapters trained before keep what they learned; retrain (twin train) to drop it from the model too.")
 

@@ -39,11 +39,14 @@ def train(ctx: Context, base_model, max_steps, epochs, time_budget, name, resume
         twin train --time-budget 5 --eval
         twin train --base-model Qwen/Qwen2.5-1.5B-Instruct --epochs 2
     """
+    from training.dataset import DatasetOptions
     from training.job import TrainRequest, train_adapter
 
+    cfg = ctx.config
     req = TrainRequest(base_model=base_model, name=name, max_steps=max_steps, epochs=epochs,
                        time_budget_minutes=time_budget, resume=resume, canaries=canaries, train_on=train_on)
-    path = train_adapter(ctx.home, ctx.config, req, echo=lambda m: click.echo(m, err=True))
+    data = DatasetOptions.from_config(cfg.training, cfg.ingest, cfg.owner, cfg.contacts, cfg.telegram)
+    path = train_adapter(ctx.home, cfg.training, data, req, echo=lambda m: click.echo(m, err=True))
     if run_eval:
         _eval(ctx, str(path), as_json=False, limit=64, out=sys.stderr)
     click.echo(path)
@@ -104,8 +107,11 @@ def learn_(ctx: Context, adapter, method, epochs, as_json: bool, dry_run: bool) 
     from training.gate import format_table
     from training.learn import LearnRequest, learn
 
-    ctx.existing_store().close()
-    result = learn(ctx.home, ctx.config, LearnRequest(adapter, method, epochs, dry_run),
+    from bot.ledger import Ledger
+
+    with ctx.existing_store() as store:
+        found = Ledger(store).outcomes()
+    result = learn(ctx.home, ctx.config, found, LearnRequest(adapter, method, epochs, dry_run),
                    echo=lambda m: click.echo(m, err=True))
     if dry_run:
         if as_json:
