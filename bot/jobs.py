@@ -15,17 +15,15 @@ import asyncio
 import json
 import logging
 import statistics
-import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.relay import Relay
-from twin.config import Config
+from twin.config import LearnConfig, TelegramConfig
 from twin.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -58,15 +56,15 @@ def new_outcomes(relay: Relay) -> int:
     return sum(o.kind not in ("pending", "failed") for o in relay.ledger.outcomes(since=since))
 
 
-async def run_learn(home: Path, relay: Relay, min_outcomes: int) -> str | None:
-    """Run `twin learn --json` in a child process (training must not stall the relay); the verdict line."""
+async def run_learn(command: Sequence[str], relay: Relay, min_outcomes: int) -> str | None:
+    """Run `command` (`twin learn --json`, as the composition root spells it) in a child process (training must
+    not stall the relay) when enough new outcomes have accrued; the verdict line for the owner."""
     fresh = new_outcomes(relay)
     if fresh < min_outcomes:
         log.info("learn: %d new outcomes, %d needed; skipped", fresh, min_outcomes)
         return None
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from twin.cli import run; run()", "--home", str(home), "learn", "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     relay.store.set_meta(LEARN_KEY, f"{relay.clock().timestamp():.0f}")
@@ -82,8 +80,10 @@ async def run_learn(home: Path, relay: Relay, min_outcomes: int) -> str | None:
     return f"Learned from {fresh} outcomes: {result.get('adapter', 'a new version')} — {verdict}."
 
 
-def start(relay: Relay, cfg: Config, home: Path, notify: Callable[[str], Awaitable[None]]) -> AsyncIOScheduler:
-    """Start the jobs in the running loop; the caller shuts the scheduler down."""
+def start(relay: Relay, telegram: TelegramConfig, learning: LearnConfig, notify: Callable[[str], Awaitable[None]],
+          learn_command: Sequence[str]) -> AsyncIOScheduler:
+    """Start the jobs in the running loop; the caller shuts the scheduler down. `learn_command` runs
+    `twin learn --json` (for `learning.schedule`)."""
     # APScheduler logs two INFO lines per job run ("Running job ...", "... executed successfully"): every 5 s
     # for the retry job, burying what matters. Failures still come through (it logs them as errors).
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
@@ -93,20 +93,20 @@ def start(relay: Relay, cfg: Config, home: Path, notify: Callable[[str], Awaitab
     scheduler.add_job(relay.retry_due, seconds=5, id="retry", **every)
     scheduler.add_job(heartbeat, seconds=30, id="heartbeat", args=[relay], next_run_time=datetime.now(timezone.utc),
                       **every)
-    if cfg.telegram.digest_hour is not None:
+    if telegram.digest_hour is not None:
         async def send_digest() -> None:
             await notify(digest(relay, relay.clock() - timedelta(days=1)))
 
-        scheduler.add_job(send_digest, CronTrigger(hour=cfg.telegram.digest_hour), id="digest", coalesce=True)
-    if cfg.learn.schedule:
+        scheduler.add_job(send_digest, CronTrigger(hour=telegram.digest_hour), id="digest", coalesce=True)
+    if learning.schedule:
         try:
-            trigger = CronTrigger.from_crontab(cfg.learn.schedule)
+            trigger = CronTrigger.from_crontab(learning.schedule)
         except ValueError as e:
-            raise ConfigError(f"twin.toml: learn.schedule {cfg.learn.schedule!r} is not a crontab line ({e}); "
+            raise ConfigError(f"twin.toml: learn.schedule {learning.schedule!r} is not a crontab line ({e}); "
                               "e.g. \"0 4 * * *\" for 04:00 every day") from e
 
         async def learn() -> None:
-            verdict = await run_learn(home, relay, cfg.learn.min_outcomes)
+            verdict = await run_learn(learn_command, relay, learning.min_outcomes)
             if verdict:
                 await notify(verdict)
 

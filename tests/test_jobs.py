@@ -84,7 +84,7 @@ async def test_scheduler_runs_in_the_loop_and_checks_the_learn_schedule(tmp_path
     relay = make_relay(tmp_path)
     notes = Notes()
     cfg = Config(telegram=TelegramConfig(digest_hour=21), learn=LearnConfig(schedule="0 4 * * *"))
-    scheduler = jobs.start(relay, cfg, tmp_path, notes.notify)
+    scheduler = jobs.start(relay, cfg.telegram, cfg.learn, notes.notify, ["twin", "learn", "--json"])
     try:
         ids = {j.id for j in scheduler.get_jobs()}
         assert ids == {"expire", "retry", "heartbeat", "digest", "learn"}
@@ -96,12 +96,12 @@ async def test_scheduler_runs_in_the_loop_and_checks_the_learn_schedule(tmp_path
     finally:
         scheduler.shutdown(wait=False)
     with pytest.raises(ConfigError, match="learn.schedule 'every night' is not a crontab line"):
-        jobs.start(relay, Config(learn=LearnConfig(schedule="every night")), tmp_path, notes.notify)
+        jobs.start(relay, TelegramConfig(), LearnConfig(schedule="every night"), notes.notify, ["twin"])
 
 
 async def test_scheduled_learning_waits_for_enough_new_outcomes(tmp_path):
     relay = make_relay(tmp_path)
     add(relay, 1, lambda d: D.discard(d, T0))
     assert jobs.new_outcomes(relay) == 1
-    assert await jobs.run_learn(tmp_path, relay, min_outcomes=5) is None  # too few: nothing runs
+    assert await jobs.run_learn(["twin", "learn"], relay, min_outcomes=5) is None  # too few: nothing runs
     assert relay.store.get_meta(jobs.LEARN_KEY) is None

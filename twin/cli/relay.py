@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -59,6 +60,11 @@ def default_parts(home: Home, cfg: Config) -> Callable[[], DraftingParts]:
         return DraftingParts(backend, adapter, settings, pick)
 
     return parts
+
+
+def learn_command(home: Home) -> list[str]:
+    """`twin learn --json` on this data home, as the scheduled job runs it in a child process."""
+    return [sys.executable, "-m", "twin.cli", "--home", str(home.root), "learn", "--json"]
 
 
 def relay_settings(cfg: Config) -> RelaySettings:
@@ -132,7 +138,7 @@ async def run_relay(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[
             log.info("discord client started")
         elif secrets.discord:
             log.warning("TWIN_DISCORD_TOKEN is set but discord.users is empty: the Discord bot stays off")
-        scheduler = jobs.start(relay, cfg, home.root, relay.owner.notify)
+        scheduler = jobs.start(relay, cfg.telegram, cfg.learn, relay.owner.notify, learn_command(home))
         await relay.recover()
         asyncio.create_task(_warm(drafter))
         if on_ready is not None:
