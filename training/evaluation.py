@@ -19,6 +19,7 @@ from twin.config import Config
 from twin.generation import Sampling, generate
 from twin.paths import Home
 from twin.prompts import DoesNotFit, prompt_ids
+from twin.text import figure
 from training import canaries, metrics
 from twin import adapters
 from training.dataset import Sample
@@ -135,18 +136,15 @@ def format_table(results: dict) -> list[tuple[str, str, str]]:
     """Rows (metric, base, adapter) for the terminal."""
     b, a = results["base"], results["adapter"]
 
-    def f(v, spec=".3f"):
-        return "n/a" if v is None or v != v else format(v, spec)
-
     rows = [
-        ("perplexity of your turns", f(b["perplexity"], ".2f"), f(a["perplexity"], ".2f")),
-        ("style distance to you (0 = same)", f(b["profile_distance"]), f(a["profile_distance"])),
-        ("distinct-2", f(b["distinct_2"]), f(a["distinct_2"])),
-        ("classifier AUC (0.5 = indistinguishable)", f(b["classifier_auc"]), f(a["classifier_auc"])),
-        ("lowercase share (you: " + f(results["real"]["profile"].get("lowercase_share"), ".2f") + ")",
-         f(b["profile"].get("lowercase_share"), ".2f"), f(a["profile"].get("lowercase_share"), ".2f")),
-        ("mean message length, chars (you: " + f(results["real"]["profile"].get("chars_mean"), ".1f") + ")",
-         f(b["profile"].get("chars_mean"), ".1f"), f(a["profile"].get("chars_mean"), ".1f")),
+        ("perplexity of your turns", figure(b["perplexity"], ".2f"), figure(a["perplexity"], ".2f")),
+        ("style distance to you (0 = same)", figure(b["profile_distance"]), figure(a["profile_distance"])),
+        ("distinct-2", figure(b["distinct_2"]), figure(a["distinct_2"])),
+        ("classifier AUC (0.5 = indistinguishable)", figure(b["classifier_auc"]), figure(a["classifier_auc"])),
+        ("lowercase share (you: " + figure(results["real"]["profile"].get("lowercase_share"), ".2f") + ")",
+         figure(b["profile"].get("lowercase_share"), ".2f"), figure(a["profile"].get("lowercase_share"), ".2f")),
+        ("mean message length, chars (you: " + figure(results["real"]["profile"].get("chars_mean"), ".1f") + ")",
+         figure(b["profile"].get("chars_mean"), ".1f"), figure(a["profile"].get("chars_mean"), ".1f")),
     ]
     for cb, ca in zip(b.get("canaries", []), a.get("canaries", [])):
         rows.append((f"canary x{cb['repeats']} exposure (bits) / leaked",

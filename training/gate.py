@@ -24,7 +24,7 @@ from typing import Any
 from training import metrics
 from training.evaluation import EvalOptions, reply_lines, sample_replies
 from twin.generation import Sampling, generate
-from twin.text import edit_ratio
+from twin.text import edit_ratio, figure
 
 log = logging.getLogger(__name__)
 
@@ -182,18 +182,15 @@ STYLE_ROWS = (("exclaim_share", "share of draft messages with '!'", ".2f"),
 
 def format_table(gate: dict) -> list[tuple[str, str, str, str]]:
     """Rows (measure, parent, child, verdict) for the terminal: every check, then the held-out drafts' style."""
-    def f(v, spec=".3f"):
-        return "n/a" if v is None or v != v else format(v, spec)
-
     rows = []
     for c in gate["checks"]:
         spec = ".2f" if c["check"].startswith("perplexity") else ".3f"
-        rows.append((c["check"], f(c["parent"], spec), f(c["child"], spec),
+        rows.append((c["check"], figure(c["parent"], spec), figure(c["child"], spec),
                      ("ok: " if c["passed"] else "FAILED: ") + c["rule"]))
     drafts = [(gate[side].get("outcomes") or {}).get("profile") or {} for side in ("parent", "child")]
     sent = gate.get("sent_profile") or {}
     for key, label, spec in STYLE_ROWS:
         if key in drafts[0] or key in drafts[1]:
-            rows.append((f"{label} (you: {f(sent.get(key), spec)})", f(drafts[0].get(key), spec),
-                         f(drafts[1].get(key), spec), ""))
+            rows.append((f"{label} (you: {figure(sent.get(key), spec)})", figure(drafts[0].get(key), spec),
+                         figure(drafts[1].get(key), spec), ""))
     return rows

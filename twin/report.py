@@ -255,8 +255,8 @@ TABLE_HEADERS = ["adapter", "drafts", "pending", "replaced", "coverage", "sent a
                  "to send p50"]
 
 
-def format_table(r: Report) -> tuple[list[str], list[tuple]]:
-    """(headers, rows) for the summary table: overall first ("all"), then one row per adapter."""
+def format_table(r: Report) -> list[tuple]:
+    """Rows (under TABLE_HEADERS) for the terminal: overall first ("all"), then one row per adapter."""
     def row(name: str, s: dict[str, Any], cov: str) -> tuple:
         return (name, s["drafts"], s["pending"], s["replaced"], cov, *(_pct(s[b]) for b in BUCKETS),
                 _pct(s["regenerated"]), _ms(s["latency_p50_ms"]), _ms(s["latency_p95_ms"]),
@@ -264,7 +264,7 @@ def format_table(r: Report) -> tuple[list[str], list[tuple]]:
 
     rows = [row("all", r.overall, _pct(r.overall["coverage"]))]
     rows += [row(a["adapter"] or "(base model)", a, "-") for a in r.adapters]
-    return TABLE_HEADERS, rows
+    return rows
 
 
 _COLOURS = {"sent": "#2ca02c", "edited_light": "#98df8a", "edited_heavy": "#ff7f0e", "written": "#9467bd",

@@ -28,6 +28,11 @@ def edit_ratio(a: str, b: str) -> float:
     return edit_distance(a, b) / longest if longest else 0.0
 
 
+def figure(value: float | None, spec: str = ".3f") -> str:
+    """A measure for a table: `figure(0.12345)` -> '0.123'; None or NaN (not measured) -> 'n/a'."""
+    return "n/a" if value is None or value != value else format(value, spec)
+
+
 def utf16(text: str) -> int:
     """Length as Telegram counts it: UTF-16 code units (an emoji outside the BMP is two).
 

@@ -122,7 +122,7 @@ def report_(ctx: Context, since, until, by: str, as_json: bool, chart_path: Path
     from datetime import timedelta, timezone
 
     from twin.errors import ConfigError
-    from twin.report import Period, chart, format_table, report
+    from twin.report import TABLE_HEADERS, Period, chart, format_table, report
 
     start = since.replace(tzinfo=timezone.utc) if since else None
     end = until.replace(tzinfo=timezone.utc) + timedelta(days=1) if until else None
@@ -149,7 +149,7 @@ def report_(ctx: Context, since, until, by: str, as_json: bool, chart_path: Path
     click.echo(f"{o['drafts']} drafts ({o['pending']} pending, {o['replaced']} replaced) from "
                f"{r.series[0]['period']} to {r.series[-1]['period']}; {o['answered']} of {o['incoming']} "
                "incoming messages answered by a draft")
-    table(*format_table(r))
+    table(TABLE_HEADERS, format_table(r))
     click.echo(f"chart: {path}")
 
 
