@@ -12,28 +12,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from serving.backends import Backend
-from serving.drafting import Draft, DraftRequest, DraftSettings, draft
+from serving.drafting import Draft, DraftingParts, DraftRequest, draft
 from twin.config import DraftingConfig
 from twin.store import ChatKey, Store, StoredMessage
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DraftingParts:
-    """What drafting needs: a backend, the adapter to ask for (None: the base model) and the settings."""
-
-    backend: Backend
-    adapter: str | None
-    settings: DraftSettings
-    # Asked before each draft, when given: the adapter to use now (a version `twin learn` promoted, or one
-    # `twin adapters use` chose, takes over without a restart).
-    pick: Callable[[], str | None] | None = None
 
 
 class Drafter:

@@ -1,7 +1,7 @@
 """The terminal front ends of serving: `twin draft`, `twin chat` and `twin serve`.
 
-Each wires the store, the configuration and a backend together and hands the work to drafting or to the vLLM
-launcher; nothing here decides what a draft is.
+Each receives its parts (the backend, opened by the composition root in twin/cli/parts.py) and hands the work
+to drafting or to the vLLM launcher; nothing here decides what a draft is.
 """
 
 from __future__ import annotations
@@ -10,88 +10,50 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
-from serving.backend_factory import BackendSettings, open_backend
 from serving.backends import same_base
-from serving.drafting import Draft, DraftRequest, DraftSettings, draft
+from serving.drafting import Draft, DraftingParts, DraftRequest, draft
 from serving.personas import measure, summary_line
 from twin import adapters
-from twin.config import Config
-from twin.errors import NotFound
+from twin.config import Config, DraftingConfig
 from twin.models import EMBEDDED_SPEC, resolve_base_model
 from twin.paths import Home
-from twin.pii import scrub
 from twin.store import ChatKey, Store, StoredMessage
-
-
-@dataclass(frozen=True)
-class DraftOptions:
-    contact: str
-    adapter: str | None = None
-    n: int | None = None
-    backend: str | None = None
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def pick_adapter(home: Home, name: str | None) -> adapters.Adapter | None:
-    """The named adapter (`--adapter`, else twin.toml `drafting.adapter`), else the default one (the newest, or
-    the one `twin adapters use` / a promoting `twin learn` chose since: twin.adapters), else None (the base)."""
-    try:
-        return adapters.find_adapter(home.adapters, name)
-    except NotFound:
-        if name:
-            raise
-        return None
-
-
-def vllm_url(cfg: Config) -> str:
-    return cfg.drafting.vllm_url or cfg.serve.url
-
-
-def drafting_parts(home: Home, cfg: Config, opts: DraftOptions):
-    """(backend, adapter name or None, settings) for drafting with this configuration."""
-    adapter = pick_adapter(home, opts.adapter or cfg.drafting.adapter)
-    scrubbed = adapter is not None and adapter.meta.get("dataset_options", {}).get("scrub_pii", True)
-    settings = DraftSettings(
-        owner_name=cfg.owner.name, notes={k: c.notes for k, c in cfg.contacts.items()},
-        scrub=scrub if scrubbed else None,
-    )
-    backend = open_backend(opts.backend or cfg.drafting.backend, BackendSettings(
-        models_dir=home.models, adapters_dir=home.adapters, base_model=cfg.serve.base_model,
-        adapter=adapter.name if adapter else None, vllm_url=vllm_url(cfg),
-        api_key=os.environ.get("TWIN_VLLM_API_KEY"),
-    ))
-    return backend, (adapter.name if adapter else None), settings
-
-
-def draft_once(home: Home, cfg: Config, opts: DraftOptions, incoming: Sequence[str]) -> Draft:
-    """`twin draft`: candidates for the contact's new messages, from the stored conversation."""
-    with Store.open(home.db) as store:
-        chat = store.find_chat(opts.contact)
-        backend, adapter, settings = drafting_parts(home, cfg, opts)
+def draft_once(db: Path, drafting: DraftingConfig, contact: str, n: int | None, incoming: Sequence[str],
+               open_parts: Callable[[], DraftingParts]) -> Draft:
+    """`twin draft`: candidates for the contact's new messages, from the stored conversation. `open_parts` opens
+    the backend (called once the contact is found: loading a model takes a while)."""
+    with Store.open(db) as store:
+        chat = store.find_chat(contact)
+        parts = open_parts()
         try:
-            request = DraftRequest.from_config(cfg.drafting, ChatKey(chat.platform, chat.id), incoming,
-                                               n=opts.n, adapter=adapter)
-            return draft(store, backend, request, settings, _now())
+            request = DraftRequest.from_config(drafting, ChatKey(chat.platform, chat.id), incoming, n=n,
+                                               adapter=parts.adapter)
+            return draft(store, parts.backend, request, parts.settings, _now())
         finally:
-            backend.close()
+            parts.backend.close()
 
 
-def chat_loop(home: Home, cfg: Config, opts: DraftOptions, read: Callable[[str], str], write: Callable[[str], None]) -> int:
+def chat_loop(db: Path, drafting: DraftingConfig, contact: str, n: int | None,
+              open_parts: Callable[[], DraftingParts], read: Callable[[str], str], write: Callable[[str], None]) -> int:
     """`twin chat`: you write as the contact, the twin answers with candidates; pick one (1-n), type your own
     reply, or press Enter to skip. The conversation lives in memory only; nothing is stored or sent.
     Returns the number of exchanges."""
-    with Store.open(home.db) as store:
-        chat = store.find_chat(opts.contact)
+    with Store.open(db) as store:
+        chat = store.find_chat(contact)
         key = ChatKey(chat.platform, chat.id)
         history = store.chat_messages(key)
-        backend, adapter, settings = drafting_parts(home, cfg, opts)
-        write(f"talking as {chat.title or opts.contact} to the twin ({adapter or 'base model'}, {backend.name}); "
+        parts = open_parts()
+        backend, adapter, settings = parts.backend, parts.adapter, parts.settings
+        write(f"talking as {chat.title or contact} to the twin ({adapter or 'base model'}, {backend.name}); "
               f"you: {summary_line(measure(history))}")
         write("write the contact's message; then 1-n picks a candidate, text is your own reply, Enter skips; "
               "Ctrl-D ends")
@@ -105,7 +67,7 @@ def chat_loop(home: Home, cfg: Config, opts: DraftOptions, read: Callable[[str],
                     break
                 if not incoming.strip():
                     continue
-                request = DraftRequest.from_config(cfg.drafting, key, [incoming], n=opts.n, adapter=adapter,
+                request = DraftRequest.from_config(drafting, key, [incoming], n=n, adapter=adapter,
                                                    session=tuple(session))
                 now = _now()
                 result = draft(store, backend, request, settings, now)

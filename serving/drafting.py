@@ -132,6 +132,18 @@ class DraftSettings:
 
 
 @dataclass(frozen=True)
+class DraftingParts:
+    """What drafting needs: a backend, the adapter to ask for (None: the base model) and the settings."""
+
+    backend: Backend
+    adapter: str | None
+    settings: DraftSettings
+    # Asked before each draft, when given: the adapter to use now (a version `twin learn` promoted, or one
+    # `twin adapters use` chose, takes over without a restart).
+    pick: Callable[[], str | None] | None = None
+
+
+@dataclass(frozen=True)
 class Prompt:
     ids: list[int]
     persona: Persona

@@ -228,7 +228,7 @@ def test_the_default_is_the_newest_unless_chosen_since(tmp_path):
 
 
 def test_drafting_picks_the_default_unless_one_is_named(tmp_path):
-    from serving.console import pick_adapter
+    from twin.cli.parts import pick_adapter
 
     home = Home(tmp_path).ensure()
     fake_adapter(home.adapters, "twin-v1", time.time() - 100)

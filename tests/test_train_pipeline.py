@@ -116,7 +116,7 @@ def test_canaries_are_planted_recorded_and_reported(tmp_path, base_dir):
 
 def test_chat_keeps_its_own_conversation_and_stores_nothing(tmp_path, base_dir, monkeypatch):
     """`twin chat` drafts for each line typed as the contact; the chosen replies become context, unstored."""
-    import serving.console
+    import twin.cli.parts
 
     home = tmp_path / "home"
     home.mkdir()
@@ -135,7 +135,7 @@ def test_chat_keeps_its_own_conversation_and_stores_nothing(tmp_path, base_dir, 
         def close(self):
             pass
 
-    monkeypatch.setattr(serving.console, "open_backend", lambda kind, settings: Scripted())
+    monkeypatch.setattr(twin.cli.parts, "open_backend", lambda kind, settings: Scripted())
     before = Store.open(home / "twin.db").stats()
     result = CliRunner().invoke(main, ["--home", str(home), "chat", "--contact", "Tomas Berg", "--n", "2"],
                                 input="Free on Sunday?\n2\nGreat, 10 am?\nmy own words\n")

@@ -27,10 +27,13 @@ def draft(ctx: Context, contact, adapter, n, backend, as_json, message) -> None:
     Example:
         twin draft --contact "Tomas Berg" --n 3 --json "are we still on for saturday?"
     """
-    from serving.console import DraftOptions, draft_once
+    from serving.console import draft_once
+    from twin.cli.parts import DraftOptions, drafting_parts
 
     ctx.existing_store().close()
-    result = draft_once(ctx.home, ctx.config, DraftOptions(contact, adapter, n, backend), list(message))
+    cfg, opts = ctx.config, DraftOptions(contact, adapter, n, backend)
+    result = draft_once(ctx.home.db, cfg.drafting, contact, n, list(message),
+                        lambda: drafting_parts(ctx.home, cfg, opts))
     if as_json:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
         return
@@ -54,10 +57,12 @@ def chat(ctx: Context, contact, adapter, n, backend) -> None:
     Example:
         twin chat --contact "Tomas Berg"
     """
-    from serving.console import DraftOptions, chat_loop
+    from serving.console import chat_loop
+    from twin.cli.parts import DraftOptions, drafting_parts
 
     ctx.existing_store().close()
-    chat_loop(ctx.home, ctx.config, DraftOptions(contact, adapter, n, backend), input, click.echo)
+    cfg, opts = ctx.config, DraftOptions(contact, adapter, n, backend)
+    chat_loop(ctx.home.db, cfg.drafting, contact, n, lambda: drafting_parts(ctx.home, cfg, opts), input, click.echo)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

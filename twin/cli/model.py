@@ -201,7 +201,7 @@ def _load_into_vllm(ctx: Context, name: str, path: Path) -> str:
     that is not there, or refuses, is a warning: `twin serve` loads every adapter when it starts."""
     import os
 
-    from serving.console import vllm_url
+    from twin.cli.parts import vllm_url
     from serving.openai_api import OpenAIClient
 
     url = vllm_url(ctx.config)

@@ -27,7 +27,8 @@ from twin.errors import ConfigError
 from twin.paths import Home
 
 if TYPE_CHECKING:  # the relay's parts are imported when it runs, not when `twin --help` does
-    from bot.drafter import Drafter, DraftingParts
+    from bot.drafter import Drafter
+    from serving.drafting import DraftingParts
     from bot.ports import RelaySettings
     from bot.relay import Relay
 
@@ -49,15 +50,15 @@ class Secrets:
 def default_parts(home: Home, cfg: Config) -> Callable[[], DraftingParts]:
     """Open the configured backend (vLLM when it answers, else the in-process model) in the drafter's thread."""
     def parts() -> DraftingParts:
-        from bot.drafter import DraftingParts
-        from serving.console import DraftOptions, drafting_parts, pick_adapter
+        from dataclasses import replace
+
+        from twin.cli.parts import DraftOptions, drafting_parts, pick_adapter
 
         def pick() -> str | None:
             adapter = pick_adapter(home, cfg.drafting.adapter)
             return adapter.name if adapter else None
 
-        backend, adapter, settings = drafting_parts(home, cfg, DraftOptions(contact=""))
-        return DraftingParts(backend, adapter, settings, pick)
+        return replace(drafting_parts(home, cfg, DraftOptions(contact="")), pick=pick)
 
     return parts
 
