@@ -31,7 +31,8 @@ import discord
 
 from bot.drafter import Drafter
 from bot.drafts import ChatRef
-from serving.drafting import Draft
+from bot.ports import Redraft
+from serving.drafting import Candidates
 from twin.chat import Chat, Message
 from twin.config import DiscordConfig
 from twin.errors import ConfigError, NotFound, TwinError
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 # (chat, contact id, the ids of the messages answered, the draft, a way to draft again with exactly the first
 # draft's context for Regenerate) -> the text the owner approved, or None when they discarded it or it expired.
 # Implemented by the Telegram relay (an approval card in the owner's chat).
-Approve = Callable[[ChatRef, str, tuple[str, ...], Draft, Callable[[], Awaitable[Draft]]], Awaitable[str | None]]
+Approve = Callable[[ChatRef, str, tuple[str, ...], Candidates, Redraft], Awaitable[str | None]]
 Clock = Callable[[], datetime]
 
 MESSAGE_LIMIT = 2000  # characters in one Discord message (API: "Create Message", content)
@@ -234,7 +235,7 @@ class TwinDiscord(discord.Client):
         notes = author in self.cfg.share_notes and persona != key
         started = time.perf_counter()
         try:
-            def redraft() -> Awaitable[Draft]:  # the same persona, memory and sender, for Regenerate on the card
+            def redraft() -> Awaitable[Candidates]:  # the same persona, memory and sender, for Regenerate
                 return self._drafter.draft(persona, [text], sender=message.author.display_name, session=session,
                                            notes=notes)
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from serving.drafting import Draft, DraftingParts, DraftRequest, draft
+from serving.drafting import Candidates, DraftingParts, DraftRequest, draft
 from twin.config import DraftingConfig
 from twin.store import ChatKey, Store, StoredMessage
 
@@ -55,7 +55,7 @@ class Drafter:
             self._parts = self._parts_factory()
         return self._store, self._parts
 
-    def _draft(self, request: DraftRequest) -> Draft:
+    def _draft(self, request: DraftRequest) -> Candidates:
         store, parts = self._ready()
         if parts.pick is not None:
             chosen = parts.pick()
@@ -70,7 +70,7 @@ class Drafter:
 
     async def draft(self, key: ChatKey, incoming: Sequence[str] = (), *, sender: str | None = None,
                     session: Sequence[StoredMessage] | None = None, n: int | None = None,
-                    seed: int | None = None, notes: bool = True) -> Draft:
+                    seed: int | None = None, notes: bool = True) -> Candidates:
         """Candidates replying to the chat's current conversation (plus `incoming`, not yet stored); `notes`
         False keeps the owner's notes on the contact out of the prompt. Raises what drafting raises (NoDraft,
         ServingUnavailable, NotFound)."""

@@ -6,6 +6,7 @@ the bot) and the sender as the owner; tests may implement them with anything tha
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
@@ -13,9 +14,14 @@ from typing import Protocol
 import logging
 
 from bot.drafts import Draft
+from serving.drafting import Candidates
 from twin.errors import TwinError
 
 log = logging.getLogger(__name__)
+
+
+# Drafts again with exactly the first draft's context (Regenerate on a Discord approval card).
+Redraft = Callable[[], Awaitable[Candidates]]
 
 
 class SendError(TwinError):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from bot import drafts as D
@@ -33,18 +33,14 @@ from bot.drafter import Drafter
 from bot.drafts import ChatRef, Draft, InvalidTransition, State
 from bot.delivery import Delivery
 from bot.ledger import Ledger
-from bot.ports import Owner, RelaySettings
+from bot.ports import Owner, Redraft, RelaySettings
 from bot.screen import Retry, Screen
-from serving.drafting import Draft as Candidates
+from serving.drafting import Candidates
 from twin.chat import Chat, Message
 from twin.errors import NotFound, TwinError
 from twin.store import Store, StoredMessage
 
 log = logging.getLogger(__name__)
-
-# Drafts a Discord approval card again with exactly the context of its first draft (persona, memory, sender).
-Redraft = Callable[[], Awaitable[Candidates]]
-
 
 class Relay:
     def __init__(self, store: Store, drafter: Drafter, owner: Owner, settings: RelaySettings,

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from serving.backends import same_base
-from serving.drafting import Draft, DraftingParts, DraftRequest, draft
+from serving.drafting import Candidates, DraftingParts, DraftRequest, draft
 from serving.personas import measure, summary_line
 from twin import adapters
 from twin.config import Config, DraftingConfig
@@ -28,7 +28,7 @@ def _now() -> datetime:
 
 
 def draft_once(db: Path, drafting: DraftingConfig, contact: str, n: int | None, incoming: Sequence[str],
-               open_parts: Callable[[], DraftingParts]) -> Draft:
+               open_parts: Callable[[], DraftingParts]) -> Candidates:
     """`twin draft`: candidates for the contact's new messages, from the stored conversation. `open_parts` opens
     the backend (called once the contact is found: loading a model takes a while)."""
     with Store.open(db) as store:

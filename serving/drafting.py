@@ -100,7 +100,7 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Draft:
+class Candidates:
     candidates: list[Candidate]
     adapter: str  # the adapter's name, or "base"
     latency_ms: float
@@ -454,7 +454,7 @@ def dedupe(texts: Sequence[str], threshold: float = 0.8, seen: Sequence[str] = (
 
 # -- drafting ------------------------------------------------------------------------------------------------
 
-def draft(store: Store, backend: Backend, request: DraftRequest, settings: DraftSettings, now: datetime) -> Draft:
+def draft(store: Store, backend: Backend, request: DraftRequest, settings: DraftSettings, now: datetime) -> Candidates:
     """n reply candidates for a request (see the module docstring); raises NoDraft when none is usable."""
     started = time.perf_counter()
     prompt = build_prompt(store, request, backend.tokenizer, settings, now)
@@ -491,5 +491,5 @@ def draft(store: Store, backend: Backend, request: DraftRequest, settings: Draft
         why = ", ".join(f"{r} {k}" for r, k in rejected.most_common()) or "no completions"
         raise NoDraft(f"no usable reply in {attempts} tries ({why}); try again, raise the temperature, "
                       "or retrain the adapter on more of your messages")
-    return Draft(kept[:request.n], request.adapter or "base", latency, len(prompt.ids), attempts, dict(rejected),
+    return Candidates(kept[:request.n], request.adapter or "base", latency, len(prompt.ids), attempts, dict(rejected),
                  tuple(prompt.ids))

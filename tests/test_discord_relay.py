@@ -27,7 +27,7 @@ from bot.discord_relay import APOLOGY, SLOW_DOWN, RateLimit, TwinDiscord, chunk,
 from bot.drafter import Drafter, DraftingParts
 from bot.drafts import ChatRef
 from helpers import QuickBackend
-from serving.drafting import Draft, DraftSettings
+from serving.drafting import Candidates, DraftSettings
 from twin.chat import Chat, Message, utc
 from twin.config import DiscordConfig, DraftingConfig, load_config
 from twin.errors import ConfigError, ServingUnavailable
@@ -95,9 +95,9 @@ class RecordingDrafter(Drafter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.requests: list[dict] = []
-        self.drafts: list[Draft] = []
+        self.drafts: list[Candidates] = []
 
-    async def draft(self, key, incoming=(), **kwargs) -> Draft:
+    async def draft(self, key, incoming=(), **kwargs) -> Candidates:
         self.requests.append(dict(key=key, incoming=list(incoming), **kwargs))
         self.drafts.append(await super().draft(key, incoming, **kwargs))
         return self.drafts[-1]
@@ -381,7 +381,7 @@ async def test_drafting_failure_apologises_and_logs_only_the_error_class(world, 
 NOTE = "owes me 200 kroner since the Lofoten trip"  # the owner's private note on Tomas (twin.toml contacts)
 
 
-def prompt_text(w: World, draft: Draft) -> str:
+def prompt_text(w: World, draft: Candidates) -> str:
     return w.backend.tokenizer.decode(draft.prompt_ids)
 
 
@@ -425,7 +425,7 @@ def test_share_notes_must_be_users_the_twin_answers(tmp_path):
 async def approval_world(tmp_path, answer: str | None) -> World:
     calls: list[tuple] = []
 
-    async def approve(chat: ChatRef, contact_id: str, answers: tuple[str, ...], draft: Draft, redraft) -> str | None:
+    async def approve(chat: ChatRef, contact_id: str, answers: tuple[str, ...], draft: Candidates, redraft) -> str | None:
         calls.append((chat, contact_id, answers, draft))
         w.redrafts.append(await redraft())  # Regenerate on the card
         return answer

@@ -35,7 +35,7 @@ from bot.ports import RelaySettings, SendError
 from bot.relay import Relay
 from helpers import QuickBackend
 from serving.drafting import Candidate
-from serving.drafting import Draft as Candidates
+from serving.drafting import Candidates
 from serving.drafting import DraftSettings
 from twin.chat import Chat, Message
 from twin.config import DraftingConfig

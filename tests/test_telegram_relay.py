@@ -300,7 +300,7 @@ async def test_restart_during_the_settle_delay_still_drafts(fake, home):
 
 async def test_discord_reply_waits_for_the_owners_approval_in_telegram(harness):
     from bot.drafts import ChatRef
-    from serving.drafting import Candidate, Draft as Candidates
+    from serving.drafting import Candidate, Candidates
 
     async with harness as h:
         await h.connect()
