@@ -69,7 +69,7 @@ def build_home(home: Path) -> str:
 def cases(db: Path, count: int) -> list[Case]:
     """`count` cut points, round-robin over the personal chats, newest sessions first."""
     from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
-    from twin.store import ChatKey, Store
+    from twin.store import Store
 
     per_chat: list[list[Case]] = []
     with Store.open(db) as store:
@@ -77,7 +77,7 @@ def cases(db: Path, count: int) -> list[Case]:
         for chat in store.chats():
             if chat.type != "personal":
                 continue
-            key = ChatKey(chat.platform, chat.id)
+            key = chat.key
             msgs = [m for m in store.chat_messages(key) if m.kind == "text" and m.text.strip()]
             starts = session_starts([int(m.time.timestamp()) for m in msgs], gap) + [len(msgs)]
             found = []

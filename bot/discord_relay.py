@@ -215,12 +215,8 @@ class TwinDiscord(discord.Client):
         recent = self._store.chat_messages(key, last=size) if size > 0 else []
         session = memory(recent, self.sender_id, size)
         answered_before = self._store.has_sender(key, self.sender_id)
-        stamp = int(now.timestamp())
-        with self._store.transaction():
-            self._store.upsert_chat(chat)
-            self._store.upsert_names("discord", {(author, message.author.display_name): (stamp, stamp)})
-            self._store.insert_messages([Message("discord", chat.id, str(message.id), author, None, now, text)],
-                                        source="live")
+        self._store.insert_live(chat, Message("discord", chat.id, str(message.id), author,
+                                              message.author.display_name, now, text))
 
         verdict = self._limit.check(author, now)
         if verdict != "reply":
@@ -278,7 +274,7 @@ class TwinDiscord(discord.Client):
                 log.info("discord: user %s: mapped contact not usable (%s); using this channel's persona", author,
                          type(e).__name__)
             return fallback
-        return ChatKey(chat.platform, chat.id)
+        return chat.key
 
     async def _send(self, channel: discord.abc.Messageable, texts: Sequence[str],
                     reply_to: discord.Message | None = None) -> list[discord.Message]:

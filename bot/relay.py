@@ -71,17 +71,10 @@ class Relay:
 
     # -- incoming ---------------------------------------------------------------------------------------
 
-    def store_message(self, chat: Chat, message: Message, from_owner: bool) -> None:
-        with self.store.transaction():
-            self.store.upsert_chat(chat)
-            if message.sender_name and not from_owner:
-                t = int(message.time.timestamp())
-                self.store.upsert_names(message.platform, {(message.sender_id, message.sender_name): (t, t)})
-            self.store.insert_messages([message], source="live")
 
     async def contact_message(self, ref: ChatRef, chat: Chat, message: Message) -> None:
         """A contact wrote: store it, and draft once they have been quiet for a moment."""
-        self.store_message(chat, message, from_owner=False)
+        self.store.insert_live(chat, message)
         self.ledger.note_chat(ref)
         log.info("contact message chat=%s msg=%s chars=%d", ref.chat_id, message.id, len(message.text))
         if self.ledger.paused:
@@ -91,7 +84,7 @@ class Relay:
     async def owner_message(self, ref: ChatRef, chat: Chat, message: Message) -> None:
         """The owner wrote in the chat by hand: context, and the real reply to every draft of the chat that is not
         in flight right now (pending, approved and waiting its turn, waiting for a retry)."""
-        self.store_message(chat, message, from_owner=True)
+        self.store.insert_live(chat, message, from_owner=True)
         self._disarm(ref)
         self._draft_retry.pop(ref, None)
         now = self.clock()
@@ -104,7 +97,7 @@ class Relay:
         log.info("owner message chat=%s msg=%s", ref.chat_id, message.id)
 
     async def message_edited(self, chat: Chat, message: Message, from_owner: bool) -> None:
-        self.store_message(chat, message, from_owner)
+        self.store.insert_live(chat, message, from_owner)
 
     async def messages_deleted(self, ref: ChatRef, message_ids: list[str]) -> None:
         with self.store.transaction():

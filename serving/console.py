@@ -20,7 +20,7 @@ from twin import adapters
 from twin.config import Config, DraftingConfig
 from twin.models import EMBEDDED_SPEC, resolve_base_model
 from twin.paths import Home
-from twin.store import ChatKey, Store, StoredMessage
+from twin.store import Store, StoredMessage
 
 
 def _now() -> datetime:
@@ -35,7 +35,7 @@ def draft_once(db: Path, drafting: DraftingConfig, contact: str, n: int | None, 
         chat = store.find_chat(contact)
         parts = open_parts()
         try:
-            request = DraftRequest.from_config(drafting, ChatKey(chat.platform, chat.id), incoming, n=n,
+            request = DraftRequest.from_config(drafting, chat.key, incoming, n=n,
                                                adapter=parts.adapter)
             return draft(store, parts.backend, request, parts.settings, _now())
         finally:
@@ -49,7 +49,7 @@ def chat_loop(db: Path, drafting: DraftingConfig, contact: str, n: int | None,
     Returns the number of exchanges."""
     with Store.open(db) as store:
         chat = store.find_chat(contact)
-        key = ChatKey(chat.platform, chat.id)
+        key = chat.key
         history = store.chat_messages(key)
         parts = open_parts()
         backend, adapter, settings = parts.backend, parts.adapter, parts.settings

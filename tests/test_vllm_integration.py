@@ -33,7 +33,7 @@ from serving.openai_api import OpenAIClient
 from serving.vllm_backend import VLLMBackend, load_tokenizer, stop_strings
 from serving.vllm_server import VENV_PYTHON, wait_healthy
 from twin.models import DEFAULT_NAME
-from twin.store import ChatKey, Store
+from twin.store import Store
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -130,7 +130,7 @@ def served(tmp_path_factory) -> Served:
         tokenizer = load_tokenizer(home / "models" / DEFAULT_NAME)
         with Store.open(home / "twin.db") as store:
             chat = store.find_chat(CONTACT)
-            request = DraftRequest(ChatKey(chat.platform, chat.id), INCOMING)
+            request = DraftRequest(chat.key, INCOMING)
             prompt = build_prompt(store, request, tokenizer, DraftSettings(), datetime.now(timezone.utc))
         yield Served(home, adapter, url, client, tokenizer, prompt.ids, waited)
     finally:

@@ -37,7 +37,7 @@ from twin.errors import ConfigError
 from twin.pii import scrub
 from twin.prompts import GROUP_TYPES, Conversation, DoesNotFit, Persona, Rendered, Turn, chat_persona, render, to_turns
 from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
-from twin.store import ChatKey, Store, StoredMessage
+from twin.store import Store, StoredMessage
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def build(store: Store, tokenizer: Any, opts: DatasetOptions = DatasetOptions())
     sessions = 0
     for chat in store.chats():
         live = opts.include_live and chat.platform == "telegram"
-        messages = store.chat_messages(ChatKey(chat.platform, chat.id), live=live)
+        messages = store.chat_messages(chat.key, live=live)
         if not messages:
             continue
         if opts.scrub_pii:

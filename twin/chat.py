@@ -51,6 +51,18 @@ class Chat:
     type: str
     title: str | None = None
 
+    @property
+    def key(self) -> ChatKey:
+        return ChatKey(self.platform, self.id)
+
+
+@dataclass(frozen=True)
+class ChatKey:
+    """How the store names a chat: `Chat("telegram", "2002", "personal").key` -> ChatKey('telegram', '2002')."""
+
+    platform: str
+    chat_id: str
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twin.store import ChatKey, Store
+from twin.store import Store
 
 
 @dataclass
@@ -49,7 +49,7 @@ RelayTables = Callable[[str, str, Sequence[str]], int]
 def forget(store: Store, contact: str, config_path: Path | None = None, *, relay_tables: RelayTables) -> Forgotten:
     """Remove the contact; raises NotFound (from find_chat) when no chat matches."""
     chat = store.find_chat(contact)
-    key = ChatKey(chat.platform, chat.id)
+    key = chat.key
     # Naming a group forgets the group's chat; its members stay (they may have their own chats).
     people = store.chat_contacts(key) if chat.type == "personal" else []
     names = store.names(chat.platform, people) + ([chat.title] if chat.title else [])

@@ -18,14 +18,8 @@ from datetime import datetime
 from pathlib import Path
 
 from twin import schema
-from twin.chat import Chat, Message, utc
+from twin.chat import Chat, ChatKey, Message, utc
 from twin.errors import NotFound
-
-
-@dataclass(frozen=True)
-class ChatKey:
-    platform: str
-    chat_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +145,16 @@ class Store:
 
     def count_import_messages(self, import_id: int) -> int:
         return self.conn.execute("SELECT count(*) FROM messages WHERE import_id = ?", (import_id,)).fetchone()[0]
+
+    def insert_live(self, chat: Chat, message: Message, from_owner: bool = False) -> None:
+        """A message the bots saw live (source 'live': context, not training data unless asked), with its chat
+        and, for a contact's, the name they show now; one transaction."""
+        with self.transaction():
+            self.upsert_chat(chat)
+            if message.sender_name and not from_owner:
+                t = int(message.time.timestamp())
+                self.upsert_names(message.platform, {(message.sender_id, message.sender_name): (t, t)})
+            self.insert_messages([message], source="live")
 
     def upsert_names(self, platform: str, names: dict[tuple[str, str | None], tuple[int, int]]) -> None:
         """Record display names over time: {(user_id, name): (first_seen, last_seen)} in epoch seconds."""
