@@ -10,8 +10,9 @@ import serving.drafting
 from helpers import GEMMA3_LIKE, QuickBackend, tiny_tokenizer
 from serving.drafting import (
     DraftRequest, DraftSettings, Guard, NoDraft, build_prompt, current_session, dedupe, draft, reject_reason,
-    shorten, split_reply,
+    split_reply,
 )
+from serving.fitting import shorten
 from training.dataset import DatasetOptions, build
 from twin.pii import scrub
 from training.ingest import resessionize
