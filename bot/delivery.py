@@ -101,7 +101,7 @@ class Delivery:
         last = index + 1 >= len(pieces)
         d = self.ledger.apply(d.id, lambda x: D.delivered(x, message_id, last, now), "sent" if last else "delivered",
                               now)
-        self._record_sent(d, message_id, pieces[index], now)
+        self.record_sent(d, message_id, pieces[index], now)
         if last:
             await self.settled(d, "sent")
             log.info("draft %d sent chat=%s messages=%d edited=%s", d.id, d.chat.chat_id, len(pieces), d.edited)
@@ -124,7 +124,7 @@ class Delivery:
             await self.screen.owner.notify(f"A reply could not be sent after {d.failures} tries{sent}: {e}")
         return d
 
-    def _record_sent(self, d: Draft, message_id: str, text: str, now: datetime) -> None:
+    def record_sent(self, d: Draft, message_id: str, text: str, now: datetime) -> None:
         """What went out is the owner's turn in the conversation from now on."""
         owner = next(iter(sorted(self.store.owner_ids(d.chat.platform))), "owner")
         with self.store.transaction():

@@ -235,8 +235,10 @@ class Relay:
                 self._spawn(self.deliver(d.id))
                 return "Sending again."
             if action == "arrived":
-                last = len(d.sent_ids) + 1 >= len(self.delivery.pieces(d))
-                d = self.ledger.apply(draft_id, lambda x: D.arrived(x, last, now), "arrived", now)
+                pieces, index = self.delivery.pieces(d), len(d.sent_ids)
+                d = self.ledger.apply(draft_id, lambda x: D.arrived(x, index + 1 >= len(pieces), now), "arrived", now)
+                # It is the owner's turn in the conversation; Telegram's id for it is unknown.
+                self.delivery.record_sent(d, f"arrived-{d.id}-{index}", pieces[index], now)
                 if d.done:
                     await self._settled(d, "it arrived")
                 else:

@@ -238,6 +238,8 @@ async def test_a_late_answer_after_delivery_is_never_resent_blindly(world):
     assert await world.later(3600) == 0 and len(world.chats.attempts) == 1  # nothing resent by the jobs
     assert await world.tap(d.id, "arrived") == "Noted: it arrived."
     assert world.relay.ledger.get(d.id).state == State.SENT and len(world.chats.inbox) == 1
+    # What arrived is the owner's turn in the stored conversation, as a delivered message is.
+    assert [m.text for m in world.store.chat_messages(_key("2002")) if m.from_owner] == [d.final_text]
 
 
 async def test_the_owner_may_send_an_unsure_reply_again(world):
