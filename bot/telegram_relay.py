@@ -11,6 +11,7 @@ business message would send as the owner at once, so no handler ever replies to 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from bot.ports import SendError
 from bot.relay import Relay
 from twin.chat import Chat, Message, telegram_user
 from twin.config import TelegramConfig
-from twin.errors import ConfigError, TwinError
+from twin.errors import ConfigError, ServingUnavailable, TwinError
 from twin.forget import forget
 from twin.store import ChatKey
 
@@ -412,11 +413,30 @@ def build_application(token: str, cfg: TelegramConfig) -> Application:
     return Application.builder().token(token).base_url(cfg.base_url).read_timeout(cfg.read_timeout_seconds).build()
 
 
-async def start(app: Application) -> None:
-    await app.initialize()
+async def start(app: Application, tries: int = 6, first_wait_s: float = 1.0) -> None:
+    """Connect and start polling. Telegram failing at that moment (a 5xx, a flood wait, the network) is waited
+    out with backoff, `tries` times, before `twin run` gives up with one line; a refused token is not retried
+    (InvalidToken goes to the caller)."""
+    wait = first_wait_s
+    for attempt in range(1, tries + 1):
+        try:
+            await app.initialize()
+            break
+        except InvalidToken:
+            raise
+        except (TelegramError, RuntimeError) as e:
+            if attempt == tries:
+                raise ServingUnavailable(f"Telegram did not answer after {tries} tries ({type(e).__name__}); "
+                                         "check the network and telegram.base_url") from None
+            delay = max(wait, wait_asked(e).total_seconds()) if isinstance(e, RetryAfter) else wait
+            log.warning("telegram: start failed (%s), try %d of %d; again in %.0f s", type(e).__name__, attempt,
+                        tries, delay)
+            await asyncio.sleep(delay)
+            wait *= 2
     await app.start()
-    # allowed_updates is sticky on Telegram's side: ask for the business updates explicitly.
-    await app.updater.start_polling(allowed_updates=Update.ALL_TYPES, poll_interval=0.0)
+    # allowed_updates is sticky on Telegram's side: ask for the business updates explicitly. Failures while
+    # dropping a webhook at start are retried by python-telegram-bot itself.
+    await app.updater.start_polling(allowed_updates=Update.ALL_TYPES, poll_interval=0.0, bootstrap_retries=5)
 
 
 async def stop(app: Application) -> None:

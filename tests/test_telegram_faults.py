@@ -262,3 +262,22 @@ async def test_routine_job_runs_stay_out_of_the_log(harness, caplog):
             await asyncio.sleep(5.5)  # the retry job has run at least once
     noise = [r for r in caplog.records if r.name.startswith("apscheduler.executors")]
     assert noise == []
+
+
+async def test_telegram_failing_at_start_is_waited_out(fake, home):
+    fake.inject("getMe", Error(502))
+    fake.inject("getMe", Reset())
+    async with Harness(fake, home, QuickBackend(), Clock(), read_timeout_seconds=READ_TIMEOUT) as h:
+        await h.connect()
+    assert [c.failed for c in fake.calls_of("getMe")][:3] == [True, True, False]
+
+
+async def test_telegram_down_for_good_at_start_is_one_clear_error(fake, home):
+    from bot.telegram_relay import start
+    from twin.errors import ServingUnavailable
+
+    fake.inject("getMe", Error(502), times=3)
+    app = fake.application_builder().build()
+    with pytest.raises(ServingUnavailable, match="Telegram did not answer after 3 tries"):
+        await start(app, tries=3, first_wait_s=0.01)
+    assert len(fake.calls_of("getMe")) == 3
