@@ -246,10 +246,14 @@ def test_text_as_a_list_of_strings_and_entities(tmp_path):
     assert (m.text, m.kind) == ("see https://example.org and hurry", "text")
 
 
-def test_text_entities_win_over_text(tmp_path):
-    m = one(tmp_path, msg(1, TOMAS, ["stale ", {"type": "bold", "text": "copy"}],
-                          text_entities=[{"type": "plain", "text": "fresh "}, {"type": "bold", "text": "copy"}]))
-    assert m.text == "fresh copy"
+def test_text_wins_over_text_entities_where_they_disagree(tmp_path):
+    # Some tools write placeholders into text_entities; `text` is what was sent.
+    m = one(tmp_path, msg(1, TOMAS, ["real ", {"type": "bold", "text": "copy"}],
+                          text_entities=[{"type": "plain", "text": "..."}]))
+    assert m.text == "real copy"
+    only_entities = one(tmp_path, {k: v for k, v in msg(2, TOMAS, "").items() if k != "text"}
+                        | {"text_entities": [{"type": "plain", "text": "from "}, {"type": "bold", "text": "entities"}]})
+    assert only_entities.text == "from entities"
 
 
 def test_sticker_text_is_its_emoji(tmp_path):
@@ -375,14 +379,27 @@ def test_a_json_list_is_not_a_telegram_export(tmp_path):
         records(path)
 
 
-def test_message_without_date_unixtime_names_chat_and_message(tmp_path):
+def test_message_without_any_date_names_chat_and_message(tmp_path):
     m = msg(42, TOMAS, "old")
-    del m["date_unixtime"]
+    del m["date_unixtime"], m["date"]
     path = write(tmp_path, chat("personal_chat", TOMAS, [m]))
     with pytest.raises(ExportError) as e:
         records(path)
-    assert str(e.value).startswith(f"{path}: chat {TOMAS}, message 42 has no 'date_unixtime';")
+    assert str(e.value).startswith(f"{path}: chat {TOMAS}, message 42 has neither 'date' nor 'date_unixtime';")
     assert "export again" in str(e.value)
+
+
+@pytest.mark.parametrize("doc, missing", [
+    ({"name": "Lena Vogt", "type": "personal_chat", "messages": []}, "has no 'id',"),
+    ({"name": "Lena Vogt", "messages": []}, "has no 'type' and no 'id',"),
+])
+def test_a_chat_without_id_names_the_missing_key(tmp_path, doc, missing):
+    path = write(tmp_path, doc)
+    with pytest.raises(ExportError, match=missing):
+        records(path)
+    in_list = write(tmp_path, {"chats": {"list": [doc]}}, name="full.json")
+    with pytest.raises(ExportError, match=f"a chat in the list \\('Lena Vogt'\\) {missing}"):
+        records(in_list)
 
 
 def test_messages_before_the_chat_type_is_refused_clearly(tmp_path):

@@ -158,16 +158,18 @@ def test_date_order_decided_by_a_later_line_applies_to_earlier_ones(tmp_path):
             "20/04/2021, 10:02 - Ana Kovač: decides day first\n")
     assert [m.time.date() for m in messages(write(tmp_path, text))] == [
         utc(2021, 4, 3).date(), utc(2021, 4, 3).date(), utc(2021, 4, 20).date()]
-    mixed = "13/04/2021, 10:00 - Tomas Berg: a\n04/13/2021, 10:01 - Ana Kovač: b\n"
-    with pytest.raises(ExportError, match="neither day/month/year nor month/day/year"):
-        records(write(tmp_path, mixed, name="mixed.txt"))
+    # Dates that contradict each other: the order most dates fit wins, the others are skipped lines.
+    mixed = "13/04/2021, 10:00 - Tomas Berg: a\n14/04/2021, 10:00 - Tomas Berg: c\n04/13/2021, 10:01 - Ana Kovač: b\n"
+    got = records(write(tmp_path, mixed, name="mixed.txt"))
+    assert [m.text for m in got if isinstance(m, Message)] == ["a", "c"]
+    assert Skipped("line", "3") in got
 
 
 def test_separators_years_and_year_first(tmp_path):
     text = ("15-04-2021, 21:05 - Tomas Berg: dashes\n"
             "2021-04-16 21:06 - Tomas Berg: year first\n")
-    with pytest.raises(ExportError):  # one file has one format; mixing year-first breaks the dmy dates
-        records(write(tmp_path, text))
+    # A year-first date reads one way only, even in a file whose other dates are day first.
+    assert [m.time for m in messages(write(tmp_path, text))] == [utc(2021, 4, 15, 21, 5), utc(2021, 4, 16, 21, 6)]
     iso = "2021-04-16, 21:06 - Tomas Berg: year first\n[2021.04.17 07:00:01] Ana Kovač: dots\n"
     assert [m.time for m in messages(write(tmp_path, iso, name="iso.txt"))] == [
         utc(2021, 4, 16, 21, 6), utc(2021, 4, 17, 7, 0, 1)]

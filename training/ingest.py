@@ -22,7 +22,7 @@ from tqdm import tqdm
 from twin.chat import Chat, Message, Owner, identities
 from twin.errors import ExportError, OwnerUnknown
 from twin.store import ChatKey, Store
-from training.exports import FORMATS, ParseOptions, Skipped, detect, parser_for
+from training.exports import FORMATS, Note, ParseOptions, Skipped, detect, parser_for
 from twin.sessions import sessionize
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class FileSummary:
     updated: int = 0
     chats: int = 0
     skipped: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)  # what the parser had to guess, said once per file
     seconds: float = 0.0
 
 
@@ -134,6 +135,8 @@ def ingest_file(store: Store, path: Path, opts: IngestOptions, now: Callable[[],
                 said = record
             elif isinstance(record, Skipped):
                 summary.skipped[f"{record.what}:{record.reason}"] += 1
+            elif isinstance(record, Note):
+                summary.notes.append(record.text)
         changes += store.insert_messages(batch, import_id)
         summary.seen += len(batch)
         if summary.seen == 0 and summary.chats == 0:

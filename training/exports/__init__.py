@@ -2,8 +2,8 @@
 
 A parser is `parse(path, options) -> Iterator[Record]`. It yields a `Chat` before that chat's messages,
 `Message`s for what people sent (service events and bot messages never), `Owner` when the file says who
-the owner is (possibly after the messages), and `Skipped` for each chat or event it deliberately leaves out,
-so nothing is dropped silently. It raises `ExportError(path, ...)` for input it cannot read, with a message
+the owner is (possibly after the messages), `Skipped` for each chat, event or line it deliberately leaves
+out, so nothing is dropped silently, and `Note` for a guess the user should hear of once. It raises `ExportError(path, ...)` for input it cannot read, with a message
 that says what to do. `detect(path)` names the format from the file's first bytes.
 """
 
@@ -13,6 +13,7 @@ import importlib
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,14 +29,23 @@ class Skipped:
     reason: str
 
 
-Record = Chat | Message | Owner | Skipped
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something the user should hear once about how a file was read (a guess the parser had to make)."""
+
+    text: str
+
+
+Record = Chat | Message | Owner | Skipped | Note
 
 
 @dataclass(frozen=True)
 class ParseOptions:
-    """`chat_types`: which normalised chat types to import (twin.chat.CHAT_TYPES)."""
+    """`chat_types`: which normalised chat types to import (twin.chat.CHAT_TYPES). `timezone`: the zone of
+    times an export writes without an offset (old Telegram `date`); None is the machine's local zone."""
 
     chat_types: frozenset[str] = field(default=DEFAULT_CHAT_TYPES)
+    timezone: tzinfo | None = None
 
 
 Parser = Callable[[Path, ParseOptions], Iterator[Record]]
@@ -91,13 +101,14 @@ def detect(path: Path) -> str:
             "a JSON file that is neither a Telegram Desktop export (an object with 'chats' or 'messages') nor a "
             "DiscordChatExporter export ('guild' and 'channel'); export again as JSON, or pass --format",
         )
+    from training.exports import whatsapp_lines
+
+    # iOS WhatsApp lines start with "[" too ("[01/01/19 11:25] Name: text"): its header check comes first.
+    if whatsapp_lines.looks_like(text):
+        return "whatsapp"
     if text.startswith("["):
         raise ExportError(path, "a JSON list is no chat export; export again with Telegram Desktop "
                                 "(Format: JSON) or DiscordChatExporter (-f Json), or pass --format")
-    from training.exports import whatsapp_lines
-
-    if whatsapp_lines.looks_like(text):
-        return "whatsapp"
     raise ExportError(
         path,
         "not a chat export twin knows (Telegram Desktop JSON, DiscordChatExporter JSON, WhatsApp .txt/.zip); "

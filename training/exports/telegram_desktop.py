@@ -10,8 +10,10 @@ Decisions (DESIGN.md, counting rules):
 - Chat types: personal_chat → personal, private_group / private_supergroup → group, saved_messages → saved,
   bot_chat → bot, private_channel / public_channel → channel, public_supergroup → public_group. `replies`,
   `verification_codes` and types this parser does not know are always skipped.
-- Times come from `date_unixtime` / `edited_unixtime` (epoch seconds). `date` is the exporting computer's
-  local time with no offset, so it is never read.
+- Times come from `date_unixtime` / `edited_unixtime` (epoch seconds). Exports from before 2021 have only
+  `date` (`edited`): the exporting computer's local time with no offset, read in `options.timezone` (the
+  machine's local zone by default; `twin ingest --timezone`), unless the string carries `Z` or an offset.
+  How many messages were dated that way is said once, in a `Note`.
 - `service` and `unsupported` messages are `Skipped("service", action)`; a message without `from_id` is
   `Skipped("message", "no sender")`; in a bot chat the bot's own messages are `Skipped("bot", "bot")`.
   A message sent through an inline bot (`via_bot`) is still the person's message.
@@ -20,8 +22,9 @@ Decisions (DESIGN.md, counting rules):
   media (a poll, a location, a contact card) is a `placeholder`. Captions stay as the media message's text.
 - `reply_to` only for replies within the same chat (a `reply_to_peer_id` points into another chat).
 - The owner: `personal_information.user_id` (yielded when read); else, at the end, the id of the
-  saved-messages chat; else, in a personal chat, the sender who is not the peer (the chat's id is the peer's
-  user id). A single group export names no owner; ingest then asks for --owner.
+  saved-messages chat; else, in a personal chat, the one sender who is not the peer (whose id is not the
+  chat's id, the peer's user id, and whose name is not the chat's name). Two such senders are no evidence,
+  nor is a single group export: no owner is named, and ingest asks for --owner.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,7 +40,7 @@ import ijson
 
 from twin.chat import Chat, Message, Owner, telegram_user, utc
 from twin.errors import ExportError
-from training.exports import ParseOptions, Record, Skipped, open_json
+from training.exports import Note, ParseOptions, Record, Skipped, open_json
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,7 @@ class _Head:
     type: str | None = None
     id: Any = None
     announced: bool = False
+    early: bool = False  # its `messages` came before its type or id: an error once the object ends
 
 
 class _Reader:
@@ -132,11 +136,13 @@ class _Reader:
         # Owner clues, strongest first: personal_information, the saved-messages chat, a personal chat's other side.
         self.owner_said = False
         self.saved_id: str | None = None
-        self.not_the_peer: Owner | None = None
+        # personal chat id -> its senders who are not the peer (neither the chat's id nor its name), at most 2
+        self.not_the_peer: dict[str, dict[str, str | None]] = {}
         self.built: list[Any] = ijson.sendable_list()
         self.reading: Chat | None = None  # the chat whose messages are being built
         self.feed: Any = None  # the builder for the messages array being read, when its chat is imported
         self.events = self.messages = self.chats = self.chats_skipped = 0
+        self.local_dates = 0  # messages dated from `date` read in options.timezone (no offset in the file)
 
     def read(self, events: Iterable[tuple[str, str, Any]]) -> Iterator[Record]:
         # The hot loop: a million-message file is ~28M events, so the common path is two checks per event.
@@ -183,16 +189,32 @@ class _Reader:
             self.top_keys.append(value)
         elif event == "end_map":
             head = self.heads.pop(root, None)
+            if head is not None and head.early:
+                self._refuse_early(head)
             if head is not None and not head.announced and head.type is not None:
                 return [self._announce(head)]  # a chat without a `messages` array
         return ()
 
+    def _refuse_early(self, head: _Head) -> None:
+        """A chat whose messages came before its type or id: name what is missing, or blame the key order."""
+        where = "the top-level object" if head.root == "" else "a chat in the list"
+        if head.name is not None:
+            where += f" ({str(head.name)[:40]!r})"
+        missing = [k for k in ("type", "id") if getattr(head, k) is None]
+        if missing:
+            # No derived id: a chat's id is what keeps re-imports in the same chat and tells the peer from
+            # the owner, and files without it are not Telegram Desktop output.
+            raise ExportError(self.path, f"{where} has no {' and no '.join(repr(k) for k in missing)}, which "
+                                         f"every Telegram Desktop export writes; {FIX}")
+        raise ExportError(self.path, f"{where} has 'messages' before its 'type' and 'id', which Telegram "
+                                     f"Desktop never writes; {FIX}")
+
     def _open_messages(self, head: _Head) -> Iterable[Record]:
         if head.type is None or head.id is None:
             # tdesktop writes name, type and id before messages; without them the messages have no chat.
-            where = "the top-level object" if head.root == "" else "a chat in the list"
-            raise ExportError(self.path, f"{where} has 'messages' before its 'type' and 'id', which Telegram "
-                                         f"Desktop never writes; {FIX}")
+            # The array is passed over unread; the chat's end says whether the keys are missing or late.
+            head.early = True
+            return ()
         record = self._announce(head)
         if isinstance(record, Chat):
             self.reading = record
@@ -218,12 +240,17 @@ class _Reader:
         chat = self.reading
         for raw in built:
             self.messages += 1
-            record = to_record(self.path, chat, raw)
+            record = to_record(self.path, chat, raw, self.options.timezone)
+            if isinstance(record, Message) and "date_unixtime" not in raw and _is_naive(raw.get("date")):
+                self.local_dates += 1
             yield record
-            if (self.not_the_peer is None and chat.type == "personal" and isinstance(record, Message)
-                    and record.sender_id != telegram_user(chat.id)):
-                # In a personal chat the chat's id is the peer's user id, so the other sender is the owner.
-                self.not_the_peer = Owner(PLATFORM, record.sender_id, record.sender_name)
+            if (not self.owner_said and chat.type == "personal" and isinstance(record, Message)
+                    and record.sender_id != telegram_user(chat.id) and (chat.title is None or record.sender_name != chat.title)):
+                # In a personal chat the chat's id is the peer's user id (and its name the peer's name), so a
+                # sender who is neither is the owner: evidence only while there is one such sender.
+                others = self.not_the_peer.setdefault(chat.id, {})
+                if len(others) < 2:
+                    others.setdefault(record.sender_id, record.sender_name)
 
     def _personal(self, key: str | None, event: str, value: Any) -> Iterable[Record]:
         if key is not None and event in SCALARS:
@@ -238,15 +265,26 @@ class _Reader:
         if not TELEGRAM_KEYS & set(self.top_keys):
             raise ExportError(self.path, f"expected a Telegram Desktop export (an object with 'chats' or "
                                          f"'messages'), got keys {sorted(set(self.top_keys))[:10]}; {FIX}")
+        notes: list[Record] = []
+        if self.local_dates:
+            zone = getattr(self.options.timezone, "key", None) or "this machine's local zone"
+            n = self.local_dates
+            notes.append(Note(f"{n} message{'s have' if n != 1 else ' has'} no 'date_unixtime' (an export from "
+                              f"before 2021): {'their' if n != 1 else 'its'} 'date' was read as {zone}; pass "
+                              "--timezone ZONE if that is not where the export was made"))
         if self.owner_said:
-            return ()
+            return notes
         if self.saved_id is not None:
             # Saved Messages is the owner's chat with themself: its id is the owner's user id.
-            return [Owner(PLATFORM, telegram_user(self.saved_id))]
-        return [self.not_the_peer] if self.not_the_peer else ()
+            return [*notes, Owner(PLATFORM, telegram_user(self.saved_id))]
+        for others in self.not_the_peer.values():
+            if len(others) == 1:
+                [(uid, name)] = others.items()
+                return [*notes, Owner(PLATFORM, uid, name)]
+        return notes  # no evidence: ingest asks for --owner
 
 
-def to_record(path: Path, chat: Chat, raw: Any) -> Message | Skipped:
+def to_record(path: Path, chat: Chat, raw: Any, zone: tzinfo | None = None) -> Message | Skipped:
     """One element of a chat's `messages` as a Message, or why it is not one.
 
     >>> to_record(Path("result.json"), Chat("telegram", "2002", "personal"),
@@ -280,28 +318,30 @@ def to_record(path: Path, chat: Chat, raw: Any) -> Message | Skipped:
         id=str(raw.get("id")),
         sender_id=sender,
         sender_name=raw.get("from") or None,
-        time=_time(path, chat, raw, raw.get("date_unixtime"), "date_unixtime"),
+        time=_time(path, chat, raw, "date", zone),
         text=text,
         kind=msg_kind,
         reply_to=str(reply_to) if reply_to is not None and "reply_to_peer_id" not in raw else None,
         forwarded="forwarded_from" in raw,
-        edited=_time(path, chat, raw, edited, "edited_unixtime") if edited is not None else None,
+        edited=_time(path, chat, raw, "edited", zone) if edited is not None or "edited" in raw else None,
     )
 
 
 def text_of(raw: dict[str, Any]) -> str:
-    """The message's text: `text_entities` joined, else `text`, a string or a list of strings and entities.
+    """The message's text: `text`, a string or a list of strings and entities, flattened; `text_entities`
+    only when `text` is missing. `text` wins where they disagree: some tools write placeholders ("...")
+    into `text_entities`, and exports from before 2021 have no `text_entities` at all.
 
     >>> text_of({"text": ["call ", {"type": "phone", "text": "+100"}, "!"]})
     'call +100!'
-    >>> text_of({"text": "old", "text_entities": [{"type": "plain", "text": "new"}]})
-    'new'
+    >>> text_of({"text": "real", "text_entities": [{"type": "plain", "text": "..."}]})
+    'real'
     """
-    parts = raw.get("text_entities")
+    parts = raw.get("text")
+    if parts is None:
+        parts = raw.get("text_entities")
     if not isinstance(parts, list):
-        parts = raw.get("text")
-        if not isinstance(parts, list):
-            return parts if isinstance(parts, str) else ""
+        return parts if isinstance(parts, str) else ""
     return "".join([p if isinstance(p, str) else str(p.get("text") or "")
                     for p in parts if isinstance(p, str | dict)])
 
@@ -329,13 +369,35 @@ def _sender_id(from_id: Any) -> str | None:
     return str(from_id) if from_id else None
 
 
-def _time(path: Path, chat: Chat, raw: dict[str, Any], value: Any, key: str) -> datetime:
+def _time(path: Path, chat: Chat, raw: dict[str, Any], key: str, zone: tzinfo | None) -> datetime:
+    """`<key>_unixtime` as UTC; without it (exports from before 2021), `<key>`: ISO local time in `zone`
+    (None: the machine's local zone), unless the string has `Z` or an offset.
+
+    >>> _time(Path("r.json"), Chat("telegram", "1", "personal"), {"date": "2020-03-01T10:00:00Z"}, "date", None)
+    datetime.datetime(2020, 3, 1, 10, 0, tzinfo=datetime.timezone.utc)
+    """
+    unix = raw.get(f"{key}_unixtime")
+    if unix is not None:
+        try:
+            return utc(int(unix))
+        except (TypeError, ValueError) as e:
+            raise ExportError(path, f"chat {chat.id}, message {raw.get('id')} has a bad {str(unix)[:20]!r} as "
+                                    f"'{key}_unixtime'; {FIX}") from e
+    value = raw.get(key)
     try:
-        return utc(int(value))
-    except (TypeError, ValueError) as e:
-        problem = "has no" if value is None else f"has a bad {str(value)[:20]!r} as"
-        raise ExportError(path, f"chat {chat.id}, message {raw.get('id')} {problem} {key!r}; exports from "
-                                f"before 2021 lack it: {FIX}") from e
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as e:
+        problem = f"neither {key!r} nor" if value is None else f"a bad {str(value)[:30]!r} as {key!r} and no"
+        raise ExportError(path, f"chat {chat.id}, message {raw.get('id')} has {problem} '{key}_unixtime'; "
+                                f"{FIX}") from e
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=zone) if zone is not None else when.astimezone()
+    return when.astimezone(timezone.utc)
+
+
+def _is_naive(value: Any) -> bool:
+    """Whether a `date` string has no offset (so the zone it was read in was a guess)."""
+    return isinstance(value, str) and not value.endswith("Z") and "+" not in value[10:] and "-" not in value[10:]
 
 
 def _is_blank(f: BinaryIO) -> bool:

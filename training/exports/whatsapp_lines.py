@@ -17,11 +17,23 @@ _STRIP = str.maketrans("", "", INVISIBLE)
 _DATE = r"(?P<a>\d{4}|\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<c>\d{4}|\d{1,2})"
 # \s also matches U+202F and U+00A0, which newer phones put before AM/PM. Finnish iOS writes "klo".
 _TIME = r"(?P<h>\d{1,2})[:.](?P<m>\d{2})(?:[:.](?P<s>\d{2}))?(?:\s*(?P<ampm>[AaPp])\.?\s?[Mm]\.?)?"
+# Some Android locales put a dot after the time: "2022/12/14, 13:34. - Name: text".
 HEADER = re.compile(
-    rf"^[{INVISIBLE}]*(?P<br>\[)?{_DATE},?\s+(?:klo\s+)?{_TIME}(?(br)\]\s*|\s+[-–]\s*)(?P<rest>.*)$"
+    rf"^[{INVISIBLE}]*(?P<br>\[)?{_DATE},?\s+(?:klo\s+)?{_TIME}(?(br)\]\s*|\.?\s+[-–]\s*)(?P<rest>.*)$"
 )
+# A line that starts like a header (a date, then a time within a few characters) but fits no layout above:
+# never a message's text, so it is skipped and reported ("04.02.17 um 22:45 - Name: text").
+HEADER_LIKE = re.compile(rf"^[{INVISIBLE}]*\[?\s*\d{{1,4}}[./-]\d{{1,2}}[./-]\d{{1,4}},?\s+(?:[^\W\d]{{1,3}}\s+)?"
+                         r"\d{1,2}[:.]\d{2}[^\]]{0,16}?(?:\]|\s[-–]\s|[^\W\d]: )")
 
-ENCRYPTION = re.compile(r"^(?:Messages|Calls)\b.*\bend-to-end encrypt", re.IGNORECASE)
+# The end-to-end encryption notice; iOS writes it under the chat's name. Localised starts and the phrase for
+# "end-to-end" in es, pt, de, fr, it, ru, nl, tr, id (the spellings we are sure of; others stay text).
+ENCRYPTION = re.compile(
+    r"^(?:Messages|Calls|Los mensajes|Mensajes|As mensagens|Mensagens|Nachrichten|Les messages|I messaggi"
+    r"|Сообщения|Berichten|Mesajlar|Pesan)\b.*(?:\bend-to-end (?:encrypt|versleuteld)|crittografati end-to-end|secara end-to-end|extremo a extremo|Ende-zu-Ende|ponta a ponta"
+    r"|bout en bout|сквозным шифрованием|uçtan uca)",
+    re.IGNORECASE,
+)
 GROUP_EVENT = re.compile(
     r" created group | added | removed | left$|changed the subject|changed this group's|changed the group "
     r"|joined using this group's invite link"
@@ -35,6 +47,39 @@ OMITTED = re.compile(
 )
 ATTACHED = re.compile(r"<attached: (?P<name>[^>]+)>|(?P<file>\S.*) \(file attached\)")
 MEDIA_OMITTED = "<Media omitted>"
+# Android's "<Media omitted>" as localised exports write it, case-folded: en, es, pt-BR, pt-PT, de, fr, it, ru,
+# id, tr, nl. Only spellings we are confident of; Hindi and Arabic are left out for want of a verified one.
+MEDIA_OMITTED_FORMS = frozenset(f.casefold() for f in (
+    MEDIA_OMITTED, "<Multimedia omitido>", "<Arquivo de mídia oculto>", "<Ficheiro multimédia omitido>",
+    "<Medien ausgeschlossen>", "<Médias omis>", "<Media omessi>", "<Без медиафайлов>",
+    "<Media tidak disertakan>", "<Medya dahil edilmedi>", "<Media weggelaten>",
+))
+# iOS's "<type> omitted" in es, de, pt-BR and it (case-folded) -> kind; English is OMITTED above.
+LOCAL_OMITTED = {f.casefold(): kind for f, kind in (
+    ("imagen omitida", "photo"), ("video omitido", "video"), ("audio omitido", "voice"),
+    ("sticker omitido", "sticker"), ("GIF omitido", "video"), ("documento omitido", "file"),
+    ("Bild weggelassen", "photo"), ("Video weggelassen", "video"), ("Audio weggelassen", "voice"),
+    ("Sticker weggelassen", "sticker"), ("GIF weggelassen", "video"), ("Dokument weggelassen", "file"),
+    ("imagem ocultada", "photo"), ("vídeo ocultado", "video"), ("áudio ocultado", "voice"),
+    ("figurinha omitida", "sticker"), ("GIF omitido", "video"), ("documento ocultado", "file"),
+    ("immagine omessa", "photo"), ("video omesso", "video"), ("audio omesso", "voice"),
+    ("sticker omesso", "sticker"), ("GIF omesso", "video"), ("documento omesso", "file"),
+)}
+_MEDIA_ENDINGS = ("omitted", ">", ")", *sorted({f.rsplit(" ", 1)[-1] for f in LOCAL_OMITTED}))
+# "This message was deleted" / "You deleted this message" as localised exports write them, case-folded and
+# without the final dot: es, pt-BR, de, fr, it, ru, nl, id, tr (spellings we are confident of).
+DELETED_FORMS = frozenset(f.casefold() for f in (
+    "Se eliminó este mensaje", "Eliminaste este mensaje",
+    "Esta mensagem foi apagada", "Você apagou esta mensagem",
+    "Diese Nachricht wurde gelöscht", "Du hast diese Nachricht gelöscht",
+    "Ce message a été supprimé", "Vous avez supprimé ce message",
+    "Questo messaggio è stato eliminato", "Hai eliminato questo messaggio",
+    "Данное сообщение удалено", "Вы удалили данное сообщение",
+    "Dit bericht is verwijderd", "Je hebt dit bericht verwijderd",
+    "Pesan ini telah dihapus", "Anda menghapus pesan ini",
+    "Bu mesaj silindi", "Bu mesajı sildiniz",
+))
+_DELETED_START = frozenset(f[0] for f in DELETED_FORMS) | frozenset(f[0].upper() for f in DELETED_FORMS)
 # Forms iOS prefixes with U+200E although a person sent them; any other U+200E-prefixed line is a notice.
 SENT_MARKED = re.compile(r"(?:Location|POLL|OPTION):.*")
 
@@ -79,6 +124,23 @@ def looks_like(text: str) -> bool:
     return False
 
 
+# A sender glued to a text of punctuation ("John Doe:."): never a word, digit or URL after the colon, and no
+# quote or digit before it, so notices ("changed the subject to "a:b"", "call at 10:30") stay notices.
+_TIGHT = re.compile(r'(?P<name>[^:"\d]{1,80}):(?P<body>[^\s\w/:"].*)$')
+
+
+def looks_like_header(line: str) -> bool:
+    """Whether a line that is no header starts like one (a date and a time), so it is no message text.
+
+    >>> looks_like_header("04.02.17 um 22:45 - Tomas Berg: hi"), looks_like_header("12/15 at 10:30 works")
+    (True, False)
+    """
+    return line[:1] in _HEADER_START and HEADER_LIKE.match(line) is not None
+
+
+_HEADER_START = frozenset("0123456789[" + INVISIBLE)
+
+
 def read_header(line: str) -> Header | None:
     """The header of a message's first line, or None for a continuation line.
 
@@ -95,6 +157,8 @@ def read_header(line: str) -> Header | None:
     name, sep, body = rest.partition(": ")
     if not sep and rest.endswith(":"):  # "Name:" and the text starts on the next line
         name, sep, body = rest[:-1], ":", ""
+    elif not sep and (m2 := _TIGHT.match(rest)):  # "Name:." (punctuation straight after the colon)
+        name, sep, body = m2["name"], ":", m2["body"]
     sender = plain_name(name) if sep else None
     if sender is not None and not 0 < len(sender) <= 80:  # a notice that happens to contain ": "
         sender = None
@@ -122,15 +186,16 @@ def media_kind(line: str) -> str | None:
     >>> media_kind("<attached: 00000012-PHOTO-2021-04-15-21-05-33.jpg>"), media_kind("GIF omitted")
     ('photo', 'video')
     """
-    if not line.endswith(("omitted", ">", ")")):  # cheap exit for the common text line
+    if not line.endswith(_MEDIA_ENDINGS):  # cheap exit for the common text line
         return None
-    if line == MEDIA_OMITTED:
+    folded = line.casefold()
+    if folded in MEDIA_OMITTED_FORMS:
         return "file"
     if m := OMITTED.fullmatch(line):
         return OMITTED_KINDS.get(m[1].lower(), "file")
     if m := ATTACHED.fullmatch(line):
         return file_kind(m["name"] or m["file"])
-    return None
+    return LOCAL_OMITTED.get(folded)
 
 
 def file_kind(name: str) -> str:
@@ -158,6 +223,23 @@ def content(text: str) -> tuple[str, str, bool]:
     return "text", text, bool(edits)
 
 
+def legacy_basis(text: str) -> str | None:
+    """For a placeholder twin used to store as text (a lower-case or localised "<Media omitted>", a localised
+    deleted-message or iOS "omitted" note), that text: its message id stays what it was, so re-importing an
+    export imported before adds it nothing twice. None for every other message.
+
+    >>> legacy_basis("<media omitted>"), legacy_basis("<Media omitted>"), legacy_basis("hi")
+    ('<media omitted>', None, None)
+    """
+    text = EDITED.sub("", text.rstrip())
+    first = text.partition("\n")[0].strip()
+    if first == MEDIA_OMITTED or OMITTED.fullmatch(first) or ATTACHED.fullmatch(first):
+        return None
+    if first.startswith(("This", "You", "Waiting")) and (DELETED.fullmatch(first) or WAITING.fullmatch(first)):
+        return None
+    return text if media_kind(first) or is_deleted(first) else None
+
+
 def plain_name(raw: str) -> str:
     """A display name with invisible marks removed and whitespace (NBSP, U+202F) made plain spaces."""
     return " ".join(clean(raw).split())
@@ -170,4 +252,6 @@ def clean(text: str) -> str:
 
 def is_deleted(line: str) -> bool:
     """A deleted message's notice, or iOS's note for a message it could not decrypt."""
-    return line.startswith(("This", "You", "Waiting")) and bool(DELETED.fullmatch(line) or WAITING.fullmatch(line))
+    if line.startswith(("This", "You", "Waiting")) and (DELETED.fullmatch(line) or WAITING.fullmatch(line)):
+        return True
+    return line[:1] in _DELETED_START and len(line) < 48 and line.rstrip(".").casefold() in DELETED_FORMS

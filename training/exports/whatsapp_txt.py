@@ -15,9 +15,12 @@ whole file decides (encoding, date order, senders and so the chat type), the sec
 Decisions:
 - Times carry no zone (the exporting phone's wall clock); they are stored as if UTC. Sessions only need gaps,
   which the wrong zone does not change (except across a DST switch).
-- Day/month order, per file: an order under which some date is impossible (a field > 12 where the month
-  goes) is out; if both stay possible, the one that keeps the dates non-decreasing wins, else day first.
-  A first field of four digits means year first (2021-04-15).
+- Day/month order, per file: the order under which fewer dates are impossible (a field > 12 where the
+  month goes) wins; if both fit every date, the one that keeps the dates non-decreasing wins, else day first.
+  A first field of four digits means year first (2021-04-15), on any line.
+- Lines that are no message text although they start like a header (a date and a time in a layout no phone
+  writes, e.g. "04.02.17 um 22:45 - ..."), and headers whose date or time is impossible in the file's order
+  (a mixed or hand-edited file), are `Skipped("line", number)`; the rest of the file is imported.
 - No ids exist. `sender_id` is the sender's name as shown, with invisible marks removed. The chat id is the
   name in the file name ("WhatsApp Chat with Tomas Berg.txt", or the zip "WhatsApp Chat - Tomas Berg.zip"
   around `_chat.txt`: "Tomas Berg"), so re-exports of a chat land in the same chat. A message id is a hash
@@ -25,9 +28,11 @@ Decisions:
   in an overlapping export gets the same id, and repeats of "ok" in one minute stay distinct.
 - Chat type: `personal` when at most two people wrote and no group event (created group, added, left...)
   appears; else `group`. A one-sided DM is far likelier than a one-person group.
-- Kinds: "<Media omitted>" is a `file` (an attachment of unknown type, kept apart from deleted messages),
+- Kinds: "<Media omitted>" (any case, and its localised forms: whatsapp_lines.MEDIA_OMITTED_FORMS) is a
+  `file` (an attachment of unknown type, kept apart from deleted messages),
   "image/video/audio/sticker/GIF/document omitted" and "<attached: ...>" by their type, a deleted message a
-  `placeholder` with no text. "<This message was edited>" is cut off and sets `edited` to the message time
+  `placeholder` with no text (also in the languages of whatsapp_lines.DELETED_FORMS).
+  "<This message was edited>" is cut off and sets `edited` to the message time
   (the export does not say when it was edited).
 - Not messages: lines with no "Name: ", the end-to-end encryption notice, and on iOS the notices it writes
   under a name but starts with U+200E (calls, "X added Y", security code changes).
@@ -52,8 +57,8 @@ from typing import IO
 from twin.chat import Chat, Message
 from twin.errors import ExportError
 from training.exports import ParseOptions, Record, Skipped
-from training.exports.whatsapp_lines import (GROUP_EVENT, Header, clean, content, plain_name, read_header,
-                                             service_reason)
+from training.exports.whatsapp_lines import (GROUP_EVENT, Header, clean, content, legacy_basis, looks_like_header,
+                                             plain_name, read_header, service_reason)
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +92,30 @@ def date_order(fields: Iterable[tuple[str, str, str]]) -> str:
     >>> date_order([("4", "5", "21"), ("13", "5", "21")]), date_order([("4", "5", "21"), ("5", "4", "21")])
     ('dmy', 'mdy')
     """
-    possible = {"dmy": True, "mdy": True}
+    impossible = {"dmy": 0, "mdy": 0}
     rising = {"dmy": True, "mdy": True}
     last: dict[str, date] = {}
-    for a, b, c in fields:
-        if len(a) == 4:
-            return "ymd"
-        for order in possible:
-            if not possible[order]:
-                continue
-            day = to_date(order, (a, b, c))
+    previous = None
+    year_first = other = False
+    for date_fields in fields:
+        if date_fields == previous:  # a day's messages share its date: weigh each run of one date once
+            continue
+        previous = date_fields
+        if len(date_fields[0]) == 4:  # year first reads only one way, whatever the file's other lines do
+            year_first = True
+            continue
+        other = True
+        for order in impossible:
+            day = to_date(order, date_fields)
             if day is None:
-                possible[order] = False
+                impossible[order] += 1
             else:
                 rising[order] = rising[order] and (order not in last or last[order] <= day)
                 last[order] = day
-    left = [o for o in ("dmy", "mdy") if possible[o]]
-    if not left:
-        raise ValueError("dates fit neither day/month/year nor month/day/year")
+    if year_first and not other:
+        return "ymd"
+    fewest = min(impossible.values())
+    left = [o for o in ("dmy", "mdy") if impossible[o] == fewest]
     if len(left) == 2 and rising["mdy"] and not rising["dmy"]:
         return "mdy"
     return left[0]
@@ -112,7 +123,10 @@ def date_order(fields: Iterable[tuple[str, str, str]]) -> str:
 
 @functools.lru_cache(maxsize=4096)  # a chat has few distinct dates and many messages per date
 def to_date(order: str, fields: tuple[str, str, str]) -> date | None:
-    """The date the fields give in this order; None when impossible. Two-digit years are 20xx."""
+    """The date the fields give in this order; None when impossible. Two-digit years are 20xx; year first
+    only with four digits (2021-04-15), and then in no other order."""
+    if (order == "ymd") != (len(fields[0]) == 4):
+        return None
     a, b, c = (int(x) for x in fields)
     year, month, day = {"dmy": (c, b, a), "mdy": (c, a, b), "ymd": (a, b, c)}[order]
     try:
@@ -166,16 +180,27 @@ def parse(path: Path, options: ParseOptions) -> Iterator[Record]:
     count = 0
     with _text(opener, encoding) as lines:
         for number, header, text in _entries(lines):
+            if header is None:  # starts like a header, fits no layout
+                yield Skipped("line", str(number))
+                continue
             reason = service_reason(header)
             if reason is not None:
                 yield Skipped("service", reason)
                 continue
-            when = _time(path, seen.order, header, number)
+            when = _time(seen.order, header)
+            if when is None:
+                log.info("skipped line %d: no valid date and time in %s order", number, seen.order)
+                yield Skipped("line", str(number))
+                continue
             if when != current:  # exact repeats share a time, so counters only live as long as one time
                 counts.clear()
                 current = when
-            kind, text, edited = content(text)
-            key = hashlib.sha1("\x1f".join((when.isoformat(), header.sender, kind, text)).encode()).hexdigest()
+            raw = text
+            kind, text, edited = content(raw)
+            basis = (kind, text)
+            if kind != "text" and (old := legacy_basis(raw)) is not None:
+                basis = ("text", old)  # a placeholder once stored as text keeps the id it had then
+            key = hashlib.sha1("\x1f".join((when.isoformat(), header.sender, *basis)).encode()).hexdigest()
             nth = counts[key] = counts.get(key, -1) + 1
             count += 1
             yield Message(
@@ -186,8 +211,9 @@ def parse(path: Path, options: ParseOptions) -> Iterator[Record]:
     log.info("read %d whatsapp messages from %d senders (%s dates)", count, len(seen.senders), seen.order)
 
 
-def _entries(lines: Iterable[str]) -> Iterator[tuple[int, Header, str]]:
-    """(line number, header, full text) per message: continuation lines joined to their header's text."""
+def _entries(lines: Iterable[str]) -> Iterator[tuple[int, Header | None, str]]:
+    """(line number, header, full text) per message: continuation lines joined to their header's text.
+    A line that starts like a header but fits no layout comes as (line number, None, "")."""
     header: Header | None = None
     parts: list[str] = []
     start = 0
@@ -196,7 +222,9 @@ def _entries(lines: Iterable[str]) -> Iterator[tuple[int, Header, str]]:
         line = line.rstrip("\r\n")
         found = read_header(line)
         if found is None:
-            if header is None:
+            if looks_like_header(line):
+                yield number, None, ""
+            elif header is None:
                 stray += bool(line.strip())
             else:
                 parts.append(clean(line))
@@ -210,16 +238,17 @@ def _entries(lines: Iterable[str]) -> Iterator[tuple[int, Header, str]]:
         log.warning("ignored %d lines before the first message header", stray)
 
 
-def _time(path: Path, order: str, header: Header, number: int) -> datetime:
-    day = to_date(order, header.fields)
+def _time(order: str, header: Header) -> datetime | None:
+    """The header's time (as if UTC), or None when its date or time is impossible in this order (a date
+    with four digits first is read year first, in any file)."""
+    day = to_date("ymd" if len(header.fields[0]) == 4 else order, header.fields)
+    if day is None:
+        return None
     try:
-        if day is None:
-            raise ValueError("impossible date")
         return datetime(day.year, day.month, day.day, header.hour, header.minute, header.second,
                         tzinfo=timezone.utc)
-    except ValueError as e:
-        raise ExportError(path, f"line {number}: {'/'.join(header.fields)} {header.hour}:{header.minute:02d} "
-                                f"is no valid date and time ({e}); {FIX}") from e
+    except ValueError:
+        return None
 
 
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
@@ -284,8 +313,6 @@ def _survey_file(path: Path, opener: Opener) -> tuple[str, Survey]:
             continue
         except (OSError, zipfile.BadZipFile) as e:
             raise ExportError(path, f"cannot read ({e}); check the file, or {FIX}") from e
-        except ValueError as e:
-            raise ExportError(path, f"{e}; {FIX}") from e
         if seen.headers:
             return encoding, seen
         if not failed:

@@ -15,6 +15,7 @@ exit; there are no tracebacks for user errors.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import click
@@ -70,7 +71,50 @@ def quiet_libraries() -> None:
         logging.getLogger(chatty).setLevel(logging.INFO)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+GLOBAL_VERBOSE = re.compile(r"-v+|--verbose")
+
+
+class TwinGroup(click.Group):
+    """The `twin` group, taking its own options (--home, -v) after the subcommand too:
+    `twin ingest FILE --home DIR` is `twin --home DIR ingest FILE`. Nothing after `--` is touched (it is
+    passed through, as by `twin serve -- ...`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """The global options found after the subcommand, moved before it.
+
+    >>> hoist_global_options(["ingest", "a.txt", "--home", "/h", "-vv", "--", "-v"])
+    ['--home', '/h', '-vv', 'ingest', 'a.txt', '--', '-v']
+    """
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":  # the options already in front
+        i += 2 if args[i] == "--home" else 1
+    if i >= len(args) or args[i] == "--":
+        return list(args)
+    front, rest, moved = list(args[:i + 1]), args[i + 1:], []
+    kept: list[str] = []
+    j = 0
+    while j < len(rest):
+        a = rest[j]
+        if a == "--":
+            kept.extend(rest[j:])
+            break
+        if a == "--home" and j + 1 < len(rest):
+            moved += rest[j:j + 2]
+            j += 2
+            continue
+        if a.startswith("--home=") or GLOBAL_VERBOSE.fullmatch(a):
+            moved.append(a)
+        else:
+            kept.append(a)
+        j += 1
+    return front[:-1] + moved + front[-1:] + kept
+
+
+@click.group(cls=TwinGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(file_okay=False), envvar=None,
               help="Data directory (default: $TWIN_HOME, else the platform's user data dir).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug). Never logs message text.")

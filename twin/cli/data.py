@@ -40,9 +40,12 @@ def init(ctx: Context, force: bool) -> None:
               help="Also import these Telegram chat types (skipped by default). Repeatable.")
 @click.option("--session-gap", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Minutes of silence that start a new conversation [config ingest.session_gap_minutes, 60].")
+@click.option("--timezone", "zone", metavar="ZONE",
+              help="IANA zone (Europe/Berlin) of times an export writes without an offset (Telegram exports "
+                   "from before 2021) [this machine's local zone].")
 @pass_ctx
 def ingest(ctx: Context, paths: tuple[Path, ...], owner: str | None, fmt: str, include: tuple[str, ...],
-           session_gap: float | None) -> None:
+           session_gap: float | None, zone: str | None) -> None:
     """Import chat exports into the store. Re-importing adds nothing twice.
 
     Each file is imported in one transaction: a file that fails leaves the store as it was, and the
@@ -57,12 +60,13 @@ def ingest(ctx: Context, paths: tuple[Path, ...], owner: str | None, fmt: str, i
     from training.ingest import IngestOptions, ingest_file, utcnow
 
     cfg = ctx.config
+    tz = _zone(zone) if zone else None
     gap_minutes = session_gap if session_gap is not None else cfg.ingest.session_gap_minutes
     opts = IngestOptions(
         fmt=fmt,
         owner=owner,
         owner_ids={p: cfg.owner.ids(p) for p in PLATFORMS},
-        parse=ParseOptions(chat_types=DEFAULT_CHAT_TYPES | set(include) | set(cfg.ingest.include)),
+        parse=ParseOptions(chat_types=DEFAULT_CHAT_TYPES | set(include) | set(cfg.ingest.include), timezone=tz),
         session_gap=round(gap_minutes * 60),
     )
     with ctx.store() as store:
@@ -71,6 +75,8 @@ def ingest(ctx: Context, paths: tuple[Path, ...], owner: str | None, fmt: str, i
             s = ingest_file(store, path, opts, utcnow)
             skipped = _summarise_skipped(s.skipped)
             rows.append((str(path), s.fmt, s.chats, s.seen, s.added, s.updated, f"{s.seconds:.1f}s", skipped))
+            for note in s.notes:
+                click.echo(f"twin: {path}: {note}", err=True)
         table(["file", "format", "chats", "messages", "added", "updated", "time", "skipped"], rows)
 
 
@@ -202,8 +208,22 @@ def forget_(ctx: Context, contact: str, yes: bool) -> None:
     click.echo("Adapters trained before keep what they learned; retrain (twin train) to drop it from the model too.")
 
 
+def _zone(name: str):
+    """--timezone as a tzinfo; a ConfigError naming the value when it is no IANA zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from twin.errors import ConfigError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ConfigError(f"--timezone {name!r}: no such time zone; pass an IANA name like Europe/Berlin "
+                          "or America/New_York") from e
+
+
 def _summarise_skipped(skipped) -> str:
-    """{"chat:bot": 1, "chat:channel": 2, "service:pin_message": 3} -> "3 chats (bot, channel), 3 service"."""
+    """{"chat:bot": 1, "chat:channel": 2, "service:pin_message": 3, "line:12": 1, "line:40": 1}
+    -> "3 chats (bot, channel), 2 lines (12, 40), 3 service": chat types and line numbers are named."""
     totals: dict[str, int] = {}
     reasons: dict[str, set[str]] = {}
     for key, n in skipped.items():
@@ -212,6 +232,12 @@ def _summarise_skipped(skipped) -> str:
         reasons.setdefault(what, set()).add(reason)
     parts = []
     for what in sorted(totals):
-        label = f"{totals[what]} {what}s" if what == "chat" and totals[what] != 1 else f"{totals[what]} {what}"
-        parts.append(f"{label} ({', '.join(sorted(reasons[what]))})" if what == "chat" else label)
+        plural = what in ("chat", "line") and totals[what] != 1
+        label = f"{totals[what]} {what}s" if plural else f"{totals[what]} {what}"
+        if what == "chat":
+            label += f" ({', '.join(sorted(reasons[what]))})"
+        elif what == "line":
+            numbers = sorted(reasons[what], key=int)
+            label += f" ({', '.join(numbers[:10])}{', ...' if len(numbers) > 10 else ''})"
+        parts.append(label)
     return ", ".join(parts) or "-"
