@@ -33,7 +33,7 @@ from bot.ports import SendError
 from bot.relay import Relay
 from twin.chat import Chat, Message, telegram_user
 from twin.config import TelegramConfig
-from twin.errors import ConfigError, ServingUnavailable, TwinError
+from twin.errors import ServingUnavailable, TwinError
 from twin.forget import forget
 from twin.store import ChatKey
 
@@ -137,13 +137,11 @@ def send_error(e: Exception) -> SendError:
 
 
 class TelegramRelay:
-    """The Telegram side of the relay: handlers, cards, commands, and `send_as_owner`."""
+    """The Telegram side of the relay: handlers, cards, commands, and `send_as_owner`. `cfg.owner_id` is set
+    (the composition root, twin/cli/relay.py, refuses to start without it)."""
 
     def __init__(self, app: Application, relay: Relay, cfg: TelegramConfig, status: Callable[[], str],
                  privacy: Callable[[], str], config_path=None):
-        if cfg.owner_id is None:
-            raise ConfigError("twin.toml: telegram.owner_id is not set; set it to your Telegram user id "
-                              "(ask @userinfobot) so that only you can approve drafts")
         self.app = app
         self.bot = app.bot
         self.relay = relay
