@@ -106,7 +106,7 @@ def test_whatsapp_header_like_lines_are_skipped_with_their_numbers_not_glued_on(
     from training.exports import Skipped
 
     text = ("16.11.17, 18:48 - Jane Roe: first\n"
-            "04.02.17 um 22:45 - Jane Roe: german iOS layout no phone writes like this\n"
+            "04.02.17 xy 22:45 - Jane Roe: a layout no phone writes\n"
             "16.11.17, 18:49 - John Doe: second\n"
             "the date 1.5.2021 was 10:00 ok\n"
             "31.02.17, 10:00 - John Doe: impossible date\n"
@@ -134,7 +134,7 @@ def test_skipped_lines_show_in_the_ingest_summary(tmp_path):
 
     from twin.cli import main
 
-    text = ("16.11.17, 18:48 - Jane Roe: first\n04.02.17 um 22:45 - Jane Roe: odd\n"
+    text = ("16.11.17, 18:48 - Jane Roe: first\n04.02.17 xy 22:45 - Jane Roe: odd\n"
             "16.11.17, 18:49 - John Doe: second\n31.02.17, 10:00 - John Doe: impossible\n")
     path = write(tmp_path, "WhatsApp Chat with Jane Roe.txt", text)
     result = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "ingest", str(path), "--owner", "John Doe"])
@@ -274,3 +274,44 @@ def test_whatsapp_year_first_lines_in_a_month_first_file_are_read_year_first(tmp
     got = messages(write(tmp_path, "WhatsApp Chat with Jane Roe.txt", text), "whatsapp")
     assert [m.time.replace(tzinfo=None) for m in got] == [datetime(2022, 12, 24, 13, 0), datetime(2022, 12, 24, 13, 1),
                                                           datetime(2022, 12, 25, 9, 0)]
+
+
+# --- a file that mixes phones' layouts (a merged or hand-edited export) -----------------------------------------
+
+def test_whatsapp_each_layout_of_a_mixed_file_reads_its_own_date_order(tmp_path):
+    text = ("12/15/25, 10:30 AM - John Doe: android, month first\n"
+            "12/16/25, 10:31 AM - Jane Roe: again\n"
+            "[15/12/2025, 10:32:03 AM] Jane Roe: ios, day first\n"
+            "[16/12/2025, 10:33:00 AM] John Doe: and again\n"
+            "[01/02/2026, 09:00:00] John Doe: ambiguous alone: the layout's other dates decide\n")
+    got = messages(write(tmp_path, "WhatsApp Chat with Jane Roe.txt", text), "whatsapp")
+    assert [m.time.replace(tzinfo=None) for m in got] == [
+        datetime(2025, 12, 15, 10, 30), datetime(2025, 12, 16, 10, 31), datetime(2025, 12, 15, 10, 32, 3),
+        datetime(2025, 12, 16, 10, 33), datetime(2026, 2, 1, 9, 0)]
+
+
+def test_whatsapp_a_layout_with_no_evidence_of_its_own_takes_the_files_order(tmp_path):
+    text = ("13/04/21, 10:00 - John Doe: day first, two-digit year\n"
+            "14/04/21, 10:00 - Jane Roe: again\n"
+            "[05/04/2021, 11:00:00] Jane Roe: ambiguous, four-digit year\n")
+    got = messages(write(tmp_path, "WhatsApp Chat with Jane Roe.txt", text), "whatsapp")
+    assert got[-1].time.replace(tzinfo=None) == datetime(2021, 4, 5, 11, 0)
+
+
+def test_whatsapp_ios_line_without_brackets_but_with_seconds_is_a_header(tmp_path):
+    text = ("15/12/2025, 10:34:00 AM Jane Roe: ios without brackets\n"
+            "15/12/2025, 10:35:10 Jane Roe said nothing with a colon\n"
+            "15/12/2025, 10:36:00 AM John Doe: second\nline two\n")
+    got = records(write(tmp_path, "WhatsApp Chat with Jane Roe.txt", text), "whatsapp")
+    from training.exports import Skipped
+
+    assert [(m.sender_id, m.text) for m in got if isinstance(m, Message)] == [
+        ("Jane Roe", "ios without brackets"), ("John Doe", "second\nline two")]
+    assert [r for r in got if isinstance(r, Skipped)] == [Skipped("line", "2")]
+
+
+def test_whatsapp_german_um_between_date_and_time(tmp_path):
+    text = "04.02.17 um 22:45 - Jane Roe: bis gleich\n05.02.17 um 08:10 - John Doe: ok\n"
+    got = messages(write(tmp_path, "WhatsApp Chat with Jane Roe.txt", text), "whatsapp")
+    assert [(m.sender_id, m.time.replace(tzinfo=None)) for m in got] == [
+        ("Jane Roe", datetime(2017, 2, 4, 22, 45)), ("John Doe", datetime(2017, 2, 5, 8, 10))]

@@ -40,18 +40,8 @@ if not EXTERNAL.is_dir():
 FILES = sorted(p for platform in PLATFORMS for p in (EXTERNAL / platform).iterdir() if p.is_file())
 
 # File name -> why twin imports it wrongly today (what goes wrong, and its cause). Remove an entry once it passes.
-KNOWN: dict[str, str] = {
-    # WhatsApp: one header layout and date order per file. These two files deliberately mix layouts of different
-    # phones in one file; what fits the file's layout is imported, the other lines are skipped and reported by
-    # number in the import summary (never glued onto another message).
-    "rbparser-sample-mixed-android-ios.txt": "one layout and date order per file: Android `12/15/25, 10:30 AM -` "
-        "(m/d/yy) beside iOS `[15/12/2025, 10:32:03 AM]` (d/m/yyyy) and iOS without brackets (line 9); lines 1, "
-        "2 and 9 are skipped and reported, 2 of 5 are stored, and --owner John Doe (the first sender) matches no "
-        "stored sender",
-    "whatsanalyze-chat-example-de-mixed.txt": "one date order per file: lines 22, 24, 25 (`16.11.17, 18:48 -`, "
-        "`14/01/2018, 09:54 -`, `04.02.17 um 22:45 -`: d.m.yy, d/m/yyyy, German `um`) of this m/d/yy file are "
-        "skipped and reported; 16 messages instead of 19",
-}
+# None today: the two files that mix phones' layouts import whole since each layout reads its own date order.
+KNOWN: dict[str, str] = {}
 
 # File name -> why refusing it is right. Checked: a non-zero exit and one line on stderr that names the file.
 # Telegram Desktop writes every chat with its `id` (and `type`); these hand-made files have chats without one,

@@ -17,9 +17,12 @@ _STRIP = str.maketrans("", "", INVISIBLE)
 _DATE = r"(?P<a>\d{4}|\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<c>\d{4}|\d{1,2})"
 # \s also matches U+202F and U+00A0, which newer phones put before AM/PM. Finnish iOS writes "klo".
 _TIME = r"(?P<h>\d{1,2})[:.](?P<m>\d{2})(?:[:.](?P<s>\d{2}))?(?:\s*(?P<ampm>[AaPp])\.?\s?[Mm]\.?)?"
-# Some Android locales put a dot after the time: "2022/12/14, 13:34. - Name: text".
+# Some Android locales put a dot after the time: "2022/12/14, 13:34. - Name: text"; German ones may write "um"
+# between date and time ("04.02.17 um 22:45 - Name: text"). iOS without its brackets ("15/12/2025, 10:34:00 Name:
+# text", the bare form) counts only with seconds and a sender: read_header checks both.
 HEADER = re.compile(
-    rf"^[{INVISIBLE}]*(?P<br>\[)?{_DATE},?\s+(?:klo\s+)?{_TIME}(?(br)\]\s*|\.?\s+[-–]\s*)(?P<rest>.*)$"
+    rf"^[{INVISIBLE}]*(?P<br>\[)?{_DATE},?\s+(?:(?:klo|um)\s+)?{_TIME}"
+    r"(?(br)\]\s*|(?:(?P<dash>\.?\s+[-–]\s*)|\s+))(?P<rest>.*)$"
 )
 # A line that starts like a header (a date, then a time within a few characters) but fits no layout above:
 # never a message's text, so it is skipped and reported ("04.02.17 um 22:45 - Name: text").
@@ -100,6 +103,7 @@ class Header:
     """A message's first line, split: the date fields as written, the time, the sender and the text."""
 
     fields: tuple[str, str, str]
+    layout: str  # the date's separator, its year's digits and "[" (iOS) or "-": each layout has its date order
     hour: int
     minute: int
     second: int
@@ -120,7 +124,7 @@ def looks_like(text: str) -> bool:
     text = text.replace("\x00", "").lstrip("\ufffd\ufeff")
     for line in text.splitlines()[:50]:
         if line.strip(INVISIBLE + " \t"):
-            return HEADER.match(line) is not None
+            return read_header(line) is not None
     return False
 
 
@@ -135,7 +139,12 @@ def looks_like_header(line: str) -> bool:
     >>> looks_like_header("04.02.17 um 22:45 - Tomas Berg: hi"), looks_like_header("12/15 at 10:30 works")
     (True, False)
     """
-    return line[:1] in _HEADER_START and HEADER_LIKE.match(line) is not None
+    if line[:1] not in _HEADER_START:
+        return False
+    if HEADER_LIKE.match(line) is not None:
+        return True
+    m = HEADER.match(line)  # the bare iOS form with seconds but no sender: a notice, never text
+    return m is not None and m["s"] is not None
 
 
 _HEADER_START = frozenset("0123456789[" + INVISIBLE)
@@ -145,7 +154,7 @@ def read_header(line: str) -> Header | None:
     """The header of a message's first line, or None for a continuation line.
 
     >>> read_header("4/15/21, 9:05\\u202fPM - Tomas Berg: hi")
-    Header(fields=('4', '15', '21'), hour=21, minute=5, second=0, sender='Tomas Berg', body='hi', marked=False)
+    Header(fields=('4', '15', '21'), layout='/2-', hour=21, minute=5, second=0, sender='Tomas Berg', body='hi', marked=False)
     """
     m = HEADER.match(line)
     if m is None:
@@ -154,6 +163,9 @@ def read_header(line: str) -> Header | None:
     if m["ampm"]:
         hour = hour % 12 + (12 if m["ampm"] in "Pp" else 0)
     rest = m["rest"]
+    bare = not m["br"] and not m["dash"]
+    if bare and not m["s"]:
+        return None
     name, sep, body = rest.partition(": ")
     if not sep and rest.endswith(":"):  # "Name:" and the text starts on the next line
         name, sep, body = rest[:-1], ":", ""
@@ -162,8 +174,11 @@ def read_header(line: str) -> Header | None:
     sender = plain_name(name) if sep else None
     if sender is not None and not 0 < len(sender) <= 80:  # a notice that happens to contain ": "
         sender = None
+    if bare and sender is None:
+        return None
     text = clean(body if sender is not None else rest)
-    return Header((m["a"], m["b"], m["c"]), hour, int(m["m"]), int(m["s"] or 0), sender, text,
+    layout = f"{m['sep']}{len(m['c'])}{'[' if m['br'] or bare else '-'}"
+    return Header((m["a"], m["b"], m["c"]), layout, hour, int(m["m"]), int(m["s"] or 0), sender, text,
                   body.startswith(LRM))
 
 

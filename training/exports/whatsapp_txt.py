@@ -15,7 +15,8 @@ whole file decides (encoding, date order, senders and so the chat type), the sec
 Decisions:
 - Times carry no zone (the exporting phone's wall clock); they are stored as if UTC. Sessions only need gaps,
   which the wrong zone does not change (except across a DST switch).
-- Day/month order, per file: the order under which fewer dates are impossible (a field > 12 where the
+- Day/month order, per file (and per layout, where a file mixes phones' layouts — Android m/d/yy beside iOS
+  [d/m/yyyy] — and a layout's own dates decide): the order under which fewer dates are impossible (a field > 12 where the
   month goes) wins; if both fit every date, the one that keeps the dates non-decreasing wins, else day first.
   A first field of four digits means year first (2021-04-15), on any line.
 - Lines that are no message text although they start like a header (a date and a time in a layout no phone
@@ -92,33 +93,52 @@ def date_order(fields: Iterable[tuple[str, str, str]]) -> str:
     >>> date_order([("4", "5", "21"), ("13", "5", "21")]), date_order([("4", "5", "21"), ("5", "4", "21")])
     ('dmy', 'mdy')
     """
-    impossible = {"dmy": 0, "mdy": 0}
-    rising = {"dmy": True, "mdy": True}
-    last: dict[str, date] = {}
-    previous = None
-    year_first = other = False
+    evidence = Evidence()
     for date_fields in fields:
-        if date_fields == previous:  # a day's messages share its date: weigh each run of one date once
-            continue
-        previous = date_fields
-        if len(date_fields[0]) == 4:  # year first reads only one way, whatever the file's other lines do
-            year_first = True
-            continue
-        other = True
-        for order in impossible:
-            day = to_date(order, date_fields)
+        evidence.add(date_fields)
+    return evidence.order()
+
+
+class Evidence:
+    """What a run of dates says about their order: how many are impossible day first and month first, and
+    whether they keep rising under each."""
+
+    def __init__(self) -> None:
+        self.impossible = {"dmy": 0, "mdy": 0}
+        self.rising = {"dmy": True, "mdy": True}
+        self.last: dict[str, date] = {}
+        self.previous: tuple[str, str, str] | None = None
+        self.year_first = self.other = False
+
+    def add(self, fields: tuple[str, str, str]) -> None:
+        if fields == self.previous:  # a day's messages share its date: weigh each run of one date once
+            return
+        self.previous = fields
+        if len(fields[0]) == 4:  # year first reads only one way, whatever the file's other lines do
+            self.year_first = True
+            return
+        self.other = True
+        for order in self.impossible:
+            day = to_date(order, fields)
             if day is None:
-                impossible[order] += 1
+                self.impossible[order] += 1
             else:
-                rising[order] = rising[order] and (order not in last or last[order] <= day)
-                last[order] = day
-    if year_first and not other:
-        return "ymd"
-    fewest = min(impossible.values())
-    left = [o for o in ("dmy", "mdy") if impossible[o] == fewest]
-    if len(left) == 2 and rising["mdy"] and not rising["dmy"]:
-        return "mdy"
-    return left[0]
+                self.rising[order] = self.rising[order] and (order not in self.last or self.last[order] <= day)
+                self.last[order] = day
+
+    @property
+    def decisive(self) -> bool:
+        """Whether one order fits fewer of these dates than the other."""
+        return self.impossible["dmy"] != self.impossible["mdy"]
+
+    def order(self) -> str:
+        if self.year_first and not self.other:
+            return "ymd"
+        fewest = min(self.impossible.values())
+        left = [o for o in ("dmy", "mdy") if self.impossible[o] == fewest]
+        if len(left) == 2 and self.rising["mdy"] and not self.rising["dmy"]:
+            return "mdy"
+        return left[0]
 
 
 @functools.lru_cache(maxsize=4096)  # a chat has few distinct dates and many messages per date
@@ -140,28 +160,37 @@ class Survey:
     """What the first pass learns about a file."""
 
     order: str = "dmy"
+    layouts: dict[str, str] = field(default_factory=dict)  # a layout's own order, where its dates decide one
     senders: set[str] = field(default_factory=set)
     group_events: bool = False
     headers: int = 0
 
+    def order_of(self, header: Header) -> str:
+        return self.layouts.get(header.layout, self.order)
+
 
 def survey(lines: Iterable[str]) -> Survey:
-    """One pass over the lines: the date order, who wrote, whether group events occur."""
+    """One pass over the lines: the date order (the file's, and a layout's own where a file mixes phones'
+    layouts and that layout's dates decide), who wrote, whether group events occur."""
     seen = Survey()
-
-    def fields() -> Iterator[tuple[str, str, str]]:
-        for line in lines:
-            header = read_header(line)
-            if header is None:
-                continue
-            seen.headers += 1
-            if service_reason(header) is None and header.sender is not None:
-                seen.senders.add(header.sender)
-            elif GROUP_EVENT.search(header.body):
-                seen.group_events = True
-            yield header.fields
-
-    seen.order = date_order(fields())
+    overall = Evidence()
+    layouts: dict[str, Evidence] = {}
+    for line in lines:
+        header = read_header(line)
+        if header is None:
+            continue
+        seen.headers += 1
+        if service_reason(header) is None and header.sender is not None:
+            seen.senders.add(header.sender)
+        elif GROUP_EVENT.search(header.body):
+            seen.group_events = True
+        overall.add(header.fields)
+        if (evidence := layouts.get(header.layout)) is None:
+            evidence = layouts[header.layout] = Evidence()
+        evidence.add(header.fields)
+    seen.order = overall.order()
+    if len(layouts) > 1:
+        seen.layouts = {layout: e.order() for layout, e in layouts.items() if e.decisive}
     return seen
 
 
@@ -187,9 +216,9 @@ def parse(path: Path, options: ParseOptions) -> Iterator[Record]:
             if reason is not None:
                 yield Skipped("service", reason)
                 continue
-            when = _time(seen.order, header)
+            when = _time(seen.order_of(header), header)
             if when is None:
-                log.info("skipped line %d: no valid date and time in %s order", number, seen.order)
+                log.info("skipped line %d: no valid date and time in %s order", number, seen.order_of(header))
                 yield Skipped("line", str(number))
                 continue
             if when != current:  # exact repeats share a time, so counters only live as long as one time
