@@ -315,3 +315,20 @@ def test_whatsapp_german_um_between_date_and_time(tmp_path):
     got = messages(write(tmp_path, "WhatsApp Chat with Jane Roe.txt", text), "whatsapp")
     assert [(m.sender_id, m.time.replace(tzinfo=None)) for m in got] == [
         ("Jane Roe", datetime(2017, 2, 4, 22, 45)), ("John Doe", datetime(2017, 2, 5, 8, 10))]
+
+
+@pytest.mark.parametrize("line, when", [
+    ("2021/4/15 下午9:05 - 林美: 好的", datetime(2021, 4, 15, 21, 5)),
+    ("2021/4/15 上午12:30 - 林美: 早", datetime(2021, 4, 15, 0, 30)),
+    ("[2021/04/15 午後9:05:33] 林美: はい", datetime(2021, 4, 15, 21, 5, 33)),
+    ("2021. 4. 15. 오후 9:05 - 지민: 네", None),  # Korean's spaced date: a layout twin does not read yet
+    ("15/4/2564, 21:05 - สมชาย: ครับ", datetime(2021, 4, 15, 21, 5)),
+])
+def test_whatsapp_east_asian_halves_of_the_day_and_buddhist_years(tmp_path, line, when):
+    path = write(tmp_path, "WhatsApp Chat with Jane Roe.txt", line + "\n16/4/2021, 10:00 - Jane Roe: x\n"
+                 if "2564" in line else line + "\n")
+    if when is None:
+        with pytest.raises(Exception, match="no WhatsApp message lines"):
+            records(path, "whatsapp")
+        return
+    assert messages(path, "whatsapp")[0].time.replace(tzinfo=None) == when

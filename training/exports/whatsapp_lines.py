@@ -17,11 +17,13 @@ _STRIP = str.maketrans("", "", INVISIBLE)
 _DATE = r"(?P<a>\d{4}|\d{1,2})(?P<sep>[./-])(?P<b>\d{1,2})(?P=sep)(?P<c>\d{4}|\d{1,2})"
 # \s also matches U+202F and U+00A0, which newer phones put before AM/PM. Finnish iOS writes "klo".
 _TIME = r"(?P<h>\d{1,2})[:.](?P<m>\d{2})(?:[:.](?P<s>\d{2}))?(?:\s*(?P<ampm>[AaPp])\.?\s?[Mm]\.?)?"
+# Chinese, Japanese and Korean 12-hour clocks put the half of the day before the time ("下午9:05"): PM or not.
+HALVES = {"上午": False, "下午": True, "午前": False, "午後": True, "오전": False, "오후": True}
 # Some Android locales put a dot after the time: "2022/12/14, 13:34. - Name: text"; German ones may write "um"
 # between date and time ("04.02.17 um 22:45 - Name: text"). iOS without its brackets ("15/12/2025, 10:34:00 Name:
 # text", the bare form) counts only with seconds and a sender: read_header checks both.
 HEADER = re.compile(
-    rf"^[{INVISIBLE}]*(?P<br>\[)?{_DATE},?\s+(?:(?:klo|um)\s+)?{_TIME}"
+    rf"^[{INVISIBLE}]*(?P<br>\[)?{_DATE},?\s+(?:(?:klo|um)\s+|(?P<half>{'|'.join(HALVES)})\s?)?{_TIME}"
     r"(?(br)\]\s*|(?:(?P<dash>\.?\s+[-–]\s*)|\s+))(?P<rest>.*)$"
 )
 # A line that starts like a header (a date, then a time within a few characters) but fits no layout above:
@@ -162,6 +164,8 @@ def read_header(line: str) -> Header | None:
     hour = int(m["h"])
     if m["ampm"]:
         hour = hour % 12 + (12 if m["ampm"] in "Pp" else 0)
+    elif m["half"]:
+        hour = hour % 12 + (12 if HALVES[m["half"]] else 0)
     rest = m["rest"]
     bare = not m["br"] and not m["dash"]
     if bare and not m["s"]:

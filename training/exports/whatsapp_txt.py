@@ -144,13 +144,21 @@ class Evidence:
 @functools.lru_cache(maxsize=4096)  # a chat has few distinct dates and many messages per date
 def to_date(order: str, fields: tuple[str, str, str]) -> date | None:
     """The date the fields give in this order; None when impossible. Two-digit years are 20xx; year first
-    only with four digits (2021-04-15), and then in no other order."""
+    only with four digits (2021-04-15), and then in no other order; Buddhist-era years (2564) are made common era.
+
+    >>> to_date("dmy", ("15", "04", "2564")), to_date("mdy", ("13", "04", "21"))
+    (datetime.date(2021, 4, 15), None)
+    """
     if (order == "ymd") != (len(fields[0]) == 4):
         return None
     a, b, c = (int(x) for x in fields)
     year, month, day = {"dmy": (c, b, a), "mdy": (c, a, b), "ymd": (a, b, c)}[order]
     try:
-        return date(year + 2000 if year < 100 else year, month, day)
+        if year < 100:
+            year += 2000
+        elif year >= 2400:  # a Thai phone counts years in the Buddhist era, 543 ahead
+            year -= 543
+        return date(year, month, day)
     except ValueError:
         return None
 
