@@ -36,6 +36,8 @@ STATE_LINES = {
 
 HELP = (
     "I draft replies to your Telegram chats in your voice; nothing is sent without your tap.\n"
+    "Forward me a contact's messages (from any chat) for replies to copy; /for <contact> then paste their "
+    "messages, for any app (WhatsApp, Discord).\n"
     "/status — connection, model, pending drafts, today's numbers\n"
     "/pause, /resume — stop or restart drafting\n"
     "/auto <contact> on|off — send without asking, for one contact\n"
