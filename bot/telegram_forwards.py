@@ -98,7 +98,10 @@ class TelegramForwards:
         parsed = parse_pick(data)
         return None if parsed is None else await self.flow.pick(*parsed)
 
-    async def copied(self, draft_id: int, candidate: int) -> str:
+    async def act(self, draft_id: int, action: str, candidate: int) -> str:
+        """A draft button of the flow's own (bot/drafts.py grammar): "copied"."""
+        if action != "copied":
+            raise ValueError(f"unknown action {action!r} for a draft to copy")
         return await self.flow.copied(draft_id, candidate)
 
     # -- the port ------------------------------------------------------------------------------------------

@@ -256,7 +256,7 @@ class TelegramRelay:
             await q.answer("This button is no longer valid.")
             return
         try:
-            answer = picked or await (self.forwards.copied if parsed[1] == "copied" else self.relay.act)(*parsed)
+            answer = picked or await (self.forwards.act if parsed[1] == "copied" else self.relay.act)(*parsed)
         except TwinError as e:
             answer = str(e)
         try:
