@@ -12,8 +12,8 @@ MessageOriginChannel (chat). Nothing here sends anything but to the owner.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timezone
-from typing import TYPE_CHECKING
 
 from telegram import (CopyTextButton, InlineKeyboardButton, InlineKeyboardMarkup, MessageOriginChannel,
                       MessageOriginChat, MessageOriginHiddenUser, MessageOriginUser, Update)
@@ -25,9 +25,8 @@ from telegram.ext import CommandHandler, ContextTypes, MessageHandler, filters
 from bot.copycards import Button, card
 from bot.drafts import Draft
 from bot.forwards import Forwards, Incoming, Origin, parse_pick
-
-if TYPE_CHECKING:
-    from bot.telegram_relay import TelegramRelay
+from bot.ports import SendError
+from bot.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +64,17 @@ def keyboard(rows: list[list[Button]]) -> InlineKeyboardMarkup | None:
 
 
 class TelegramForwards:
-    """The flow's port in Telegram: `ask` and `say` to the owner, the cards of drafts to copy."""
+    """The flow's port in Telegram: `ask` and `say` to the owner, the cards of drafts to copy. `kind_of` and
+    `error_of` are bot/telegram_relay.py's readings of a message's kind and of a failed request."""
 
-    def __init__(self, tg: TelegramRelay):
-        self.tg = tg
-        self.bot = tg.bot
-        self.flow = Forwards(tg.relay, self, tg.owner_id)
+    def __init__(self, relay: Relay, bot, owner_id: int, kind_of: Callable[[TgMessage], tuple[str, str]],
+                 error_of: Callable[[Exception], SendError]):
+        self.relay = relay
+        self.bot = bot
+        self.owner_id = owner_id
+        self._kind_of = kind_of
+        self._error_of = error_of
+        self.flow = Forwards(relay, self, owner_id)
         self._no_link: set[str] = set()  # contacts whose privacy refuses an "open chat" button
 
     def handlers(self, owner_private: filters.BaseFilter) -> list:
@@ -81,10 +85,8 @@ class TelegramForwards:
     # -- in ----------------------------------------------------------------------------------------------
 
     async def on_forward(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        from bot.telegram_relay import message_kind  # the adapter's one reading of a message's kind
-
         m = update.message
-        kind, text = message_kind(m)
+        kind, text = self._kind_of(m)
         await self.flow.forwarded(Incoming(origin(m), text, kind, m.date.astimezone(timezone.utc)))
 
     async def cmd_for(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -114,14 +116,14 @@ class TelegramForwards:
 
     async def _send(self, text: str, markup: InlineKeyboardMarkup | None) -> None:
         try:
-            await self.bot.send_message(self.tg.owner_id, text, reply_markup=markup)
+            await self.bot.send_message(self.owner_id, text, reply_markup=markup)
         except (TelegramError, RuntimeError) as e:
             log.warning("note to the owner not sent (%s)", type(e).__name__)
 
     # -- cards -----------------------------------------------------------------------------------------------
 
     def render(self, d: Draft, note: str = "") -> tuple[str, InlineKeyboardMarkup | None]:
-        store = self.tg.relay.store
+        store = self.relay.store
         chat = store.chat(d.chat.key)
         contact = store.contact_name(d.chat.platform, d.contact_id) or (chat.title if chat else None) \
             or f"{d.chat.platform}:{d.chat.chat_id}"
@@ -132,20 +134,18 @@ class TelegramForwards:
     async def show_card(self, d: Draft, note: str = "") -> tuple[str, str]:
         """Send the card (raises what telegram_relay.send_error makes of a failure). A contact whose privacy
         settings refuse the "open chat" button gets the card without it."""
-        from bot.telegram_relay import send_error
-
         for _ in range(2):
             text, markup = self.render(d, note)
             try:
-                sent = await self.bot.send_message(self.tg.owner_id, text, parse_mode=ParseMode.HTML,
+                sent = await self.bot.send_message(self.owner_id, text, parse_mode=ParseMode.HTML,
                                                    reply_markup=markup)
                 return str(sent.chat_id), str(sent.message_id)
             except BadRequest as e:
                 if PRIVACY_RESTRICTED not in e.message.upper() or d.contact_id in self._no_link:
-                    raise send_error(e) from e
+                    raise self._error_of(e) from e
                 self._no_link.add(d.contact_id)
             except Exception as e:
-                raise send_error(e) from e
+                raise self._error_of(e) from e
         raise AssertionError("unreachable")  # the second try has no link button to refuse
 
     async def update_card(self, d: Draft, note: str = "") -> None:

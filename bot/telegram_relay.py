@@ -155,7 +155,8 @@ class TelegramRelay:
         relay.senders[PLATFORM] = self
         relay.owner = self
         relay.store.set_owner(PLATFORM, telegram_user(self.owner_id))
-        self.forwards = TelegramForwards(self)  # forwarded and pasted messages: drafts to copy (bot/forwards.py)
+        # Forwarded and pasted messages: drafts to copy (bot/forwards.py), with or without a business connection.
+        self.forwards = TelegramForwards(relay, self.bot, self.owner_id, message_kind, send_error)
         self._add_handlers()
 
     # -- handlers ---------------------------------------------------------------------------------------

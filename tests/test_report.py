@@ -302,3 +302,13 @@ def test_cli_period_without_drafts_and_a_reversed_period(home):
     assert result.output.startswith("nothing to report yet: no drafts in that period;")
     result = _cli(home, "--since", "2024-05-07", "--until", "2024-05-06")
     assert isinstance(result.exception, ConfigError) and "--until 2024-05-06 is before --since" in str(result.exception)
+
+
+def test_copied_drafts_are_shown_apart_and_not_accepted():
+    kinds = ["sent", "copied", "copied", "discarded"]
+    outs = [Outcome(i, "copy" if k == "copied" else "telegram", "telegram", "2002", k, "twin-v1", (), "ok!", (),
+                    None, 0, 100.0, DAY1, DAY1 + timedelta(minutes=1), False) for i, k in enumerate(kinds)]
+    o = build(outs, []).overall
+    assert (o["settled"], o["sent"], o["copied"], o["accepted"], o["counts"]["copied"]) == (4, 1 / 4, 2 / 4, 1 / 4, 2)
+    (row,) = twin.report.format_table(build(outs, []))[:1]
+    assert row[twin.report.TABLE_HEADERS.index("copied")] == "50.0%"
