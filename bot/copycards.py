@@ -20,6 +20,9 @@ MAX_COPY = 256
 LISTED = 5  # candidates on one card at most (the keyboard has two buttons per candidate)
 SHOWN_INCOMING = 6
 MAX_SHOWN = 1500  # a candidate longer than this is shortened on the card, and offered neither to copy nor to use
+# The candidates get this much of a card; the rest (name, the contact's words, what happened, a note) stays under
+# MAX_TEXT_LENGTH minus it. One candidate always fits: MAX_SHOWN is less.
+CANDIDATES_ROOM = 2300
 PLATFORM_NAMES = {"telegram": "Telegram", "whatsapp": "WhatsApp", "discord": "Discord"}
 
 
@@ -74,8 +77,12 @@ def card(d: Draft, contact: str, incoming: Sequence[str], note: str = "",
     top = [f"<b>{e(shorten(contact, MAX_NAME))}</b> · {where} · reply to copy"]
     rows: list[list[Button]] = []
     lines: list[str] = []
+    budget = CANDIDATES_ROOM
     for i in listed(d):
         line, usable = _candidate_line(i + 1, d.candidates[i])
+        budget -= utf16(visible(line)) + 1
+        if lines and budget < 0:
+            break  # the rest come with Next candidate
         lines.append(line)
         if not usable or d.state not in (State.PENDING, State.COPIED):
             continue
