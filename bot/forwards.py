@@ -36,8 +36,11 @@ from bot.cards import shorten
 from bot.copycards import PLATFORM_NAMES, Button
 from bot.drafts import COPY, ChatRef, Draft, InvalidTransition, State
 from bot.relay import Relay
+from serving.drafting import current_session
 from twin.chat import Chat, ChatKey, Message, telegram_user
 from twin.errors import NotFound, TwinError
+from twin.sessions import DEFAULT_GAP_SECONDS
+from twin.store import StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -163,17 +166,21 @@ def message_id(chat: Chat, sender: str, item: Incoming) -> str:
 # -- the flow ------------------------------------------------------------------------------------------------
 
 @dataclass
-class _Pick:
-    """A question to the owner: which chat? `items` wait for the answer (None: /for, nothing waits)."""
+class _Group:
+    """Consecutive messages of a burst from one origin; `context`: the owner's own forwarded messages just before
+    them (their side of the conversation, stored in the same chat)."""
 
-    chats: list[Chat]
-    items: list[Incoming] | None
+    match: Match
+    items: list[Incoming] = field(default_factory=list)
+    context: list[Incoming] = field(default_factory=list)
 
 
 @dataclass
-class _Group:
-    match: Match
-    items: list[Incoming] = field(default_factory=list)
+class _Pick:
+    """A question to the owner: which chat? `group` waits for the answer (None: /for, nothing waits)."""
+
+    chats: list[Chat]
+    group: _Group | None
 
 
 class Forwards:
@@ -234,10 +241,10 @@ class Forwards:
         if pick is None or not 0 <= choice < len(pick.chats):
             return "This question is no longer open."
         chat = pick.chats[choice]
-        if pick.items is None:
+        if pick.group is None:
             await self._set_target(chat)
             return "Paste their messages."
-        self._spawn(self._answer(_Group(Match(chats=(chat,)), pick.items), chat))
+        self._spawn(self._answer(pick.group, chat))
         return "Drafting."
 
     async def copied(self, draft_id: int, candidate: int) -> str:
@@ -283,28 +290,33 @@ class Forwards:
                 groups.append(_Group(m, [item]))
         if any(item.origin is None for item in items):
             self._target = None  # one paste burst per /for
+        mine: list[Incoming] = []
         for g in groups:
-            if g.match.owner:
-                await self._reported(g.items)
-            elif g.match.new is not None or len(g.match.chats) == 1:
+            if g.match.owner:  # context for the contact's messages that follow, else what the owner sent
+                mine += g.items
+                continue
+            g.context, mine = mine, []
+            if g.match.new is not None or len(g.match.chats) == 1:
                 await self._answer(g, g.match.new or g.match.chats[0])
             else:
                 await self._unsure(g)
+        if mine:
+            await self._reported(mine)
 
     async def _unsure(self, g: _Group) -> None:
         origin = g.items[0].origin
         name = (origin.name if origin else None) or "this person"
         if g.match.chats:
             await self._ask(f"Several chats match {name}: which one are these messages from?",
-                            list(g.match.chats), g.items)
+                            list(g.match.chats), g)
         else:
             await self._ask(f"I found no chat with {name} in your history (their account is hidden when "
                             "forwarded). Which chat is it? Or use /for NAME and paste the messages.",
-                            self.store.recent_chats(RECENT), g.items)
+                            self.store.recent_chats(RECENT), g)
 
-    async def _ask(self, text: str, chats: list[Chat], items: list[Incoming] | None) -> None:
+    async def _ask(self, text: str, chats: list[Chat], group: _Group | None) -> None:
         token = next(self._tokens)
-        self._picks[token] = _Pick(chats, items)
+        self._picks[token] = _Pick(chats[:RECENT], group)
         rows = [[Button(label(self.store, c), callback=pick_data(token, i))] for i, c in enumerate(chats[:RECENT])]
         await self.port.ask(text, rows)
 
@@ -324,6 +336,7 @@ class Forwards:
         """Store a contact's burst in their chat and put a card of candidates to copy on the owner's screen."""
         sender = self._sender(chat, g)
         name = next((i.origin.name for i in g.items if i.origin and i.origin.name), None) or chat.title
+        self._store_owner(chat, g.context)
         ids = []
         for item in g.items:
             when = item.origin.date if item.origin else item.at
@@ -332,8 +345,9 @@ class Forwards:
                                                  item.kind))
             ids.append(mid)
         ref = ChatRef(chat.platform, None, chat.id)
+        session = self._session(chat, max(i.origin.date if i.origin else i.at for i in g.items))
         try:
-            result = await self.relay.drafter.draft(chat.key)
+            result = await self.relay.drafter.draft(chat.key, session=session)
         except TwinError as e:
             log.warning("forward draft chat=%s failed: %s", chat.id, type(e).__name__)
             await self.port.say(f"Could not draft a reply: {e}")
@@ -348,10 +362,25 @@ class Forwards:
             expires_at=D.expiry(now, self.relay.settings.expiry_margin), origin=COPY, adapter=result.adapter,
             prompt=result.prompt_ids, latency_ms=result.latency_ms,
         ), now)
+        # Regenerate drafts from the same conversation (a forward may be hours old: "now" has no session).
+        self.relay._redraft[d.id] = lambda: self.relay.drafter.draft(chat.key, session=session, seed=None)
         log.info("draft %d (to copy) chat=%s candidates=%d latency_ms=%.0f", d.id, chat.id, len(d.candidates),
                  result.latency_ms)
         await self.relay.screen.show(d)
         return d
+
+    def _store_owner(self, chat: Chat, items: list[Incoming]) -> None:
+        """The owner's own forwarded messages, as theirs in the chat."""
+        for item in items:
+            self.store.insert_live(chat, Message(chat.platform, chat.id, message_id(chat, "owner", item),
+                                                 telegram_user(self.owner_id), None,
+                                                 item.origin.date if item.origin else item.at, item.text,
+                                                 item.kind), from_owner=True)
+
+    def _session(self, chat: Chat, last: datetime) -> list[StoredMessage]:
+        """The conversation the burst ends, as of its last message (drafting's own rule, serving.drafting)."""
+        history = [m for m in self.store.chat_messages(chat.key) if m.time <= last]
+        return current_session(history, last, int(self.store.get_meta("session_gap") or DEFAULT_GAP_SECONDS))
 
     async def _reported(self, items: list[Incoming]) -> None:
         """The owner forwarded their own message(s): what they really sent, for the latest draft to copy."""
@@ -361,12 +390,7 @@ class Forwards:
                                 "use /for NAME and paste them.")
             return
         text = "\n".join(i.text for i in items if i.text.strip())
-        chat = self.store.chat(d.chat.key) or Chat(d.chat.platform, d.chat.chat_id, "personal")
-        for item in items:
-            mid = message_id(chat, "owner", item)
-            self.store.insert_live(chat, Message(chat.platform, chat.id, mid, telegram_user(self.owner_id), None,
-                                                 item.origin.date if item.origin else item.at, item.text,
-                                                 item.kind), from_owner=True)
+        self._store_owner(self.store.chat(d.chat.key) or Chat(d.chat.platform, d.chat.chat_id, "personal"), items)
         now = self.relay.clock()
         try:
             d = self.relay.ledger.apply(d.id, lambda x: D.reported(x, text, now), "reported", now)

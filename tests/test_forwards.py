@@ -314,3 +314,25 @@ async def test_a_strangers_forward_gets_the_refusal_and_nothing_else(harness):
         assert [(c.method, c.params) for c in h.calls()] == [("sendMessage", {"chat_id": STRANGER, "text": REFUSAL})]
         assert h.relay.store.chat_messages(ChatKey("telegram", str(TOMAS))) == before
         assert list(h.ledger().all()) == []
+
+
+async def test_an_old_forward_with_the_owners_side_is_the_conversation_drafted_from(harness):
+    async with harness as h:
+        # Hours ago (longer than a session gap): the draft still answers it, and Regenerate too.
+        h.push(U.forwarded_message(OWNER, "did you see the new boulder problem?", 120,
+                                   U.origin_user(OWNER, "Mira", ago(3 * 3600 + 60))))
+        h.push(U.forwarded_message(OWNER, "yes!! the crimpy one? want to try it thursday", 121,
+                                   U.origin_user(TOMAS, "Tomas", ago(3 * 3600))))
+        await h.wait(is_copy_card)
+        d = await draft_of(h, str(TOMAS))
+        prompt = tiny_tokenizer().decode(list(d.prompt))
+        assert "did you see the new boulder problem?" in prompt and "want to try it thursday" in prompt
+        assert d.state == State.PENDING  # the owner's message came first: their side of the talk, not a reply
+        mine = [m for m in h.relay.store.chat_messages(ChatKey("telegram", str(TOMAS))) if m.from_owner]
+        assert mine[-1].text == "did you see the new boulder problem?"
+        h.push(U.callback_query(OWNER, f"d:{d.id}:next:0", OWNER, int(d.card[1])))
+        h.push(U.callback_query(OWNER, f"d:{d.id}:next:1", OWNER, int(d.card[1])))
+        await h.wait(lambda c: c.method == "editMessageText" and "<b>3.</b>" in c.params["text"])
+        d = h.ledger().get(d.id)
+        assert d.regenerations == 1 and len(d.candidates) == 4
+        assert h.backend.calls[-1]["prompt_tokens"] == h.backend.calls[0]["prompt_tokens"]  # the same conversation
