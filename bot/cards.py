@@ -190,7 +190,8 @@ def status_text(ledger: Ledger, model: str, adapter: str | None, now: datetime) 
         c = conns[0]
         conn = ("connected" if c.enabled else "disconnected") + (", may reply" if c.can_reply else ", may NOT reply")
     else:
-        conn = "not connected yet (Telegram: Settings → Telegram Business → Chatbots)"
+        conn = ("no Telegram Business connection: forward me messages, or /for NAME and paste them, for replies "
+                "to copy (with Premium, Settings → Telegram Business → Chatbots lets me send them for you)")
     today = ledger.counts(datetime.combine(now.date(), dtime(), timezone.utc))
     made = sum(today.values())
     sent = today.get("sent", 0) + today.get("edited_sent", 0)

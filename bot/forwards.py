@@ -45,6 +45,7 @@ from twin.store import StoredMessage
 log = logging.getLogger(__name__)
 
 RECENT = 8  # /for without a name: this many recent chats as buttons
+OPEN_QUESTIONS = 20  # "which chat?" questions kept open at most; older ones' buttons stop working
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,11 @@ class Forwards:
         else:
             await self._set_target(chats[0])
 
+    def cancel(self) -> bool:
+        """/cancel: pasted text is no longer the /for contact's. False when no /for was waiting."""
+        waiting, self._target = self._target is not None, None
+        return waiting
+
     async def pick(self, token: int, choice: int) -> str:
         """A pick button: the chat for a waiting burst, or for /for. Returns the press's short answer."""
         pick = self._picks.pop(token, None)
@@ -317,6 +323,8 @@ class Forwards:
     async def _ask(self, text: str, chats: list[Chat], group: _Group | None) -> None:
         token = next(self._tokens)
         self._picks[token] = _Pick(chats[:RECENT], group)
+        for old in sorted(self._picks)[:-OPEN_QUESTIONS]:  # questions never answered do not pile up
+            del self._picks[old]
         rows = [[Button(label(self.store, c), callback=pick_data(token, i))] for i, c in enumerate(chats[:RECENT])]
         await self.port.ask(text, rows)
 

@@ -335,8 +335,10 @@ class TelegramRelay:
                         "retrain (twin train) to drop it from the model too.")
 
     async def cmd_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        cancelled = await self.relay.cancel_edit()
-        await self._say("Edit cancelled; the draft is back as it was." if cancelled else "Nothing to cancel.")
+        if await self.relay.cancel_edit():
+            await self._say("Edit cancelled; the draft is back as it was.")
+        else:
+            await self._say("Paste cancelled." if self.forwards.flow.cancel() else "Nothing to cancel.")
 
     # -- the relay's Owner side --------------------------------------------------------------------------
 

@@ -281,6 +281,14 @@ async def test_paste_for_a_whatsapp_contact(harness):
         (listing,) = await h.wait(lambda c: c.method == "sendMessage" and c.params["text"].startswith("Whose"))
         assert [row[0]["text"] for row in buttons(listing)][0] == "Joana · WhatsApp"  # the latest chat first
         assert len(buttons(listing)) == 6
+        h.push(U.callback_query(OWNER, buttons(listing)[1][0]["callback_data"], OWNER, 1000))  # Tomas, say
+        await h.wait(lambda c: c.method == "sendMessage" and c.params["text"].startswith("Paste "))
+        h.push(U.command(OWNER, "/cancel", 95))
+        await h.wait(lambda c: c.method == "sendMessage" and c.params["text"] == "Paste cancelled.")
+        h.push(U.private_message(OWNER, "not for anyone", 96))
+        await h.wait(lambda c: c.method == "sendMessage" and c.params["text"].startswith("Nothing is being edited"),
+                     2)
+        assert len(list(h.ledger().all())) == 1
 
 
 async def test_a_candidate_over_256_characters_is_a_block_to_tap_not_a_copy_button(fake, home):
