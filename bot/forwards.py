@@ -7,24 +7,25 @@ for a user; the owner's private chat with the bot serves them all. Platform-neut
 network, and nothing is ever sent in the owner's name: only cards and questions go to the owner.
 
 The flow:
-- each forwarded message names who wrote it (`Origin`, from Bot API MessageOrigin: a user with an id, a hidden
-  user with only a name, a chat or channel); it is matched to the history (`match`: the Telegram id, else the
-  name; several chats of that name are put to the owner as buttons, `pick_data`);
+- each forwarded message names who wrote it (bot/origins.py `Origin`, from Bot API MessageOrigin: a user with an
+  id, a hidden user with only a name, a chat or channel); it is matched to the history (bot/origins.py `match`:
+  the Telegram id, else the name; several chats of that name are put to the owner as buttons, `pick_data`);
 - pasted text after `/for CONTACT` is that contact's (any platform, WhatsApp and Discord included);
 - messages that come within the settle delay of each other are one burst: stored as live messages of the
   contact's chat (Store.insert_live: context, never training data without telegram.train_on_live, removed by
-  forget), drafted from that chat's persona and history, and answered with one card (origin "copy",
+  forget), drafted from that chat's persona and history as of the burst's last message (a forward may be hours
+  old), and answered with one card (origin "copy",
   bot/drafts.py): each candidate with a Copy button (Bot API CopyTextButton: it copies on the owner's device and
   tells the bot nothing) and a "Used" button that records which one was copied (state "copied");
-- the owner forwarding their own message (origin: the owner) is what they really sent, for the latest draft to
-  copy: bot/drafts.py `reported`.
+- the owner's own forwarded messages (origin: the owner) before a contact's are their side of that conversation;
+  at the end of a burst, or alone, they are what the owner really sent, for the latest draft to copy
+  (bot/drafts.py `reported`).
 Exercised by `twin run`; tested in tests/test_forwards.py through the fake Bot API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -32,12 +33,12 @@ from datetime import datetime
 from typing import Protocol
 
 from bot import drafts as D
-from bot.cards import shorten
-from bot.copycards import PLATFORM_NAMES, Button
+from bot.copycards import Button
 from bot.drafts import COPY, ChatRef, Draft, InvalidTransition, State
+from bot.origins import Incoming, Match, label, match, message_id
 from bot.relay import Relay
 from serving.drafting import current_session
-from twin.chat import Chat, ChatKey, Message, telegram_user
+from twin.chat import Chat, Message, telegram_user
 from twin.errors import NotFound, TwinError
 from twin.sessions import DEFAULT_GAP_SECONDS
 from twin.store import StoredMessage
@@ -46,28 +47,6 @@ log = logging.getLogger(__name__)
 
 RECENT = 8  # /for without a name: this many recent chats as buttons
 OPEN_QUESTIONS = 20  # "which chat?" questions kept open at most; older ones' buttons stop working
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Who wrote a forwarded message (Bot API MessageOrigin): `kind` "user" (an id and a name), "hidden_user"
-    (only a name: their privacy settings hide the account), "chat" or "channel" (a chat's id and title)."""
-
-    kind: str
-    id: int | None
-    name: str | None
-    date: datetime
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """One message the owner gave the bot: forwarded (`origin`) or pasted (`origin` None). `kind` and `text` as
-    the store keeps them (twin.chat.KINDS)."""
-
-    origin: Origin | None
-    text: str
-    kind: str
-    at: datetime
 
 
 class Port(Protocol):
@@ -95,73 +74,6 @@ def parse_pick(data: str) -> tuple[int, int] | None:
     if len(parts) != 3 or parts[0] != "c" or not parts[1].isdigit() or not parts[2].isdigit():
         return None
     return int(parts[1]), int(parts[2])
-
-
-# -- matching ----------------------------------------------------------------------------------------------
-
-def chat_ids(chat_id: int) -> list[str]:
-    """The ids a Telegram chat may have in an export: the Bot API's, its absolute value, and without the
-    supergroup and channel prefix -100 (Telegram Desktop writes the bare id).
-
-    >>> chat_ids(-1001234567890), chat_ids(5550100102)
-    (['-1001234567890', '1001234567890', '1234567890'], ['5550100102'])
-    """
-    text = str(chat_id)
-    ids = [text, text.lstrip("-")]
-    if text.startswith("-100"):
-        ids.append(text[4:])
-    return list(dict.fromkeys(ids))
-
-
-@dataclass(frozen=True)
-class Match:
-    """What an origin names: the owner, one chat (`chats` of one, or a new chat to create), or several to ask
-    about (none: ask among recent chats)."""
-
-    owner: bool = False
-    chats: tuple[Chat, ...] = ()
-    new: Chat | None = None
-    sender: str | None = None  # the sender id to store the messages under, when the origin gives one
-
-
-def match(store, origin: Origin, owner_id: int) -> Match:
-    """The chat a forwarded message comes from, in the store (see the module docstring)."""
-    if origin.kind == "user":
-        if origin.id == owner_id:
-            return Match(owner=True)
-        try:
-            return Match(chats=(store.find_chat(f"telegram:{origin.id}"),), sender=telegram_user(origin.id))
-        except NotFound:
-            return Match(new=Chat("telegram", str(origin.id), "personal", origin.name),
-                         sender=telegram_user(origin.id))
-    if origin.kind in ("chat", "channel") and origin.id is not None:
-        for ident in chat_ids(origin.id):
-            if (found := store.chat(ChatKey("telegram", ident))) is not None:
-                return Match(chats=(found,), sender=f"chat{origin.id}")
-        named = store.find_chats(origin.name) if origin.name else []
-        if named:
-            return Match(chats=tuple(named), sender=f"chat{origin.id}")
-        kind = "channel" if origin.kind == "channel" else "group"
-        return Match(new=Chat("telegram", str(origin.id), kind, origin.name), sender=f"chat{origin.id}")
-    found = store.find_chats(origin.name or "")
-    telegram = [c for c in found if c.platform == "telegram"]
-    return Match(chats=tuple(telegram or found))
-
-
-def label(store, chat: Chat) -> str:
-    """A chat as a button shows it: its name and platform."""
-    name = chat.title
-    if not name:
-        people = store.chat_contacts(chat.key)
-        name = store.contact_name(chat.platform, people[0]) if people else None
-    return f"{shorten(name or chat.id, 40)} · {PLATFORM_NAMES.get(chat.platform, chat.platform)}"
-
-
-def message_id(chat: Chat, sender: str, item: Incoming) -> str:
-    """A stored id for a forwarded message: the same message forwarded twice is stored once (Telegram tells a
-    bot neither the original id nor the chat of a forward from a person)."""
-    digest = hashlib.sha1(f"{sender}\n{item.text}".encode()).hexdigest()[:12]
-    return f"fwd-{int(item.at.timestamp())}-{digest}"
 
 
 # -- the flow ------------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from telegram.ext import CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot.copycards import Button, card
 from bot.drafts import Draft
-from bot.forwards import Forwards, Incoming, Origin, parse_pick
+from bot.forwards import Forwards, parse_pick
+from bot.origins import Incoming, Origin
 from bot.ports import SendError
 from bot.relay import Relay
 
