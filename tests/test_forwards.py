@@ -344,3 +344,21 @@ async def test_an_old_forward_with_the_owners_side_is_the_conversation_drafted_f
         d = h.ledger().get(d.id)
         assert d.regenerations == 1 and len(d.candidates) == 4
         assert h.backend.calls[-1]["prompt_tokens"] == h.backend.calls[0]["prompt_tokens"]  # the same conversation
+
+
+async def test_someone_not_in_the_history_gets_a_chat_of_their_own_and_an_unknown_name_a_question(harness):
+    async with harness as h:
+        NEW = 5550100333
+        h.push(U.forwarded_message(OWNER, "hi, I'm Leo from the climbing club", 130, U.origin_user(NEW, "Leo", ago())))
+        (card,) = await h.wait(is_copy_card)
+        d = await draft_of(h, str(NEW))
+        assert h.relay.store.chat(ChatKey("telegram", str(NEW))) == Chat("telegram", str(NEW), "personal", "Leo")
+        assert card.params["text"].startswith("<b>Leo</b> · Telegram")
+        assert buttons(card)[-1] == [{"text": "Open chat with Leo", "url": f"tg://user?id={NEW}"}]
+        assert d.contact_id == telegram_user(NEW)
+
+        h.push(U.forwarded_message(OWNER, "are you Mira?", 131, U.origin_hidden_user("Zoe Q", ago())))
+        (question,) = await h.wait(lambda c: c.method == "sendMessage" and "no chat with Zoe Q" in c.params["text"])
+        assert [row[0]["text"] for row in buttons(question)][:2] == ["Leo · Telegram", "Joana · WhatsApp"]
+        assert all(len(row[0]["callback_data"].encode()) <= 64 for row in buttons(question))
+        assert len(list(h.ledger().all())) == 1  # nothing drafted or stored until the owner says whose it is
