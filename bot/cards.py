@@ -218,8 +218,8 @@ def privacy_text(home: Home, cfg: Config) -> str:
     return "\n".join([
         "What twin stores, all on your own machine:",
         f"• one SQLite file, {home.db} (owner-only permissions): your imported chat exports, the messages of "
-        "the chats this bot sees (yours and your contacts') and those you forward or paste to it, each draft with what you did with it, and the "
-        "business connection's settings;",
+        "the chats this bot sees (yours and your contacts') and those you forward or paste to it, each draft "
+        "with what you did with it, and the business connection's settings;",
         f"• trained adapters under {home.adapters}.",
         f"Your contacts' live messages {training}. Discord conversations with the twin are never used for "
         "training.",

@@ -96,7 +96,8 @@ def is_copy_card(c) -> bool:
 
 def expected_keyboard(d, url: str | None = None) -> list[list[dict]]:
     rows = [[{"text": f"📋 Copy {i + 1}", "copy_text": {"text": c}},
-             {"text": f"✓ Used {i + 1}", "callback_data": f"d:{d.id}:copied:{i}"}] for i, c in enumerate(d.candidates)]
+             {"text": f"✓ Used {i + 1}", "callback_data": f"d:{d.id}:copied:{i}"}]
+            for i, c in enumerate(d.candidates)]
     rows.append([{"text": "Next candidate", "callback_data": f"d:{d.id}:next:0"},
                  {"text": "Discard", "callback_data": f"d:{d.id}:discard:0"}])
     return rows + ([[{"text": "Open chat with Tomas", "url": url}]] if url else [])
@@ -129,7 +130,8 @@ async def test_forward_from_a_user_is_matched_by_id_copied_then_reported(harness
         d = await draft_of(h, str(TOMAS))
         assert (d.origin, d.state, d.chat.connection_id, len(d.candidates)) == (COPY, State.PENDING, None, 2)
         assert card.params["parse_mode"] == "HTML"
-        assert card.params["text"].startswith("<b>Tomas</b> · Telegram · reply to copy\n› are you coming to the crag")
+        assert card.params["text"].startswith(
+            "<b>Tomas</b> · Telegram · reply to copy\n› are you coming to the crag")
         for i, c in enumerate(d.candidates):
             assert f"<b>{i + 1}.</b> {html.escape(c)}" in card.params["text"]
         assert buttons(card) == expected_keyboard(d, f"tg://user?id={TOMAS}")
@@ -230,7 +232,8 @@ async def test_hidden_user_is_matched_by_name_and_a_refused_link_leaves_the_card
 async def test_an_ambiguous_name_asks_with_buttons_and_the_pick_drafts(harness):
     async with harness as h:
         h.push(U.forwarded_message(OWNER, "is the gym open?", 70, U.origin_hidden_user("Sam", ago())))
-        (question,) = await h.wait(lambda c: c.method == "sendMessage" and "Several chats match Sam" in c.params["text"])
+        (question,) = await h.wait(
+            lambda c: c.method == "sendMessage" and "Several chats match Sam" in c.params["text"])
         assert buttons(question) == [[{"text": "Sam · Telegram", "callback_data": "c:1:0"}],
                                      [{"text": "Sam · Telegram", "callback_data": "c:1:1"}]]
         assert h.ledger().pending() == []
@@ -268,11 +271,13 @@ async def test_paste_for_a_whatsapp_contact(harness):
         h.push(U.private_message(OWNER, "levo a corda", 92))
         (card,) = await h.wait(is_copy_card)
         d = await draft_of(h, "Joana")
-        assert card.params["text"].startswith("<b>Joana</b> · WhatsApp · reply to copy\n› são 8h amanhã?\n› levo a corda")
+        assert card.params["text"].startswith(
+            "<b>Joana</b> · WhatsApp · reply to copy\n› são 8h amanhã?\n› levo a corda")
         assert (d.chat.platform, d.contact_id, d.origin) == ("whatsapp", "Joana", COPY)
         assert not any("url" in b for row in buttons(card) for b in row)
         stored = h.relay.store.chat_messages(ChatKey("whatsapp", "Joana"))
-        assert [(m.sender_id, m.text) for m in stored[-2:]] == [("Joana", "são 8h amanhã?"), ("Joana", "levo a corda")]
+        assert [(m.sender_id, m.text) for m in stored[-2:]] == [
+            ("Joana", "são 8h amanhã?"), ("Joana", "levo a corda")]
         # One paste burst per /for: a later text is not Joana's.
         h.push(U.private_message(OWNER, "hello?", 93))
         await h.wait(lambda c: c.method == "sendMessage" and c.params["text"].startswith("Nothing is being edited"))
