@@ -36,6 +36,8 @@ STATE_LINES = {
 
 HELP = (
     "I draft replies to your Telegram chats in your voice; nothing is sent without your tap.\n"
+    "Forward me a contact's messages (from any chat) for replies to copy; /for <contact> then paste their "
+    "messages, for any app (WhatsApp, Discord).\n"
     "/status — connection, model, pending drafts, today's numbers\n"
     "/pause, /resume — stop or restart drafting\n"
     "/auto <contact> on|off — send without asking, for one contact\n"
@@ -188,7 +190,8 @@ def status_text(ledger: Ledger, model: str, adapter: str | None, now: datetime) 
         c = conns[0]
         conn = ("connected" if c.enabled else "disconnected") + (", may reply" if c.can_reply else ", may NOT reply")
     else:
-        conn = "not connected yet (Telegram: Settings → Telegram Business → Chatbots)"
+        conn = ("no Telegram Business connection: forward me messages, or /for NAME and paste them, for replies "
+                "to copy (with Premium, Settings → Telegram Business → Chatbots lets me send them for you)")
     today = ledger.counts(datetime.combine(now.date(), dtime(), timezone.utc))
     made = sum(today.values())
     sent = today.get("sent", 0) + today.get("edited_sent", 0)
@@ -215,8 +218,8 @@ def privacy_text(home: Home, cfg: Config) -> str:
     return "\n".join([
         "What twin stores, all on your own machine:",
         f"• one SQLite file, {home.db} (owner-only permissions): your imported chat exports, the messages of "
-        "the chats this bot sees (yours and your contacts'), each draft with what you did with it, and the "
-        "business connection's settings;",
+        "the chats this bot sees (yours and your contacts') and those you forward or paste to it, each draft "
+        "with what you did with it, and the business connection's settings;",
         f"• trained adapters under {home.adapters}.",
         f"Your contacts' live messages {training}. Discord conversations with the twin are never used for "
         "training.",

@@ -6,7 +6,9 @@
        ├──discard──▶ discarded                    unsure ──resend──▶ sending
        ├──expire──▶ expired (before the chat's     unsure ──arrived──▶ sent | sending (messages left)
        │                     24-hour reply window closes)
-       └──supersede──▶ superseded (the owner answered by hand; also a send waiting for its turn or a retry)
+       ├──supersede──▶ superseded (the owner answered by hand; also a send waiting for its turn or a retry)
+       └──copy──▶ copied (a draft to copy, origin "copy": the owner copied a candidate to send it themselves)
+    pending | copied ──reported (the owner forwarded what they really sent)──▶ sent | edited_sent | superseded
 
 `sending` sits between the owner's tap and Telegram's answer, so a double tap finds the draft no longer
 pending and sends nothing twice; `inflight` marks the moment one message's request is out, so a crash or a
@@ -14,6 +16,8 @@ late answer in that moment is "unsure" (it may have been sent) and is never retr
 whether it arrived. An approved text goes out as one or more messages (one per line); `sent_ids` grows with
 each delivered one, so a burst cut off after its second line resumes at the third. Every function returns a
 new Draft or raises InvalidTransition; the ledger (bot/ledger.py) stores the result and the event atomically.
+A draft of origin "copy" (bot/forwards.py: forwarded or pasted messages, no business connection) is never sent
+by twin: approve and edit refuse it; its candidates are offered to copy, and `copy` records which one was.
 Exercised by tests/test_drafts.py and, through the relay, by `twin run`.
 
     >>> d = Draft(id=1, chat=ChatRef("telegram", "BC1", "2002"), contact_id="user2002", answers=("17",),
@@ -22,6 +26,11 @@ Exercised by tests/test_drafts.py and, through the relay, by `twin run`.
     (<State.SENDING: 'sending'>, 'sure, 8?')
     >>> is_due(d, utc(3600))  # approve() now raises InvalidTransition: the draft must expire instead
     True
+    >>> c = replace(d, origin=COPY, candidates=("sure, 8?", "can't, sorry"))
+    >>> copy(c, utc(60), 1).state, copy(c, utc(60), 1).final_text
+    (<State.COPIED: 'copied'>, "can't, sorry")
+    >>> [reported(copy(c, utc(60), 1), text, utc(90)).state.value for text in ("can't, sorry", "can't, sorry!!")]
+    ['sent', 'edited_sent']
 """
 
 from __future__ import annotations
@@ -47,15 +56,17 @@ class State(StrEnum):
     FAILED = "failed"
     SUPERSEDED = "superseded"
     UNSURE = "unsure"  # a send that may or may not have arrived: the owner is asked, nothing is resent blindly
+    COPIED = "copied"  # a draft to copy: the owner copied a candidate (weaker than sent: unconfirmed)
 
 
 TERMINAL = frozenset({State.SENT, State.EDITED_SENT, State.DISCARDED, State.EXPIRED, State.FAILED,
-                      State.SUPERSEDED})
+                      State.SUPERSEDED, State.COPIED})
+COPY = "copy"  # Draft.origin of a draft offered to copy (forwarded or pasted messages): twin sends nothing
 
 # Buttons on the approval card. Callback data has one grammar: d:<draft id>:<action>:<candidate> (Telegram allows
 # 64 bytes). The draft lives in SQLite; the button carries its id (never reused: AUTOINCREMENT) and the index of
 # the candidate its card shows, so a stale card can only ever send what it shows.
-ACTIONS = ("send", "edit", "next", "discard", "resend", "arrived")
+ACTIONS = ("send", "edit", "next", "discard", "resend", "arrived", "copied")
 
 
 def callback_data(draft_id: int, action: str, candidate: int = 0) -> str:
@@ -170,9 +181,15 @@ def expiry(last_incoming: datetime, margin: timedelta, window: timedelta = timed
 
 # -- transitions --------------------------------------------------------------------------------------------
 
+def _sendable(d: Draft) -> None:
+    if d.origin == COPY:
+        raise InvalidTransition(f"draft {d.id} is offered to copy: twin does not send it")
+
+
 def approve(d: Draft, now: datetime, candidate: int | None = None) -> Draft:
     """Send a candidate as it is: the one its card showed (`candidate`), else the one shown now."""
     d._open(now)
+    _sendable(d)
     shown = d.shown if candidate is None else candidate
     if not 0 <= shown < len(d.candidates):
         raise InvalidTransition(f"draft {d.id} has no candidate {shown + 1}")
@@ -183,6 +200,7 @@ def approve(d: Draft, now: datetime, candidate: int | None = None) -> Draft:
 def start_edit(d: Draft, now: datetime) -> Draft:
     """The owner's next message becomes the text to send."""
     d._open(now)
+    _sendable(d)
     return replace(d, editing=True, updated_at=now)
 
 
@@ -215,6 +233,37 @@ def add_candidates(d: Draft, texts: tuple[str, ...], now: datetime) -> Draft:
         raise InvalidTransition(f"draft {d.id}: no new candidates")
     return replace(d, candidates=d.candidates + tuple(texts), shown=len(d.candidates), editing=False,
                    regenerations=d.regenerations + 1, updated_at=now)
+
+
+def copy(d: Draft, now: datetime, candidate: int) -> Draft:
+    """The owner copied candidate `candidate` of a draft to copy, to send it themselves (every candidate before
+    it counts as passed over, as with Send). Copying another one later replaces the record."""
+    d._need(State.PENDING, State.COPIED)
+    if d.origin != COPY:
+        raise InvalidTransition(f"draft {d.id} is sent from its card, not copied")
+    if not 0 <= candidate < len(d.candidates):
+        raise InvalidTransition(f"draft {d.id} has no candidate {candidate + 1}")
+    return replace(d, state=State.COPIED, shown=candidate, final_text=d.candidates[candidate], edited=False,
+                   editing=False, updated_at=now)
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def reported(d: Draft, text: str, now: datetime) -> Draft:
+    """The owner forwarded the reply they really sent, for a draft to copy: a candidate word for word is sent (as
+    that candidate); their own text is edited_sent after a copy, and answered by hand (superseded) without one."""
+    d._need(State.PENDING, State.COPIED)
+    if d.origin != COPY:
+        raise InvalidTransition(f"draft {d.id} is sent from its card")
+    if not text.strip():
+        raise InvalidTransition(f"draft {d.id}: the reply is empty")
+    match = next((i for i, c in enumerate(d.candidates) if _same(c, text)), None)
+    if match is not None:
+        return replace(d, state=State.SENT, shown=match, final_text=text, edited=False, updated_at=now)
+    state = State.EDITED_SENT if d.state == State.COPIED else State.SUPERSEDED
+    return replace(d, state=state, final_text=text, edited=True, editing=False, updated_at=now)
 
 
 def discard(d: Draft, now: datetime) -> Draft:

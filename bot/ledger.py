@@ -87,7 +87,8 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM drafts"
 # What became of a draft in each state; one not settled yet is "pending" (unsure: sent or not, the owner has yet
 # to say).
 _KIND = {**{s: "pending" for s in State if s not in TERMINAL}, State.SENT: "sent", State.EDITED_SENT: "edited",
-         State.SUPERSEDED: "written", State.DISCARDED: "discarded", State.EXPIRED: "expired", State.FAILED: "failed"}
+         State.SUPERSEDED: "written", State.DISCARDED: "discarded", State.EXPIRED: "expired", State.FAILED: "failed",
+         State.COPIED: "copied"}
 _SETTLED = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))  # SQL: the states a draft settles in
 _IN_CHAT = "platform = ? AND chat_id = ? AND connection_id IS ?"  # a ChatRef's (platform, chat_id, connection_id)
 
@@ -175,6 +176,12 @@ class Ledger:
         rows = self.conn.execute("SELECT platform, connection_id, chat_id FROM chat_settings "
                                  "WHERE connection_id IS NOT NULL ORDER BY 1, 3")
         return [ChatRef(*r) for r in rows]
+
+    def latest(self, origin: str, platform: str | None = None) -> Draft | None:
+        """The newest draft of an origin (of one platform, or any)."""
+        found = self._many("id = (SELECT max(id) FROM drafts WHERE origin = ? AND (? IS NULL OR platform = ?))",
+                           origin, platform, platform)
+        return found[0] if found else None
 
     def editing(self) -> list[Draft]:
         return self._many("state = 'pending' AND editing = 1")

@@ -27,10 +27,11 @@ from telegram.ext import (Application, BusinessConnectionHandler, BusinessMessag
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.cards import FORGOTTEN, HELP, REFUSAL, card_text, connection_note, fits, pieces
-from bot.drafts import ChatRef, Draft, State, callback_data, parse_callback
+from bot.drafts import COPY, ChatRef, Draft, State, callback_data, parse_callback
 from bot.ledger import Connection
 from bot.ports import SendError
 from bot.relay import Relay
+from bot.telegram_forwards import TelegramForwards
 from twin.chat import Chat, Message, telegram_user
 from twin.config import TelegramConfig
 from twin.errors import ServingUnavailable, TwinError
@@ -154,6 +155,8 @@ class TelegramRelay:
         relay.senders[PLATFORM] = self
         relay.owner = self
         relay.store.set_owner(PLATFORM, telegram_user(self.owner_id))
+        # Forwarded and pasted messages: drafts to copy (bot/forwards.py), with or without a business connection.
+        self.forwards = TelegramForwards(relay, self.bot, self.owner_id, message_kind, send_error)
         self._add_handlers()
 
     # -- handlers ---------------------------------------------------------------------------------------
@@ -171,6 +174,8 @@ class TelegramRelay:
                          ("pause", self.cmd_pause), ("resume", self.cmd_resume), ("auto", self.cmd_auto),
                          ("privacy", self.cmd_privacy), ("forget", self.cmd_forget), ("cancel", self.cmd_cancel)):
             add(CommandHandler(name, fn, filters=private & owner))
+        for handler in self.forwards.handlers(private & owner):
+            add(handler)
         add(MessageHandler(private & owner & filters.TEXT & ~filters.COMMAND, self.on_owner_text))
         add(MessageHandler(filters.UpdateType.MESSAGE & ~owner, self.on_stranger))
 
@@ -247,11 +252,12 @@ class TelegramRelay:
             await q.answer("Only the owner can use these buttons.")
             return
         parsed = parse_callback(q.data or "")
-        if parsed is None:
+        picked = None if parsed else await self.forwards.on_button(q.data or "")
+        if parsed is None and picked is None:
             await q.answer("This button is no longer valid.")
             return
         try:
-            answer = await self.relay.act(*parsed)
+            answer = picked or await (self.forwards.act if parsed[1] == "copied" else self.relay.act)(*parsed)
         except TwinError as e:
             answer = str(e)
         try:
@@ -260,8 +266,10 @@ class TelegramRelay:
             log.warning("button answer not shown (%s)", type(e).__name__)
 
     async def on_owner_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if not await self.relay.edit_text(update.message.text):
-            await self.bot.send_message(self.owner_id, "Nothing is being edited. Tap Edit on a draft first; /help.")
+        text = update.message.text
+        if not await self.relay.edit_text(text) and not await self.forwards.paste(text):
+            await self.bot.send_message(self.owner_id, "Nothing is being edited. Forward me a message for drafts, "
+                                                       "or /for NAME and paste theirs; /help.")
 
     async def on_stranger(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         m = update.message
@@ -327,8 +335,10 @@ class TelegramRelay:
                         "retrain (twin train) to drop it from the model too.")
 
     async def cmd_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        cancelled = await self.relay.cancel_edit()
-        await self._say("Edit cancelled; the draft is back as it was." if cancelled else "Nothing to cancel.")
+        if await self.relay.cancel_edit():
+            await self._say("Edit cancelled; the draft is back as it was.")
+        else:
+            await self._say("Paste cancelled." if self.forwards.flow.cancel() else "Nothing to cancel.")
 
     # -- the relay's Owner side --------------------------------------------------------------------------
 
@@ -339,6 +349,8 @@ class TelegramRelay:
         return card_text(d, contact, incoming, note, self.relay.clock())
 
     async def show_card(self, draft: Draft, note: str = "") -> tuple[str, str]:
+        if draft.origin == COPY:
+            return await self.forwards.show_card(draft, note)
         try:
             sent = await self.bot.send_message(self.owner_id, self._card(draft, note), parse_mode=ParseMode.HTML,
                                                reply_markup=keyboard(draft))
@@ -349,6 +361,8 @@ class TelegramRelay:
     async def update_card(self, draft: Draft, note: str = "") -> None:
         if draft.card is None:
             return
+        if draft.origin == COPY:
+            return await self.forwards.update_card(draft, note)
         await self._edit_card(draft.card, self._card(draft, note), keyboard(draft), draft.id)
 
     async def retire_card(self, card: tuple[str, str]) -> None:

@@ -9,7 +9,9 @@ everything else. Every call is recorded with its parameters decoded back to Pyth
 
 It refuses what Telegram refuses, with Telegram's texts: malformed HTML (parse_mode "HTML", parsed as Telegram
 does by tests/telegram_html.py), texts over 4096 and captions over 1024 UTF-16 code units after entity parsing,
-empty texts, callback data over 64 bytes, callback answers over 200 characters. And it fails on demand, per
+empty texts, callback data over 64 bytes, callback answers over 200 characters, buttons without text or with
+text of only spaces, Copy buttons (copy_text) of no text or over 256 characters, and a tg://user?id= button
+for a user whose privacy settings forbid it (`privacy_restricted`). And it fails on demand, per
 method and per call: `fail_next("sendMessage", 429, retry_after=1)`, or `inject(method, fault)` with a fault
 from this module: `Error` (Telegram's error answer), `Late` (delivered, but answered after the client gave up),
 `Reset` (the connection closes before anything happens), `Garbage` (delivered, answered with a non-JSON body);
@@ -235,6 +237,9 @@ class FakeBotAPI:
     # The read timeout of the clients under test, which a Late without delay_s outlasts; application_builder()
     # sets it from its read_timeout.
     client_read_timeout: float = PTB_READ_TIMEOUT_S
+    # Users whose privacy settings forbid linking to their account: a tg://user?id= button for one is refused
+    # with BUTTON_USER_PRIVACY_RESTRICTED, as Telegram does.
+    privacy_restricted: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition()  # guards all state below; notified on every push and call
@@ -457,6 +462,7 @@ class FakeBotAPI:
                 if isinstance(fault, Error):
                     raise ApiError(fault.error_code, fault.description, fault.retry_after)
                 _check(method, params)
+                self._check_links(params)
                 handle = self._methods.get(method)
                 result = handle(params) if handle else True
             except KeyError as missing:  # a required parameter left out
@@ -488,6 +494,15 @@ class FakeBotAPI:
         if self._chaos is not None and method in self._chaos.methods:
             return self._chaos.draw()
         return None
+
+    def _check_links(self, params: dict) -> None:
+        markup = params.get("reply_markup")
+        rows = markup.get("inline_keyboard") or [] if isinstance(markup, dict) else []
+        for button in (b for row in rows for b in row if isinstance(b, dict)):
+            url = str(button.get("url", ""))
+            if url.startswith("tg://user?id=") and url.removeprefix("tg://user?id=").isdigit() \
+                    and int(url.removeprefix("tg://user?id=")) in self.privacy_restricted:
+                raise ApiError(400, "Bad Request: BUTTON_USER_PRIVACY_RESTRICTED")
 
     def _get_updates(self, params: dict) -> list[dict]:
         if "allowed_updates" in params:  # kept for later calls: "If not specified, the previous setting will be used"
@@ -670,6 +685,12 @@ def _formatted(raw: str, params: dict) -> tuple[str, list[dict]]:
 def _check_keyboard(rows: list) -> None:
     # The Bot API server reads the whole keyboard before Telegram's server checks each button's data.
     buttons = [button for row in rows for button in row if isinstance(button, dict)]
+    for button in buttons:
+        if not isinstance(button.get("text"), str):  # telegram-bot-api, get_inline_keyboard_button
+            raise ApiError(400, "Bad Request: can't parse inline keyboard button: Field \"text\" must be of type "
+                                "String")
+        if not button["text"].strip():  # Telegram's server: a button's label must show something
+            raise ApiError(400, "Bad Request: BUTTON_TEXT_INVALID")
     for button in buttons:
         if not (button.get("url") or button.get("callback_data") or BUTTON_ACTIONS & button.keys()):
             raise ApiError(400, "Bad Request: text buttons are unallowed in the inline keyboard")

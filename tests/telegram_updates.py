@@ -129,6 +129,39 @@ def private_message(
     }
 
 
+def origin_user(user_id: int, first_name: str, date: int, last_name: str | None = None) -> dict:
+    """MessageOriginUser: "The message was originally sent by a known user" (their privacy allows the link)."""
+    user = _user(user_id, first_name) | ({"last_name": last_name} if last_name else {})
+    return {"type": "user", "date": date, "sender_user": user}
+
+
+def origin_hidden_user(name: str, date: int) -> dict:
+    """MessageOriginHiddenUser: "The message was originally sent by an unknown user": only the name they show."""
+    return {"type": "hidden_user", "date": date, "sender_user_name": name}
+
+
+def origin_chat(chat_id: int, title: str, date: int, author_signature: str | None = None) -> dict:
+    """MessageOriginChat: "The message was originally sent on behalf of a chat to a group chat"."""
+    origin = {"type": "chat", "date": date, "sender_chat": {"id": chat_id, "title": title, "type": "supergroup"}}
+    return origin | ({"author_signature": author_signature} if author_signature else {})
+
+
+def origin_channel(chat_id: int, title: str, message_id: int, date: int) -> dict:
+    """MessageOriginChannel: "The message was originally sent to a channel chat"."""
+    return {"type": "channel", "date": date, "chat": {"id": chat_id, "title": title, "type": "channel"},
+            "message_id": message_id}
+
+
+def forwarded_message(from_id: int, text: str, message_id: int, origin: dict, date: int | None = None,
+                      first_name: str = OWNER_NAME) -> dict:
+    """A message forwarded to the bot in the sender's private chat with it, as Telegram delivers it since Bot
+    API 7.0: `forward_origin` (built with the origin_* helpers) instead of the old forward_from* fields; the
+    message's own `date` is when it was forwarded, the origin's when it was first sent."""
+    update = private_message(from_id, text, message_id, date, first_name)
+    update["message"]["forward_origin"] = origin
+    return update
+
+
 def command(from_id: int, text: str, message_id: int, date: int | None = None) -> dict:
     """A command to the bot, e.g. `command(OWNER_ID, "/status today", 7)`, with its bot_command entity."""
     name = text.split(maxsplit=1)[0]

@@ -217,3 +217,36 @@ def test_ledger_queries(tmp_path):
     assert not ledger.paused
     ledger.set_paused(True)
     assert ledger.paused
+
+
+def test_a_draft_to_copy_is_never_sent_and_records_the_copy_and_what_went_out():
+    d = fresh(origin=D.COPY, chat=ChatRef("whatsapp", None, "Joana"))
+    for refused in (lambda: D.approve(d, T0), lambda: D.start_edit(d, T0)):
+        with pytest.raises(InvalidTransition, match="offered to copy"):
+            refused()
+    c = D.copy(d, T0 + timedelta(seconds=5), 1)
+    assert (c.state, c.shown, c.final_text, c.done) == (State.COPIED, 1, "can't", True)
+    assert D.copy(c, T0, 0).final_text == "sure, 8?"  # copying another one later replaces the record
+    assert (D.reported(c, "  can't ", T0).state, D.reported(c, "can't", T0).shown) == (State.SENT, 1)
+    assert D.reported(d, "sure,   8?", T0).state == State.SENT  # a candidate word for word, no copy tapped
+    mine = D.reported(c, "can't tonight", T0)
+    assert (mine.state, mine.final_text, mine.edited) == (State.EDITED_SENT, "can't tonight", True)
+    assert D.reported(d, "can't tonight", T0).state == State.SUPERSEDED  # their own words, nothing copied
+    with pytest.raises(InvalidTransition):
+        D.copy(fresh(), T0, 0)  # a draft sent from its card is not copied
+    with pytest.raises(InvalidTransition):
+        D.copy(d, T0, 2)
+    with pytest.raises(InvalidTransition):
+        D.reported(D.discard(d, T0), "ok", T0)
+
+
+def test_copied_is_its_own_outcome_and_the_latest_draft_to_copy_is_found(tmp_path):
+    store = Store.open(tmp_path / "twin.db")
+    ledger = Ledger(store)
+    first = ledger.create(fresh(id=None, origin=D.COPY), T0)
+    ledger.create(fresh(id=None), T0)
+    assert ledger.latest(D.COPY).id == first.id and ledger.latest(D.COPY, "whatsapp") is None
+    ledger.apply(first.id, lambda x: D.copy(x, T0, 1), "copied", T0 + timedelta(seconds=9))
+    (o,) = [o for o in ledger.outcomes() if o.draft_id == first.id]
+    assert (o.kind, o.shown, o.passed_over, o.settled_at) == ("copied", "can't", ("sure, 8?",),
+                                                              T0 + timedelta(seconds=9))

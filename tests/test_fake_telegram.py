@@ -488,6 +488,53 @@ async def test_keyboards_and_callback_answers_are_checked(fake, bot):
     assert fake.delivered() == ["64 bytes", "copy", "card"]
 
 
+@pytest.mark.filterwarnings("ignore:Please use .Bot.sendMessage.")
+async def test_button_texts_and_links_are_checked(fake, bot):
+    """Telegram refuses a button with nothing to show and a tg://user?id= link to someone whose privacy forbids it;
+    the same link to anyone else is fine."""
+    fake.privacy_restricted.add(5550100777)
+
+    def one(button: dict) -> dict:
+        return {"inline_keyboard": [[button]]}
+
+    for button, refused in (({"text": "", "callback_data": "d:1:next:0"}, "Button_text_invalid"),
+                            ({"text": "  ", "copy_text": {"text": "hi"}}, "Button_text_invalid"),
+                            ({"callback_data": "d:1:next:0"}, "Can't parse inline keyboard button: field \"text\" "
+                                                             "must be of type string"),
+                            ({"text": "Open", "url": "tg://user?id=5550100777"}, "Button_user_privacy_restricted")):
+        with pytest.raises(BadRequest) as refusal_:
+            await bot.do_api_request("sendMessage", {"chat_id": OWNER_ID, "text": "x", "reply_markup": one(button)})
+        assert refusal_.value.message == refused
+    sent = await bot.send_message(OWNER_ID, "open", reply_markup=InlineKeyboardMarkup(
+        [[InlineKeyboardButton("Open chat", url="tg://user?id=5550100102")]]))
+    assert sent.reply_markup.inline_keyboard[0][0].url == "tg://user?id=5550100102"
+    assert fake.delivered() == ["open"]
+
+
+def test_forwarded_messages_parse_as_python_telegram_bot_reads_telegrams_json():
+    from telegram import MessageOriginChannel, MessageOriginChat, MessageOriginHiddenUser, MessageOriginUser
+
+    from telegram_updates import (forwarded_message, origin_channel, origin_chat, origin_hidden_user,
+                                  origin_user)
+
+    bot = Bot(fake_telegram.TOKEN)
+    origins = [origin_user(5550100102, "Tomas", 1_700_000_000, last_name="K"),
+               origin_hidden_user("Tomas K", 1_700_000_001),
+               origin_chat(-1001234567890, "Crag crew", 1_700_000_002, author_signature="admin"),
+               origin_channel(-1009876543210, "Crag news", 77, 1_700_000_003)]
+    messages = [Update.de_json({"update_id": i, **forwarded_message(OWNER_ID, "hi", 10 + i, o)}, bot).message
+                for i, o in enumerate(origins, 1)]
+    user, hidden, chat, channel = (m.forward_origin for m in messages)
+    assert isinstance(user, MessageOriginUser) and (user.sender_user.id, user.sender_user.full_name) == (
+        5550100102, "Tomas K")
+    assert isinstance(hidden, MessageOriginHiddenUser) and hidden.sender_user_name == "Tomas K"
+    assert isinstance(chat, MessageOriginChat) and (chat.sender_chat.id, chat.author_signature) == (
+        -1001234567890, "admin")
+    assert isinstance(channel, MessageOriginChannel) and (channel.chat.title, channel.message_id) == ("Crag news", 77)
+    assert user.date == dtm.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dtm.timezone.utc)
+    assert all(m.from_user.id == OWNER_ID and m.api_kwargs == {} for m in messages)  # no field PTB does not know
+
+
 # --- faults on demand --------------------------------------------------------------------------------------------
 
 

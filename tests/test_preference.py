@@ -154,3 +154,33 @@ def test_rows_for_trl_and_the_too_long_ones_dropped(tok):
     rows, dropped = kto_rows(p.labels, tok, max_tokens=64)
     assert [(r["completion_ids"], r["label"]) for r in rows] == [(ids("yes sure"), True), (ids("Yes!! Sure!!"), False)]
     assert dropped == 2
+
+
+def test_a_copied_draft_is_weaker_than_a_sent_one():
+    same = (4, 4)
+    p = build([
+        outcome(1, "copied", "see you at 8", passed=("can't, sorry",), prompt=same),
+        outcome(2, "discarded", "whatever you like", prompt=same),
+        outcome(3, "sent", "can't, sorry", passed=("see you at 8",), prompt=(5, 5)),
+        outcome(4, "copied", "sure, 9 then", passed=("maybe later",)),
+        outcome(5, "sent", "ok!", prompt=(8, 8)),
+    ], 0.5)
+    # Never held out (nothing confirms it went out: the newest that went out is), and it never outranks the
+    # discarded draft of its prompt.
+    assert [o.draft_id for o in p.held_out] == [5]
+    assert [(x.chosen, x.rejected, x.source) for x in p.pairs] == [
+        ("see you at 8", "can't, sorry", "copied"), ("can't, sorry", "see you at 8", "passed_over"),
+        ("sure, 9 then", "maybe later", "copied")]
+    assert ("see you at 8", True) in {(x.completion, x.desirable) for x in p.labels}
+    assert p.counts["copied"] == 2 and p.counts["outcomes"] == 5
+
+
+def test_a_confirmed_outcome_wins_over_a_copied_one_that_contradicts_it():
+    same = (6, 6)
+    p = build([outcome(1, "sent", "yes, 8 works", passed=("no, sorry",), prompt=same),
+               outcome(2, "copied", "no, sorry", passed=("yes, 8 works",), prompt=same)], 0.0)
+    assert [(x.chosen, x.rejected, x.source) for x in p.pairs] == [("yes, 8 works", "no, sorry", "passed_over")]
+    assert {(x.completion, x.desirable) for x in p.labels} == {("yes, 8 works", True), ("no, sorry", False)}
+    both_sent = build([outcome(1, "sent", "yes, 8 works", passed=("no, sorry",), prompt=same),
+                       outcome(2, "sent", "no, sorry", passed=("yes, 8 works",), prompt=same)], 0.0)
+    assert both_sent.pairs == ()  # two confirmed outcomes that contradict each other: both go, as before

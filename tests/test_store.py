@@ -148,3 +148,21 @@ def test_schema_3_keeps_drafts_and_events_and_never_reuses_a_draft_id(tmp_path):
     assert c.execute("SELECT id FROM drafts").fetchall() == [(2,)]
     assert c.execute("SELECT count(*) FROM draft_events").fetchone() == (0,)  # the cascade still holds
     store.close()
+
+
+def test_find_chats_knows_past_names_and_recent_chats_are_newest_first(tmp_path):
+    from twin.chat import ChatKey
+
+    with Store.open(tmp_path / "twin.db") as store, store.transaction():
+        for chat, sender, name, t in (("2", "user2", "Sam", 100), ("3", "user3", "Sam", 300),
+                                      ("4", "user4", "Ana Lima", 200)):
+            store.upsert_chat(Chat("telegram", chat, "personal", None))
+            store.upsert_names("telegram", {(sender, name): (t, t)})
+            store.insert_messages([msg(f"{chat}-1", sender=sender, t=1_700_000_000 + t, chat=chat)])
+        store.upsert_names("telegram", {("user4", "Ana"): (50, 60)})  # what she was called before
+        assert [c.id for c in store.find_chats("sam")] == ["2", "3"]
+        assert [c.id for c in store.find_chats("Ana")] == [c.id for c in store.find_chats("ana lima")] == ["4"]
+        assert store.find_chats("Nobody") == []
+        assert [c.id for c in store.recent_chats(2)] == ["3", "4"]
+        assert store.chat(ChatKey("telegram", "4")) == Chat("telegram", "4", "personal", None)
+        assert store.chat(ChatKey("telegram", "9")) is None

@@ -201,7 +201,7 @@ def _base_name(parent: str, cfg: Config) -> str:
 def _counts_line(r: LearnResult) -> str:
     c = r.counts
     return (f"{c['outcomes']} draft outcomes ({c.get('sent', 0)} sent as is, {c.get('edited', 0)} edited, "
-            f"{c.get('written', 0)} answered by hand, {c.get('discarded', 0)} discarded): {c['pairs']} pairs, "
+            f"{c.get('written', 0)} answered by hand, {c.get('copied', 0)} copied, {c.get('discarded', 0)} discarded): {c['pairs']} pairs, "
             f"{c['labels']} labelled replies, {c.get('trivial', 0)} trivial edits left out, {c['held_out']} held out; "
             f"{r.method.upper()} on {r.examples} examples")
 

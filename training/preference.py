@@ -5,7 +5,12 @@ Every settled draft (twin.outcomes) says something about the prompt it was draft
   candidate the owner passed over on the way;
 - sent as it was: the sent candidate ≻ each candidate passed over before it;
 - a prompt drafted more than once (the owner discarded one draft and approved another): what went out ≻ every
-  candidate of the discarded draft.
+  candidate of the discarded draft;
+- copied (a draft offered to copy, bot/forwards.py: the owner copied a candidate to send it in another app and
+  never showed what really went out): weaker than sent, so it only says the copied candidate ≻ each candidate
+  passed over before it (source "copied"), it is never held out for the gate (nothing confirms the text went
+  out), it never outranks a discarded draft, and where a pair or label of it contradicts one of a confirmed
+  outcome, the confirmed one wins (two confirmed ones that contradict each other both go).
 A pair whose sides differ only trivially (whitespace, or one character: `twin.outcomes.edit_size`) is no
 preference. For KTO the same outcomes are labels without pairs: what went out is desirable; an edited draft,
 a passed-over or discarded candidate is undesirable. Expired, failed and pending drafts say nothing.
@@ -109,6 +114,12 @@ def build(outcomes: Iterable[Outcome], holdout_fraction: float) -> Preferences:
     [('see you at 8', 'See you at 8!!', 'edit'), ('yes', 'Yes!! Sure!!', 'passed_over')]
     >>> [o.draft_id for o in p.held_out], p.counts["trivial"]
     ([4], 1)
+    >>> from dataclasses import replace  # a copied draft contradicting a sent one of the same prompt gives way
+    >>> same = replace(o(6, "copied", "yes", passed=("Yes!! Sure!!",)), prompt=(1, 5))
+    >>> p = build([o(5, "sent", "Yes!! Sure!!", passed=("yes",)), same, o(7, "copied", "sounds good",
+    ...            passed=("no way",))], 0.0)
+    >>> [(x.chosen, x.rejected, x.source) for x in p.pairs]
+    [('Yes!! Sure!!', 'yes', 'passed_over'), ('sounds good', 'no way', 'copied')]
     """
     usable, counts = [], Counter()
     for o in outcomes:
@@ -128,10 +139,18 @@ def build(outcomes: Iterable[Outcome], holdout_fraction: float) -> Preferences:
             groups.setdefault(o.prompt, []).append(o)
     pairs: list[Pair] = []
     labels: list[Label] = []
+    weak = {o.draft_id for o in usable if o.kind == "copied"}
     for prompt, group in groups.items():
         sent = [(o, reply(o)) for o in group if reply(o)]
         for o in group:
             candidates = [c for c in map(normalise, o.passed_over) if c]
+            if o.kind == "copied":
+                text = normalise(o.final_text if o.final_text is not None else o.shown)
+                if text:
+                    labels.append(Label(prompt, text, True, o.draft_id))
+                    pairs += [Pair(prompt, text, c, "copied", o.draft_id) for c in candidates]
+                    labels += [Label(prompt, c, False, o.draft_id) for c in candidates if _differs(text, c)]
+                continue
             if o.kind == "discarded":
                 candidates += [c for c in [normalise(o.shown)] if c]
                 labels += [Label(prompt, c, False, o.draft_id) for c in candidates]
@@ -151,33 +170,38 @@ def build(outcomes: Iterable[Outcome], holdout_fraction: float) -> Preferences:
                 pairs.append(Pair(prompt, text, c, "passed_over", o.draft_id))
                 if _differs(text, c):
                     labels.append(Label(prompt, c, False, o.draft_id))
-    kept_pairs = _clean_pairs(pairs, counts)
-    kept_labels = _clean_labels(labels, counts)
-    counts.update(outcomes=sum(counts[k] for k in ("sent", "edited", "written", "discarded", "expired", "failed",
-                                                     "pending")),
+    kept_pairs = _clean_pairs(pairs, counts, weak)
+    kept_labels = _clean_labels(labels, weak)
+    counts.update(outcomes=sum(counts[k] for k in ("sent", "edited", "written", "copied", "discarded", "expired",
+                                                     "failed", "pending")),
                   pairs=len(kept_pairs), labels=len(kept_labels), held_out=len(held))
     return Preferences(tuple(kept_pairs), tuple(kept_labels), tuple(held), dict(counts))
 
 
-def _clean_pairs(pairs: list[Pair], counts: Counter) -> list[Pair]:
-    """Trivial pairs out, duplicates once, and both of two pairs that contradict each other out."""
+def _clean_pairs(pairs: list[Pair], counts: Counter, weak: set[int]) -> list[Pair]:
+    """Trivial pairs out, duplicates once (a confirmed outcome's before a copied one's), and of two pairs that
+    contradict each other: the copied one's when the other is confirmed, else both."""
     seen: dict[tuple, Pair] = {}
-    for p in pairs:
+    for p in sorted(pairs, key=lambda p: p.draft_id in weak):  # stable: confirmed outcomes' pairs first
         if not _differs(p.chosen, p.rejected):
             counts["trivial"] += 1
             continue
         seen.setdefault((p.prompt, p.chosen, p.rejected), p)
-    contradicted = {key for key in seen if (key[0], key[2], key[1]) in seen}
+    order = {id(p): i for i, p in enumerate(pairs)}
+    contradicted = {key for key, p in seen.items() if (other := seen.get((key[0], key[2], key[1]))) is not None
+                    and (p.draft_id in weak) >= (other.draft_id in weak)}
     counts["contradictory"] += len(contradicted)
-    return [p for key, p in seen.items() if key not in contradicted]
+    return sorted((p for key, p in seen.items() if key not in contradicted), key=lambda p: order[id(p)])
 
 
-def _clean_labels(labels: list[Label], counts: Counter) -> list[Label]:
+def _clean_labels(labels: list[Label], weak: set[int]) -> list[Label]:
     seen: dict[tuple, Label] = {}
-    for x in labels:
+    for x in sorted(labels, key=lambda x: x.draft_id in weak):
         seen.setdefault((x.prompt, x.completion, x.desirable), x)
-    contradicted = {key for key in seen if (key[0], key[1], not key[2]) in seen}
-    return [x for key, x in seen.items() if key not in contradicted]
+    order = {id(x): i for i, x in enumerate(labels)}
+    contradicted = {key for key, x in seen.items() if (other := seen.get((key[0], key[1], not key[2]))) is not None
+                    and (x.draft_id in weak) >= (other.draft_id in weak)}
+    return sorted((x for key, x in seen.items() if key not in contradicted), key=lambda x: order[id(x)])
 
 
 # -- tokenizing ------------------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ An outcome's `kind`:
 - "sent": the candidate on the card went out as it was (approved, or auto-sent);
 - "edited": the owner changed it before sending (`final_text` is what went out);
 - "written": the owner answered by hand in the chat instead (the draft was superseded);
+- "copied": a draft offered to copy (forwarded or pasted messages, no business connection): the owner copied
+  `shown` to send it themselves, and did not forward what they really sent; weaker than "sent" (unconfirmed:
+  they may have changed it in the other app), so `twin learn` trusts it less and `twin report` shows it apart;
 - "discarded", "expired", "failed", "pending" (not settled yet).
 Edits are "light" when the normalised edit distance is at most LIGHT_EDIT, else "heavy"; an edit that only
 touches whitespace or one character is "trivial" and is not a preference (twin learn leaves it out).
@@ -27,7 +30,7 @@ from twin.text import edit_distance, edit_ratio
 
 LIGHT_EDIT = 0.3
 
-KINDS = ("sent", "edited", "written", "discarded", "expired", "failed", "pending")
+KINDS = ("sent", "edited", "written", "copied", "discarded", "expired", "failed", "pending")
 
 
 def edit_size(draft: str, final: str) -> str:

@@ -14,7 +14,9 @@ Definitions, for the drafts created in the period (UTC; `--since` inclusive, `--
   `sent` (sent as it was, on a tap or auto-sent), `edited_light` and `edited_heavy` (the owner changed it and
   sent that; light = normalised edit distance ≤ twin.outcomes.LIGHT_EDIT, and "trivial" edits — whitespace or
   one character — count as light: they are still edits the owner had to make), `written` (the owner answered
-  by hand instead; the draft was superseded), `discarded`, `expired` (its reply window closed first), `failed`
+  by hand instead; the draft was superseded), `copied` (a draft offered to copy, for forwarded or pasted
+  messages: the owner copied a candidate to send it themselves and never forwarded what went out; unconfirmed,
+  so shown apart and not in `accepted`), `discarded`, `expired` (its reply window closed first), `failed`
   (approved, but the send did not go through).
   `accepted` = sent + edited_light + edited_heavy (the draft, changed or not, went out). `auto`: how many of
   the sent went out by auto-send, unreviewed (they are in `sent`).
@@ -58,7 +60,7 @@ from twin.outcomes import Outcome
 from twin.store import Store
 
 # Outcome buckets in table and chart order; all of them are shares of settled drafts.
-BUCKETS = ("sent", "edited_light", "edited_heavy", "written", "discarded", "expired", "failed")
+BUCKETS = ("sent", "edited_light", "edited_heavy", "written", "copied", "discarded", "expired", "failed")
 PERIODS = ("day", "week")
 
 
@@ -94,6 +96,7 @@ class Summary:
     edited_light: float | None
     edited_heavy: float | None
     written: float | None
+    copied: float | None
     discarded: float | None
     expired: float | None
     failed: float | None
@@ -251,7 +254,7 @@ def _duration(s: float | None) -> str:
 
 
 TABLE_HEADERS = ["adapter", "drafts", "pending", "replaced", "coverage", "sent as is", "light edit", "heavy edit",
-                 "written", "discarded", "expired", "failed", "regenerated", "latency p50", "latency p95",
+                 "written", "copied", "discarded", "expired", "failed", "regenerated", "latency p50", "latency p95",
                  "to send p50"]
 
 
@@ -268,6 +271,7 @@ def format_table(r: Report) -> list[tuple]:
 
 
 _COLOURS = {"sent": "#2ca02c", "edited_light": "#98df8a", "edited_heavy": "#ff7f0e", "written": "#9467bd",
+            "copied": "#17becf",
             "discarded": "#d62728", "expired": "#7f7f7f", "failed": "#000000"}
 
 

@@ -300,6 +300,33 @@ class Store:
         options = ", ".join(f"{p}:{c}" for p, c, _, _ in rows)
         raise NotFound(f"contact {contact!r} is ambiguous ({options}); name one as platform:id")
 
+    def find_chats(self, name: str) -> list[Chat]:
+        """Every chat a name may mean, on any platform: a chat titled so, or a one-to-one chat with someone who
+        goes or went by that name (case-insensitive). For the bot's forwards of hidden users and /for."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT c.platform, c.chat_id, c.type, c.title FROM chats c WHERE lower(c.title) = lower(?) "
+            "OR (c.type = 'personal' AND EXISTS (SELECT 1 FROM messages m JOIN contacts p ON p.platform = "
+            "m.platform AND p.user_id = m.sender_id AND p.is_owner = 0 WHERE m.platform = c.platform AND "
+            "m.chat_id = c.chat_id AND (lower(p.name) = lower(?) OR EXISTS (SELECT 1 FROM contact_names n WHERE "
+            "n.platform = p.platform AND n.user_id = p.user_id AND lower(n.name) = lower(?))))) ORDER BY 1, 2",
+            (name, name, name),
+        ).fetchall()
+        return [Chat(*r) for r in rows]
+
+    def recent_chats(self, limit: int) -> list[Chat]:
+        """The chats with the latest messages, newest first."""
+        rows = self.conn.execute(
+            "SELECT c.platform, c.chat_id, c.type, c.title FROM chats c JOIN messages m ON m.platform = c.platform "
+            "AND m.chat_id = c.chat_id GROUP BY c.platform, c.chat_id ORDER BY max(m.time) DESC, 1, 2 LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [Chat(*r) for r in rows]
+
+    def chat(self, key: ChatKey) -> Chat | None:
+        row = self.conn.execute("SELECT platform, chat_id, type, title FROM chats WHERE platform = ? AND chat_id = ?",
+                                (key.platform, key.chat_id)).fetchone()
+        return Chat(*row) if row else None
+
     def delete_messages(self, key: ChatKey, msg_ids: Iterable[str]) -> None:
         self.conn.executemany("DELETE FROM messages WHERE platform = ? AND chat_id = ? AND msg_id = ?",
                               [(key.platform, key.chat_id, i) for i in msg_ids])
