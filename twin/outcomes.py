@@ -8,6 +8,8 @@ An outcome's `kind`:
 - "sent": the candidate on the card went out as it was (approved, or auto-sent);
 - "edited": the owner changed it before sending (`final_text` is what went out);
 - "written": the owner answered by hand in the chat instead (the draft was superseded);
+- "no_reply": the owner tapped "No reply needed" (the burst needed no answer: a label for the reply model,
+  training/reply_model.py, and no verdict on the draft's text);
 - "discarded", "expired", "failed", "pending" (not settled yet).
 Edits are "light" when the normalised edit distance is at most LIGHT_EDIT, else "heavy"; an edit that only
 touches whitespace or one character is "trivial" and is not a preference (twin learn leaves it out).
@@ -27,7 +29,7 @@ from twin.text import edit_distance, edit_ratio
 
 LIGHT_EDIT = 0.3
 
-KINDS = ("sent", "edited", "written", "discarded", "expired", "failed", "pending")
+KINDS = ("sent", "edited", "written", "no_reply", "discarded", "expired", "failed", "pending")
 
 
 def edit_size(draft: str, final: str) -> str:
