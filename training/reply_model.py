@@ -201,8 +201,10 @@ def fit(splits: Splits, platforms: dict[str, str], extra: Counter | None = None,
     train = splits.fit or splits.validation
     labels = _labels(train)
     if len(set(labels.tolist())) < 2:
-        raise ValueError(f"the history has {len(train)} contact bursts, all {'un' if labels.any() else ''}answered: "
-                         "nothing to learn when no reply is due from; import more chats")
+        what = "no contact messages" if not train else \
+            f"{len(train)} contact bursts, all {'un' if labels.any() else ''}answered"
+        raise ValueError(f"the history has {what}: nothing to learn when no reply is due from; import more chats "
+                         "(twin ingest EXPORT)")
     rates, default = reply_rates(train, platforms, extra)
     clf = LogisticRegression(C=4.0, solver="liblinear", max_iter=2000, random_state=seed)
     clf.fit(_matrix(train, rates, default, platforms), labels)
