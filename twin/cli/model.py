@@ -178,6 +178,10 @@ def learn_(ctx: Context, adapter, method, epochs, as_json: bool, dry_run: bool) 
         table(["draft outcomes", "count"], sorted(result.counts.items()))
         click.echo(f"would train {result.parent} with {result.method.upper()} on {result.counts['usable']} outcomes")
         return
+    try:  # the new version's reply model learns the "No reply needed" taps too
+        train_reply_model(ctx, result.path, sys.stderr)
+    except TwinError as e:
+        click.echo(f"warning: no reply model for {result.name}: {e}", err=True)
     vllm = _load_into_vllm(ctx, result.name, result.path) if result.promoted else None
     if as_json:
         click.echo(json.dumps({**result.to_json(), "vllm": vllm}))
