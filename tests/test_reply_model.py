@@ -6,6 +6,7 @@ with the real python-telegram-bot Application against the fake Bot API: "ok 👍
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import timedelta
@@ -229,3 +230,38 @@ def test_report_counts_skips_and_misses(tmp_path):
         r = report(s, [], skips=["open", "missed", "moved_on", "forced"])
     assert r.skipped == {"bursts": 4, "share": 1.0, "missed": 1, "miss_rate": 0.25, "forced": 1}
     assert r.to_json()["skipped"]["missed"] == 1
+
+
+class SkipEverything:
+    """A gate that holds back every burst (what a model sure that nothing needs an answer would do)."""
+
+    def judge(self, ref, messages):
+        return 0.99
+
+
+async def test_the_discord_twin_always_answers_and_its_cards_have_no_no_reply_button(tmp_path):
+    """The Discord twin drafts through its own path (bot/discord_relay.py: the drafter, then Relay.approve for
+    the owner's approval), which the reply model never sees; its card offers no "No reply needed"."""
+    from bot.drafts import ChatRef
+    from bot.telegram_relay import keyboard
+    from serving.drafting import Candidate, Candidates
+    from test_relay_faults import World
+    from twin.chat import Chat
+
+    world = World(tmp_path)
+    try:
+        world.relay.replies = SkipEverything()
+        await world.contact("2002", "are you free thursday?")
+        assert await world.draft("2002") is None and len(world.relay.skips.since()) == 1  # Telegram: held back
+        world.store.upsert_chat(Chat("discord", "77", "bot"))
+        first = Candidates([Candidate("hi there", ["hi there"])], "base", 1.0, 10)
+        waiting = asyncio.create_task(world.relay.approve(ChatRef("discord", None, "77"), "310", ("5",), first))
+        await asyncio.sleep(0.05)
+        (d,) = world.relay.ledger.pending()
+        assert d.origin == "discord" and [c.draft_id for c in world.screen.cards.values()] == [d.id]
+        labels = [b.text for row in keyboard(d).inline_keyboard for b in row]
+        assert labels == ["Send", "Edit", "Regenerate", "Discard"]
+        await world.tap(d.id, "send")
+        assert await waiting == "hi there"
+    finally:
+        await world.close()
