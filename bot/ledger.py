@@ -259,6 +259,7 @@ class Ledger:
         run("DELETE FROM skipped_bursts WHERE platform = ? AND chat_id = ?", platform, chat_id)  # bot/skips.py
         for person in people:
             drafts += run("DELETE FROM drafts WHERE platform = ? AND contact_id = ?", platform, person)
+            run("DELETE FROM skipped_bursts WHERE platform = ? AND contact_id = ?", platform, person)
         return drafts
 
     # -- connections and settings -------------------------------------------------------------------------

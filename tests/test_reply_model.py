@@ -265,3 +265,17 @@ async def test_the_discord_twin_always_answers_and_its_cards_have_no_no_reply_bu
         assert await waiting == "hi there"
     finally:
         await world.close()
+
+
+def test_forgetting_a_contact_deletes_their_skipped_bursts():
+    from bot.drafts import ChatRef
+    from bot.ledger import Ledger
+
+    with Store.open(None) as s:
+        skips = Skips(s)
+        skips.record(ChatRef("telegram", "BC1", "2002"), "user2002", ["5"], 0.97, utc(10))
+        skips.record(ChatRef("telegram", "BC1", "3003"), "user2002", ["6"], 0.95, utc(11))  # a group they wrote in
+        skips.record(ChatRef("telegram", "BC1", "4004"), "user4004", ["7"], 0.96, utc(12))
+        with s.transaction():
+            Ledger(s).forget("telegram", "2002", ["user2002"])
+        assert [k.chat.chat_id for k in skips.since()] == ["4004"]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.dataset import held_out_count
 from twin.chat import utc  # noqa: F401 (the doctest)
 from twin.outcomes import Outcome
 from twin.replies import DENSE, N_HASH, Burst, ReplyModel, bursts, features
@@ -51,12 +52,6 @@ class Splits:
     held_out: tuple[Burst, ...]
 
 
-def _last(n: int, fraction: float) -> int:
-    from training.dataset import held_out_count
-
-    return held_out_count(n, fraction)
-
-
 def labelled(store: Store, holdout_fraction: float = 0.1, session_gap: int = DEFAULT_GAP_SECONDS,
              include_live: bool = False) -> Splits:
     """Every chat's bursts, split by conversation into fit, validation and held-out (module docstring)."""
@@ -69,8 +64,8 @@ def labelled(store: Store, holdout_fraction: float = 0.1, session_gap: int = DEF
         if not found:
             continue
         sessions = found[-1].session + 1
-        held_from = sessions - _last(sessions, holdout_fraction)
-        val_from = held_from - _last(held_from, VALIDATION_FRACTION)
+        held_from = sessions - held_out_count(sessions, holdout_fraction)
+        val_from = held_from - held_out_count(held_from, VALIDATION_FRACTION)
         for b in found:
             (held if b.session >= held_from else val if b.session >= val_from else fit).append(b)
     return Splits(tuple(fit), tuple(val), tuple(held))
