@@ -123,7 +123,7 @@ def digest_line(store: Store, since: datetime, limit: int = 12) -> str | None:
               f"{s.created_at:%H:%M}" for s in skips[:limit]]
     more = f" and {len(skips) - limit} more" if len(skips) > limit else ""
     missed = sum(s.fate == "missed" for s in skips)
-    noun = "message looked" if len(skips) == 1 else "messages looked"
-    return (f"{len(skips)} {noun} like they needed no answer (no card): {', '.join(people)}{more}."
+    noun = "message looked like it" if len(skips) == 1 else "messages looked like they"
+    return (f"{len(skips)} {noun} needed no answer (no card): {', '.join(people)}{more}."
             + (f" You answered {missed} of them by hand anyway." if missed else "")
             + " /draft <contact> asks for a card.")

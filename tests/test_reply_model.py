@@ -208,7 +208,7 @@ async def test_a_skip_the_owner_answers_by_hand_is_a_miss_in_the_digest(fake, ho
         (skip,) = Skips(h.relay.store).since()
         assert skip.fate == "missed" and skip.settled_at is not None
         text = jobs.digest(h.relay, h.clock() - timedelta(days=1))
-        assert text.startswith("Today: no drafts. 1 message looked like they needed no answer (no card): Tomas ")
+        assert text.startswith("Today: no drafts. 1 message looked like it needed no answer (no card): Tomas ")
         assert "You answered 1 of them by hand anyway." in text
 
 
