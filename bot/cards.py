@@ -16,6 +16,7 @@ from datetime import datetime, time as dtime, timezone
 
 from bot.drafts import Draft, State
 from bot.ledger import Connection, Ledger
+from bot.skips import Skips
 from twin.config import Config
 from twin.paths import Home
 from twin.text import split_text, utf16
@@ -30,7 +31,7 @@ MARK = "…"
 STATE_LINES = {
     State.SENT: "✅ Sent", State.EDITED_SENT: "✅ Sent (edited)", State.DISCARDED: "🗑 Discarded",
     State.EXPIRED: "⌛ Expired", State.FAILED: "⚠️ Not sent", State.SUPERSEDED: "✍️ You answered by hand",
-    State.SENDING: "⏳ Sending…",
+    State.SENDING: "⏳ Sending…", State.NO_REPLY: "🤐 No reply needed",
     State.UNSURE: "❓ This may or may not have reached them: check the chat, then tell me",
 }
 
@@ -41,6 +42,7 @@ HELP = (
     "/status — connection, model, pending drafts, today's numbers\n"
     "/pause, /resume — stop or restart drafting\n"
     "/auto <contact> on|off — send without asking, for one contact\n"
+    "/draft <contact> — a draft for their last message, also one that looked like it needed no answer\n"
     "/privacy — what is stored and how to delete it\n"
     "/forget <contact> — delete everything stored about a contact\n"
     "/cancel — stop editing a draft"
@@ -202,6 +204,8 @@ def status_text(ledger: Ledger, model: str, adapter: str | None, now: datetime) 
         f"Pending drafts: {len(ledger.pending())}",
         f"Today: {made} drafts, {sent} sent ({today.get('edited_sent', 0)} edited), "
         f"{today.get('discarded', 0)} discarded, {today.get('expired', 0)} expired",
+        f"No reply due (no card): {Skips(ledger.store).count(datetime.combine(now.date(), dtime(), timezone.utc))} "
+        "today (/draft <contact> asks for one)",
     ])
 
 

@@ -4,6 +4,7 @@
        │                                  ├──send_failed (retries used up, or the window closed)──▶ failed
        │                                  └──send_unsure (no clear answer: it may have arrived)──▶ unsure
        ├──discard──▶ discarded                    unsure ──resend──▶ sending
+       ├──no_reply──▶ no_reply (the owner: this needed no answer; a label for the reply model)
        ├──expire──▶ expired (before the chat's     unsure ──arrived──▶ sent | sending (messages left)
        │                     24-hour reply window closes)
        ├──supersede──▶ superseded (the owner answered by hand; also a send waiting for its turn or a retry)
@@ -57,16 +58,17 @@ class State(StrEnum):
     SUPERSEDED = "superseded"
     UNSURE = "unsure"  # a send that may or may not have arrived: the owner is asked, nothing is resent blindly
     COPIED = "copied"  # a draft to copy: the owner copied a candidate (weaker than sent: unconfirmed)
+    NO_REPLY = "no_reply"  # the owner said the burst needed no answer ("No reply needed")
 
 
 TERMINAL = frozenset({State.SENT, State.EDITED_SENT, State.DISCARDED, State.EXPIRED, State.FAILED,
-                      State.SUPERSEDED, State.COPIED})
+                      State.SUPERSEDED, State.COPIED, State.NO_REPLY})
 COPY = "copy"  # Draft.origin of a draft offered to copy (forwarded or pasted messages): twin sends nothing
 
 # Buttons on the approval card. Callback data has one grammar: d:<draft id>:<action>:<candidate> (Telegram allows
 # 64 bytes). The draft lives in SQLite; the button carries its id (never reused: AUTOINCREMENT) and the index of
 # the candidate its card shows, so a stale card can only ever send what it shows.
-ACTIONS = ("send", "edit", "next", "discard", "resend", "arrived", "copied")
+ACTIONS = ("send", "edit", "next", "discard", "resend", "arrived", "copied", "noreply")
 
 
 def callback_data(draft_id: int, action: str, candidate: int = 0) -> str:
@@ -269,6 +271,17 @@ def reported(d: Draft, text: str, now: datetime) -> Draft:
 def discard(d: Draft, now: datetime) -> Draft:
     d._need(State.PENDING)
     return replace(d, state=State.DISCARDED, editing=False, updated_at=now)
+
+
+def no_reply(d: Draft, now: datetime) -> Draft:
+    """The owner says the contact's burst needed no answer: nothing is sent, and the next training learns it.
+
+    >>> d = Draft(1, ChatRef("telegram", "BC1", "2"), "u2", ("1",), ("ok!",), utc(0), utc(0))
+    >>> no_reply(d, utc(5)).state, no_reply(d, utc(5)).done
+    (<State.NO_REPLY: 'no_reply'>, True)
+    """
+    d._need(State.PENDING)
+    return replace(d, state=State.NO_REPLY, editing=False, updated_at=now)
 
 
 def expire(d: Draft, now: datetime) -> Draft:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from bot import skips
 from bot.relay import Relay
 from twin.config import LearnConfig, TelegramConfig
 from twin.errors import ConfigError
@@ -38,15 +39,17 @@ async def heartbeat(relay: Relay) -> None:
 
 def digest(relay: Relay, since: datetime) -> str:
     """The daily digest: drafts made since `since` and what became of them (counts, no text)."""
+    skipped = skips.digest_line(relay.store, since)
     rows = relay.ledger.outcomes(since=since)
     if not rows:
-        return "Today: no drafts."
+        return "Today: no drafts." + (f" {skipped}" if skipped else "")
     kinds = Counter(o.kind for o in rows)
     latencies = [o.latency_ms for o in rows if o.latency_ms is not None]
     median = f"{statistics.median(latencies) / 1000:.1f} s" if latencies else "n/a"
     return (f"Today: {len(rows)} drafts — {kinds['sent']} sent as is, {kinds['edited']} edited, "
             f"{kinds['written']} answered by hand, {kinds['discarded']} discarded, {kinds['expired']} expired, "
-            f"{kinds['failed']} failed, {kinds['pending']} pending. Median draft latency {median}.")
+            f"{kinds['failed']} failed, {kinds['pending']} pending. Median draft latency {median}."
+            + (f" {skipped}" if skipped else ""))
 
 
 def new_outcomes(relay: Relay) -> int:

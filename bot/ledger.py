@@ -88,7 +88,7 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM drafts"
 # to say).
 _KIND = {**{s: "pending" for s in State if s not in TERMINAL}, State.SENT: "sent", State.EDITED_SENT: "edited",
          State.SUPERSEDED: "written", State.DISCARDED: "discarded", State.EXPIRED: "expired", State.FAILED: "failed",
-         State.COPIED: "copied"}
+         State.COPIED: "copied", State.NO_REPLY: "no_reply"}
 _SETTLED = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))  # SQL: the states a draft settles in
 _IN_CHAT = "platform = ? AND chat_id = ? AND connection_id IS ?"  # a ChatRef's (platform, chat_id, connection_id)
 
@@ -262,8 +262,10 @@ class Ledger:
 
         drafts = run("DELETE FROM drafts WHERE platform = ? AND chat_id = ?", platform, chat_id)
         run("DELETE FROM chat_settings WHERE platform = ? AND chat_id = ?", platform, chat_id)
+        run("DELETE FROM skipped_bursts WHERE platform = ? AND chat_id = ?", platform, chat_id)  # bot/skips.py
         for person in people:
             drafts += run("DELETE FROM drafts WHERE platform = ? AND contact_id = ?", platform, person)
+            run("DELETE FROM skipped_bursts WHERE platform = ? AND contact_id = ?", platform, person)
         return drafts
 
     # -- connections and settings -------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from bot.delivery import Delivery
 from bot.ledger import Ledger
 from bot.ports import Owner, Redraft, RelaySettings
 from bot.screen import Retry, Screen
+from bot.skips import ReplyGate, Skips
 from serving.drafting import Candidates
 from twin.chat import Chat, Message
 from twin.errors import NotFound, TwinError
@@ -44,9 +45,11 @@ log = logging.getLogger(__name__)
 
 class Relay:
     def __init__(self, store: Store, drafter: Drafter, owner: Owner, settings: RelaySettings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), replies: ReplyGate | None = None):
         self.store = store
         self.ledger = Ledger(store)
+        self.replies = replies  # None: every burst gets a card ([drafting] skip_no_reply, or no reply model)
+        self.skips = Skips(store)
         self.drafter = drafter
         self.settings = settings
         self.clock = clock
@@ -76,6 +79,7 @@ class Relay:
         """A contact wrote: store it, and draft once they have been quiet for a moment."""
         self.store.insert_live(chat, message)
         self.ledger.note_chat(ref)
+        self.skips.contact_wrote(ref, self.clock())
         log.info("contact message chat=%s msg=%s chars=%d", ref.chat_id, message.id, len(message.text))
         if self.ledger.paused:
             return
@@ -88,6 +92,7 @@ class Relay:
         self._disarm(ref)
         self._draft_retry.pop(ref, None)
         now = self.clock()
+        self.skips.owner_wrote(ref, now)
         for d in self.ledger.unsettled(ref.platform, ref.chat_id):
             try:
                 d = self.ledger.apply(d.id, lambda x: D.supersede(x, message.text, now), "owner_wrote", now)
@@ -146,14 +151,22 @@ class Relay:
             tail.append(m)
         return tail[::-1]
 
-    async def draft_chat(self, ref: ChatRef) -> Draft | None:
-        """Draft a reply to the chat's unanswered burst, replacing a pending draft that answers less of it."""
+    async def draft_chat(self, ref: ChatRef, force: bool = False) -> Draft | None:
+        """Draft a reply to the chat's unanswered burst, replacing a pending draft that answers less of it. A burst
+        the reply model judges "no reply due" gets no card (bot/skips.py); `force` (/draft) drafts anyway."""
         lock = self._locks.setdefault(ref, asyncio.Lock())
         async with lock:
             burst = [m for m in self.unanswered(ref) if m.text.strip() or m.kind != "text"]
-            answered = self.ledger.answered(ref)
-            if not burst or all(m.msg_id in answered for m in burst) or self.ledger.paused:
+            if not burst or self.ledger.paused:
                 return None
+            if not force:
+                answered = self.ledger.answered(ref) | self.skips.covered(ref)
+                if all(m.msg_id in answered for m in burst):
+                    return None
+                if self.replies is not None and (p := self.replies.judge(ref, burst)) is not None:
+                    self.skips.record(ref, burst[-1].sender_id, [m.msg_id for m in burst], p, self.clock())
+                    log.info("no reply due chat=%s messages=%d p=%.2f: no card", ref.chat_id, len(burst), p)
+                    return None
             try:
                 result = await self.drafter.draft(ref.key)
             except TwinError as e:
@@ -226,6 +239,10 @@ class Relay:
                 return "Send me the new text."
             if action == "next":
                 return await self._next(d, now)
+            if action == "noreply":
+                d = self.ledger.apply(draft_id, lambda x: D.no_reply(x, now), "no_reply", now)
+                await self._settled(d, "no reply needed: noted for the next training")
+                return "Noted: no reply needed."
             if action == "discard":
                 d = self.ledger.apply(draft_id, lambda x: D.discard(x, now), "discard", now)
                 await self._settled(d, "discarded")
@@ -421,6 +438,16 @@ class Relay:
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_result(None)
+
+    async def force_draft(self, ref: ChatRef) -> bool:
+        """/draft: a card for the chat's last burst, also one judged "no reply due"; False when the owner wrote
+        last (nothing to answer)."""
+        if not self.unanswered(ref):
+            return False
+        self.skips.forced(ref, self.clock())
+        self._disarm(ref)
+        self._spawn(self.draft_chat(ref, force=True))
+        return True
 
     def set_auto(self, chat: Chat, on: bool) -> None:
         self.ledger.set_auto(chat.platform, chat.id, on)

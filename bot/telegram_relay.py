@@ -91,8 +91,10 @@ def keyboard(d: Draft) -> InlineKeyboardMarkup | None:
         return None
     more = "Next candidate" if d.shown + 1 < len(d.candidates) else "Regenerate"
     first = [button("Send", "send")] if fits(d) else []  # never offered for text the card cannot show whole
-    return InlineKeyboardMarkup([first + [button("Edit", "edit")],
-                                 [button(more, "next"), button("Discard", "discard")]])
+    rows = [first + [button("Edit", "edit")], [button(more, "next"), button("Discard", "discard")]]
+    if d.origin == "telegram":  # the Discord twin, talked to directly, always answers
+        rows.append([button("No reply needed", "noreply")])
+    return InlineKeyboardMarkup(rows)
 
 
 def wait_asked(e: RetryAfter) -> timedelta:
@@ -172,7 +174,8 @@ class TelegramRelay:
         add(CallbackQueryHandler(self.on_button))
         for name, fn in (("start", self.cmd_help), ("help", self.cmd_help), ("status", self.cmd_status),
                          ("pause", self.cmd_pause), ("resume", self.cmd_resume), ("auto", self.cmd_auto),
-                         ("privacy", self.cmd_privacy), ("forget", self.cmd_forget), ("cancel", self.cmd_cancel)):
+                         ("privacy", self.cmd_privacy), ("forget", self.cmd_forget), ("cancel", self.cmd_cancel),
+                         ("draft", self.cmd_draft)):
             add(CommandHandler(name, fn, filters=private & owner))
         for handler in self.forwards.handlers(private & owner):
             add(handler)
@@ -333,6 +336,28 @@ class TelegramRelay:
             return
         await self._say(f"Forgotten: {gone.summary()}. Adapters trained before keep what they learned; "
                         "retrain (twin train) to drop it from the model too.")
+
+    async def cmd_draft(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/draft <contact>: a card for the chat's last burst, also one that looked like it needed no answer."""
+        contact = " ".join(context.args or [])
+        if not contact:
+            await self._say("Usage: /draft <contact> — a draft for their last message, even one that looked "
+                            "like it needed no answer.")
+            return
+        try:
+            chat = self.relay.store.find_chat(contact)
+        except TwinError as e:
+            await self._say(str(e))
+            return
+        refs = [r for r in self.relay.ledger.live_chats() if (r.platform, r.chat_id) == (chat.platform, chat.id)]
+        if not refs:
+            await self._say(f"{chat.title or contact}: no live chat through your business connection yet.")
+            return
+        if not await self.relay.force_draft(refs[0]):
+            await self._say(f"{chat.title or contact}: your message is the last one; nothing to answer.")
+            return
+        log.info("draft forced for chat %s", chat.id)
+        await self._say(f"Drafting a reply to {chat.title or contact}…")
 
     async def cmd_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if await self.relay.cancel_edit():

@@ -49,7 +49,8 @@ def test_a_draft_too_long_for_a_card_is_not_offered_to_send():
     d = draft("word " * 900)
     html = card_text(d, "Tomas", ["hi"], now=T0)
     assert "too long to show whole here" in html
-    assert [b.text for row in keyboard(d).inline_keyboard for b in row] == ["Edit", "Next candidate", "Discard"]
+    assert [b.text for row in keyboard(d).inline_keyboard for b in row] == ["Edit", "Next candidate", "Discard",
+                                                                       "No reply needed"]
 
 
 def test_a_settled_card_fits_with_a_long_edited_reply():

@@ -196,7 +196,7 @@ async def test_a_burst_of_forwards_gets_one_card_and_a_business_connection_keeps
         assert business.origin == "telegram" and business.chat.connection_id is not None
         kinds = [b.get("callback_data", "").split(":")[2] for row in buttons(h.calls("sendMessage")[-1])
                  for b in row]
-        assert kinds == ["send", "edit", "next", "discard"]
+        assert kinds == ["send", "edit", "next", "discard", "noreply"]
         assert h.business_sends() == []
 
 

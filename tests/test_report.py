@@ -137,9 +137,9 @@ def _f(n, d):
 
 OVERALL = {
     "drafts": 13, "pending": 1, "replaced": 1, "settled": 11,
-    "counts": {"sent": 4, "edited_light": 2, "edited_heavy": 1, "written": 1, "copied": 0, "discarded": 1, "expired": 1,
+    "counts": {"sent": 4, "edited_light": 2, "edited_heavy": 1, "written": 1, "copied": 0, "no_reply": 0, "discarded": 1, "expired": 1,
                "failed": 1},
-    "sent": _f(4, 11), "edited_light": _f(2, 11), "edited_heavy": _f(1, 11), "written": _f(1, 11), "copied": 0.0,
+    "sent": _f(4, 11), "edited_light": _f(2, 11), "edited_heavy": _f(1, 11), "written": _f(1, 11), "copied": 0.0, "no_reply": 0.0,
     "discarded": _f(1, 11), "expired": _f(1, 11), "failed": _f(1, 11), "accepted": _f(7, 11), "auto": 1,
     "regenerated": _f(2, 11), "rerolls_mean": _f(3, 11),
     # latencies 100..700 (13 values): nearest rank ceil(6.5) = 7th, ceil(12.35) = 13th
@@ -150,27 +150,27 @@ OVERALL = {
 }
 V1 = {
     "adapter": "twin-v1", "first_draft": DAY1.isoformat(), "drafts": 6, "pending": 0, "replaced": 0, "settled": 6,
-    "counts": {"sent": 2, "edited_light": 1, "edited_heavy": 1, "written": 1, "copied": 0, "discarded": 1, "expired": 0,
+    "counts": {"sent": 2, "edited_light": 1, "edited_heavy": 1, "written": 1, "copied": 0, "no_reply": 0, "discarded": 1, "expired": 0,
                "failed": 0},
-    "sent": _f(2, 6), "edited_light": _f(1, 6), "edited_heavy": _f(1, 6), "written": _f(1, 6), "copied": 0.0,
+    "sent": _f(2, 6), "edited_light": _f(1, 6), "edited_heavy": _f(1, 6), "written": _f(1, 6), "copied": 0.0, "no_reply": 0.0,
     "discarded": _f(1, 6), "expired": 0.0, "failed": 0.0, "accepted": _f(4, 6), "auto": 0,
     "regenerated": _f(2, 6), "rerolls_mean": 0.5, "latency_p50_ms": 300, "latency_p95_ms": 600,
     "time_to_send_p50_s": 60,
 }
 V2 = {
     "adapter": "twin-v2", "first_draft": DAY2.isoformat(), "drafts": 7, "pending": 1, "replaced": 1, "settled": 5,
-    "counts": {"sent": 2, "edited_light": 1, "edited_heavy": 0, "written": 0, "copied": 0, "discarded": 0, "expired": 1,
+    "counts": {"sent": 2, "edited_light": 1, "edited_heavy": 0, "written": 0, "copied": 0, "no_reply": 0, "discarded": 0, "expired": 1,
                "failed": 1},
-    "sent": _f(2, 5), "edited_light": _f(1, 5), "edited_heavy": 0.0, "written": 0.0, "copied": 0.0, "discarded": 0.0,
+    "sent": _f(2, 5), "edited_light": _f(1, 5), "edited_heavy": 0.0, "written": 0.0, "copied": 0.0, "no_reply": 0.0, "discarded": 0.0,
     "expired": _f(1, 5), "failed": _f(1, 5), "accepted": _f(3, 5), "auto": 1, "regenerated": 0.0,
     "rerolls_mean": 0.0, "latency_p50_ms": 450, "latency_p95_ms": 700, "time_to_send_p50_s": 45,
 }
 DAY_1 = {
     "period": "2024-05-06", "start": "2024-05-06", "incoming": 8, "answered": 7, "coverage": _f(7, 8),
     "drafts": 5, "pending": 0, "replaced": 0, "settled": 5,
-    "counts": {"sent": 2, "edited_light": 1, "edited_heavy": 1, "written": 0, "copied": 0, "discarded": 1, "expired": 0,
+    "counts": {"sent": 2, "edited_light": 1, "edited_heavy": 1, "written": 0, "copied": 0, "no_reply": 0, "discarded": 1, "expired": 0,
                "failed": 0},
-    "sent": _f(2, 5), "edited_light": _f(1, 5), "edited_heavy": _f(1, 5), "written": 0.0, "copied": 0.0, "discarded": _f(1, 5),
+    "sent": _f(2, 5), "edited_light": _f(1, 5), "edited_heavy": _f(1, 5), "written": 0.0, "copied": 0.0, "no_reply": 0.0, "discarded": _f(1, 5),
     "expired": 0.0, "failed": 0.0, "accepted": _f(4, 5), "auto": 0, "regenerated": _f(2, 5),
     "rerolls_mean": _f(3, 5), "latency_p50_ms": 300, "latency_p95_ms": 500, "time_to_send_p50_s": 60,
     "adapters": ["twin-v1"],
@@ -178,9 +178,9 @@ DAY_1 = {
 DAY_2 = {
     "period": "2024-05-07", "start": "2024-05-07", "incoming": 11, "answered": 7, "coverage": _f(7, 11),
     "drafts": 8, "pending": 1, "replaced": 1, "settled": 6,
-    "counts": {"sent": 2, "edited_light": 1, "edited_heavy": 0, "written": 1, "copied": 0, "discarded": 0, "expired": 1,
+    "counts": {"sent": 2, "edited_light": 1, "edited_heavy": 0, "written": 1, "copied": 0, "no_reply": 0, "discarded": 0, "expired": 1,
                "failed": 1},
-    "sent": _f(2, 6), "edited_light": _f(1, 6), "edited_heavy": 0.0, "written": _f(1, 6), "copied": 0.0, "discarded": 0.0,
+    "sent": _f(2, 6), "edited_light": _f(1, 6), "edited_heavy": 0.0, "written": _f(1, 6), "copied": 0.0, "no_reply": 0.0, "discarded": 0.0,
     "expired": _f(1, 6), "failed": _f(1, 6), "accepted": _f(3, 6), "auto": 1, "regenerated": 0.0,
     "rerolls_mean": 0.0, "latency_p50_ms": 450, "latency_p95_ms": 700, "time_to_send_p50_s": 45,
     "adapters": ["twin-v1", "twin-v2"],

@@ -50,7 +50,7 @@ async def test_burst_gets_one_card_and_sends_only_after_approval(harness):
         (draft,) = h.ledger().pending()
         assert draft.answers == tuple(map(str, ids)) and draft.reply_to == str(ids[-1])
         buttons = [b["callback_data"] for row in card["reply_markup"]["inline_keyboard"] for b in row]
-        assert buttons == [f"d:{draft.id}:{a}:0" for a in ("send", "edit", "next", "discard")]
+        assert buttons == [f"d:{draft.id}:{a}:0" for a in ("send", "edit", "next", "discard", "noreply")]
         assert h.business_sends() == []
 
         h.tap(draft.id, "send")

@@ -90,6 +90,9 @@ def test_train_then_eval(tmp_path, base_dir):
     assert res["ratios"]["perplexity"] == pytest.approx(res["adapter"]["perplexity"] / res["base"]["perplexity"])
     assert json.loads((adapter / "twin.json").read_text())["eval"]["adapter"]["perplexity"] == res["adapter"]["perplexity"]
     assert (adapter / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The owner of this history answered every burst: no no-reply classifier to learn, none saved, none reported
+    # (twin train warns; tests/test_reply_model.py covers the classifier).
+    assert res["reply_model"] is None and not (adapter / "reply_model.json").exists()
 
 
 def test_train_without_data_says_ingest(tmp_path, base_dir):

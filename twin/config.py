@@ -119,6 +119,9 @@ class DraftingConfig(Section):
     max_new_tokens: int = Field(96, ge=1)
     temperature: float = Field(0.8, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
+    # No card for a burst the reply model (trained by `twin train`, beside the adapter) judges "no reply due";
+    # they are counted in /status and the digest, and /draft <contact> asks for a card anyway.
+    skip_no_reply: bool = True
 
 
 class ContactConfig(Section):
@@ -260,6 +263,7 @@ TEMPLATE = """\
 # adapter = "twin-v3"             # default: the newest adapter
 # n = 3                           # candidates per draft
 # temperature = 0.8
+# skip_no_reply = true            # no card for "ok 👍", "thanks!": what you would not answer (see /status)
 
 [telegram]
 # owner_id = 123456789            # your Telegram user id (ask @userinfobot); only you can approve or command

@@ -11,6 +11,8 @@ An outcome's `kind`:
 - "copied": a draft offered to copy (forwarded or pasted messages, no business connection): the owner copied
   `shown` to send it themselves, and did not forward what they really sent; weaker than "sent" (unconfirmed:
   they may have changed it in the other app), so `twin learn` trusts it less and `twin report` shows it apart;
+- "no_reply": the owner tapped "No reply needed" (the burst needed no answer: a label for the reply model,
+  training/reply_model.py, and no verdict on the draft's text);
 - "discarded", "expired", "failed", "pending" (not settled yet).
 Edits are "light" when the normalised edit distance is at most LIGHT_EDIT, else "heavy"; an edit that only
 touches whitespace or one character is "trivial" and is not a preference (twin learn leaves it out).
@@ -30,7 +32,7 @@ from twin.text import edit_distance, edit_ratio
 
 LIGHT_EDIT = 0.3
 
-KINDS = ("sent", "edited", "written", "copied", "discarded", "expired", "failed", "pending")
+KINDS = ("sent", "edited", "written", "copied", "no_reply", "discarded", "expired", "failed", "pending")
 
 
 def edit_size(draft: str, final: str) -> str:

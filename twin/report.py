@@ -16,8 +16,8 @@ Definitions, for the drafts created in the period (UTC; `--since` inclusive, `--
   one character — count as light: they are still edits the owner had to make), `written` (the owner answered
   by hand instead; the draft was superseded), `copied` (a draft offered to copy, for forwarded or pasted
   messages: the owner copied a candidate to send it themselves and never forwarded what went out; unconfirmed,
-  so shown apart and not in `accepted`), `discarded`, `expired` (its reply window closed first), `failed`
-  (approved, but the send did not go through).
+  so shown apart and not in `accepted`), `no_reply` (the owner tapped "No reply needed"), `discarded`,
+  `expired` (its reply window closed first), `failed` (approved, but the send did not go through).
   `accepted` = sent + edited_light + edited_heavy (the draft, changed or not, went out). `auto`: how many of
   the sent went out by auto-send, unreviewed (they are in `sent`).
 - `regenerated`: the share of settled drafts where the owner asked for another candidate at least once (Next,
@@ -34,6 +34,10 @@ Definitions, for the drafts created in the period (UTC; `--since` inclusive, `--
   answers only mentions and DMs of allowed users, so most live Discord messages never ask for a reply.
   Coverage is reported overall only, never per adapter: an unanswered message was drafted by no adapter, so
   it has no adapter to count against.
+- `skipped` (JSON `skipped`, a line under the table): contact bursts the reply model held back, showing no card
+  (bot/skips.py), created in the period: `bursts`; `share` = bursts / (bursts + drafts), of the bursts that
+  came to be judged, how many got no card; `missed`: of those, how many the owner answered by hand anyway
+  (the model was wrong), and `miss_rate` = missed / bursts; `forced`: cards asked for with /draft.
 - A rate with an empty denominator is None (JSON null, "-" in the table). Rates are fractions in JSON and
   percentages in the table. The series (`--by day` or `week`, ISO weeks starting Monday) has the same numbers
   per period, drafts by their creation time and messages by theirs.
@@ -60,7 +64,7 @@ from twin.outcomes import Outcome
 from twin.store import Store
 
 # Outcome buckets in table and chart order; all of them are shares of settled drafts.
-BUCKETS = ("sent", "edited_light", "edited_heavy", "written", "copied", "discarded", "expired", "failed")
+BUCKETS = ("sent", "edited_light", "edited_heavy", "written", "copied", "no_reply", "discarded", "expired", "failed")
 PERIODS = ("day", "week")
 
 
@@ -97,6 +101,7 @@ class Summary:
     edited_heavy: float | None
     written: float | None
     copied: float | None
+    no_reply: float | None
     discarded: float | None
     expired: float | None
     failed: float | None
@@ -175,6 +180,17 @@ def period_label(start: date, by: str) -> str:
     return start.isoformat()
 
 
+def skipped(fates: Sequence[str], drafts: int) -> dict[str, Any]:
+    """The `skipped` block from the fates of the period's skipped bursts and its number of drafts.
+
+    >>> skipped(["open", "missed", "moved_on", "open"], drafts=12)
+    {'bursts': 4, 'share': 0.25, 'missed': 1, 'miss_rate': 0.25, 'forced': 0}
+    """
+    n, missed = len(fates), sum(f == "missed" for f in fates)
+    return {"bursts": n, "share": _share(n, n + drafts), "missed": missed, "miss_rate": _share(missed, n),
+            "forced": sum(f == "forced" for f in fates)}
+
+
 @dataclass(frozen=True)
 class Report:
     """Everything `twin report` shows. `adapters` are in the order each first drafted (None: the base model)."""
@@ -185,11 +201,13 @@ class Report:
     overall: dict[str, Any]
     adapters: list[dict[str, Any]]
     series: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, Any] = field(default_factory=lambda: skipped([], 0))
 
     def to_json(self) -> dict[str, Any]:
         return {"since": self.since.isoformat() if self.since else None,
                 "until": self.until.isoformat() if self.until else None,
-                "by": self.by, "overall": self.overall, "adapters": self.adapters, "series": self.series}
+                "by": self.by, "overall": self.overall, "adapters": self.adapters, "series": self.series,
+                "skipped": self.skipped}
 
 
 @dataclass(frozen=True)
@@ -201,7 +219,8 @@ class Period:
     by: str = "day"
 
 
-def build(drafts: Sequence[Outcome], messages: Sequence[Incoming], period: Period = Period()) -> Report:
+def build(drafts: Sequence[Outcome], messages: Sequence[Incoming], period: Period = Period(),
+          skips: Sequence[str] = ()) -> Report:
     """The report of these drafts and incoming messages (already limited to the period)."""
     by = period.by
     if by not in PERIODS:
@@ -223,16 +242,17 @@ def build(drafts: Sequence[Outcome], messages: Sequence[Incoming], period: Perio
         series.append({"period": period_label(start, by), "start": start.isoformat(), **coverage(msgs),
                        **asdict(summarize(group)), "adapters": list(dict.fromkeys(o.adapter for o in group))})
     overall = {**coverage(messages), **asdict(summarize(drafts))}
-    return Report(period.since, period.until, by, overall, adapters, series)
+    return Report(period.since, period.until, by, overall, adapters, series, skipped(skips, len(drafts)))
 
 
-def report(store: Store, drafts: Sequence[Outcome], period: Period = Period()) -> Report:
+def report(store: Store, drafts: Sequence[Outcome], period: Period = Period(), skips: Sequence[str] = ()) -> Report:
     """The report of the period: `drafts` are every draft's outcome, of any date (the ledger's `outcomes()`):
     those created in the period are reported, and all of them count as answers for coverage (a message answered
-    by a later draft is still answered); the incoming messages come from the store."""
+    by a later draft is still answered); the incoming messages come from the store. `skips`: the fates of the
+    bursts shown no card in the period (bot/skips.py)."""
     since, until = period.since, period.until
     made = [o for o in drafts if (since is None or o.created_at >= since) and (until is None or o.created_at < until)]
-    return build(made, incoming(store, drafts, since, until), period)
+    return build(made, incoming(store, drafts, since, until), period, skips)
 
 
 # -- presentation ---------------------------------------------------------------------------------------------
@@ -254,8 +274,8 @@ def _duration(s: float | None) -> str:
 
 
 TABLE_HEADERS = ["adapter", "drafts", "pending", "replaced", "coverage", "sent as is", "light edit", "heavy edit",
-                 "written", "copied", "discarded", "expired", "failed", "regenerated", "latency p50", "latency p95",
-                 "to send p50"]
+                 "written", "copied", "no reply", "discarded", "expired", "failed", "regenerated", "latency p50",
+                 "latency p95", "to send p50"]
 
 
 def format_table(r: Report) -> list[tuple]:
@@ -271,7 +291,7 @@ def format_table(r: Report) -> list[tuple]:
 
 
 _COLOURS = {"sent": "#2ca02c", "edited_light": "#98df8a", "edited_heavy": "#ff7f0e", "written": "#9467bd",
-            "copied": "#17becf",
+            "copied": "#17becf", "no_reply": "#bcbd22",
             "discarded": "#d62728", "expired": "#7f7f7f", "failed": "#000000"}
 
 

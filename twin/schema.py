@@ -121,6 +121,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX drafts_chat ON drafts (platform, chat_id, state);
     CREATE INDEX drafts_state ON drafts (state, expires_at);
     """,
+    # Bursts the relay judged "no reply due" and showed no card for (bot/skips.py). `fate`: open (nothing since),
+    # missed (the owner answered by hand anyway), moved_on (the contact wrote again first), forced (/draft).
+    """
+    CREATE TABLE skipped_bursts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, platform TEXT NOT NULL, connection_id TEXT, chat_id TEXT NOT NULL,
+        contact_id TEXT NOT NULL, answers TEXT NOT NULL, probability REAL NOT NULL, created_at REAL NOT NULL,
+        fate TEXT NOT NULL DEFAULT 'open', settled_at REAL
+    );
+    CREATE INDEX skipped_bursts_chat ON skipped_bursts (platform, chat_id, fate);
+    CREATE INDEX skipped_bursts_time ON skipped_bursts (created_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -140,10 +140,12 @@ def report_(ctx: Context, since, until, by: str, as_json: bool, chart_path: Path
         click.echo(nothing.format(""))
         return
     from bot.ledger import Ledger
+    from bot.skips import Skips
 
     with ctx.store() as store:
         # Every draft, not only the period's: a message answered by a later draft still counts for coverage.
-        r = report(store, Ledger(store).outcomes(), Period(start, end, by))
+        r = report(store, Ledger(store).outcomes(), Period(start, end, by),
+                   [s.fate for s in Skips(store).since(start, end)])
     if not r.overall["drafts"]:
         click.echo(nothing.format(" in that period" if since or until else ""))
         return
@@ -156,6 +158,10 @@ def report_(ctx: Context, since, until, by: str, as_json: bool, chart_path: Path
                f"{r.series[0]['period']} to {r.series[-1]['period']}; {o['answered']} of {o['incoming']} "
                "incoming messages answered by a draft")
     table(TABLE_HEADERS, format_table(r))
+    k = r.skipped
+    if k["bursts"]:
+        click.echo(f"no card (no reply due): {k['bursts']} bursts, {k['share']:.1%} of those judged; answered by "
+                   f"hand anyway: {k['missed']} ({k['miss_rate']:.1%}); asked for with /draft: {k['forced']}")
     click.echo(f"chart: {path}")
 
 

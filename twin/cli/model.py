@@ -26,19 +26,31 @@ from twin.errors import TwinError
               help="Learn your turns only, or the contacts' too (role-play) [config training.train_on, owner].")
 @click.option("--canaries", is_flag=True, help="Plant fake secrets 1, 4 and 16 times; `twin eval` reports leaks.")
 @click.option("--eval/--no-eval", "run_eval", default=False, help="Evaluate on the held-out conversations after.")
+@click.option("--only", type=click.Choice(["reply-model"]),
+              help="Train only this part: reply-model, the classifier of when no reply is due (seconds, no GPU), "
+                   "saved beside the default adapter.")
 @pass_ctx
 def train(ctx: Context, base_model, max_steps, epochs, time_budget, name, resume, train_on, canaries,
-          run_eval) -> None:
+          run_eval, only) -> None:
     """Train a LoRA adapter in your voice on the stored conversations.
 
-    The most recent 10% of each chat's conversations are held out for `twin eval`. The last line printed is
-    the adapter directory.
+    The most recent 10% of each chat's conversations are held out for `twin eval`. Beside the adapter goes a
+    small classifier of when no reply is due (no card for "ok 👍"), learned from when you replied. The last
+    line printed is the adapter directory.
 
     \b
     Example:
         twin train --time-budget 5 --eval
         twin train --base-model Qwen/Qwen2.5-1.5B-Instruct --epochs 2
+        twin train --only reply-model
     """
+    if only == "reply-model":
+        from twin.cli.parts import pick_adapter
+
+        adapter = pick_adapter(ctx.home, ctx.config.drafting.adapter)
+        where = adapter.path if adapter else ctx.home.adapters / "base"
+        click.echo(train_reply_model(ctx, where, sys.stderr))
+        return
     from training.dataset import DatasetOptions
     from training.job import TrainRequest, train_adapter
 
@@ -47,6 +59,10 @@ def train(ctx: Context, base_model, max_steps, epochs, time_budget, name, resume
                        time_budget_minutes=time_budget, resume=resume, canaries=canaries, train_on=train_on)
     data = DatasetOptions.from_config(cfg.training, cfg.ingest, cfg.owner, cfg.contacts, cfg.telegram)
     path = train_adapter(ctx.home, cfg.training, data, req, echo=lambda m: click.echo(m, err=True))
+    try:
+        train_reply_model(ctx, path, sys.stderr)
+    except TwinError as e:  # the adapter is made; drafting works without the classifier (a card for every burst)
+        click.echo(f"warning: no reply model: {e}", err=True)
     if run_eval:
         _eval(ctx, str(path), as_json=False, limit=64, out=sys.stderr)
     click.echo(path)
@@ -68,16 +84,58 @@ def eval_(ctx: Context, adapter: str | None, as_json: bool, limit: int) -> None:
     _eval(ctx, adapter, as_json, limit, sys.stdout)
 
 
+def train_reply_model(ctx: Context, directory: Path, out) -> Path:
+    """Fit the no-reply classifier on the store (and the draft outcomes) and save it in `directory`; prints its
+    held-out numbers. Raises TwinError when the history has nothing to learn it from."""
+    from bot.ledger import Ledger
+    from training.reply_model import train_reply_model as fit
+
+    cfg = ctx.config
+    with ctx.existing_store() as store:
+        try:
+            model = fit(store, cfg.training.holdout_fraction, int(cfg.ingest.session_gap_minutes * 60),
+                        cfg.telegram.train_on_live, Ledger(store).outcomes())
+        except ValueError as e:
+            raise TwinError(f"{ctx.home.db}: {e}") from None
+    model.save(directory)
+    held = model.metrics["held_out"]
+    pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+    click.echo(f"reply model: {model.metrics['fit_bursts']} bursts fitted; on {held['bursts']} held-out bursts "
+               f"({held['no_reply_bursts']} unanswered) precision {pct(held['precision'])}, recall "
+               f"{pct(held['recall'])}, cards saved {pct(held['saved_share'])} at threshold {model.threshold:.2f}",
+               file=out)
+    return directory
+
+
+def reply_model_eval(ctx: Context, adapter_dir: Path | None) -> dict | None:
+    """`twin eval`'s `reply_model` block: the saved classifier scored on the held-out conversations; None
+    without one."""
+    from training.reply_model import evaluate_saved
+    from twin.replies import ReplyModel, find_model
+
+    where = find_model(ctx.home.adapters, adapter_dir.name if adapter_dir else None)
+    if where is None:
+        return None
+    cfg = ctx.config
+    with ctx.existing_store() as store:
+        return evaluate_saved(store, ReplyModel.load(where), cfg.training.holdout_fraction,
+                              int(cfg.ingest.session_gap_minutes * 60), cfg.telegram.train_on_live)
+
+
 def _eval(ctx: Context, adapter: str | None, as_json: bool, limit: int, out) -> None:
     from training.evaluation import EvalOptions, evaluate, format_table
 
     results = evaluate(ctx.home, ctx.config, adapter, EvalOptions(limit=limit))
+    results["reply_model"] = reply_model_eval(ctx, ctx.home.adapters / results["name"])
     if as_json:
         click.echo(json.dumps(results, indent=2), file=out)
         return
     click.echo(f"{results['name']}: {results['held_out']['samples']} held-out conversations, "
                f"{results['held_out']['replies']} replies generated", file=out)
     table(["metric", "base", "adapter"], format_table(results), out)
+    if rm := results["reply_model"]:
+        click.echo(f"reply model: {rm['bursts']} held-out bursts, precision {rm['precision']}, recall "
+                   f"{rm['recall']}, cards saved {rm['saved_share']} at threshold {rm['threshold']:.2f}", file=out)
     click.echo(f"chart: {results['chart']}", file=out)
 
 
@@ -120,6 +178,10 @@ def learn_(ctx: Context, adapter, method, epochs, as_json: bool, dry_run: bool) 
         table(["draft outcomes", "count"], sorted(result.counts.items()))
         click.echo(f"would train {result.parent} with {result.method.upper()} on {result.counts['usable']} outcomes")
         return
+    try:  # the new version's reply model learns the "No reply needed" taps too
+        train_reply_model(ctx, result.path, sys.stderr)
+    except TwinError as e:
+        click.echo(f"warning: no reply model for {result.name}: {e}", err=True)
     vllm = _load_into_vllm(ctx, result.name, result.path) if result.promoted else None
     if as_json:
         click.echo(json.dumps({**result.to_json(), "vllm": vllm}))

@@ -63,6 +63,30 @@ def default_parts(home: Home, cfg: Config) -> Callable[[], DraftingParts]:
     return parts
 
 
+def reply_gate(home: Home, cfg: Config):
+    """The reply model's gate for the relay (bot/skips.py), or None: `[drafting] skip_no_reply = false`, or no
+    model trained yet (every burst then gets a card), or one that cannot be read (said in the log)."""
+    if not cfg.drafting.skip_no_reply:
+        return None
+    from bot.skips import ReplyGate
+    from twin.cli.parts import pick_adapter
+    from twin.errors import TwinError
+    from twin.replies import ReplyModel, find_model
+
+    try:
+        adapter = pick_adapter(home, cfg.drafting.adapter)
+        where = find_model(home.adapters, adapter.name if adapter else None)
+        if where is None:
+            log.info("no reply model yet (twin train makes one): every burst gets a card")
+            return None
+        model = ReplyModel.load(where)
+    except TwinError as e:
+        log.warning("reply model not used: %s", e)
+        return None
+    log.info("reply model from %s: threshold %.2f", where.name, model.threshold)
+    return ReplyGate(model)
+
+
 def learn_command(home: Home) -> list[str]:
     """`twin learn --json` on this data home, as the scheduled job runs it in a child process."""
     return [sys.executable, "-m", "twin.cli", "--home", str(home.root), "learn", "--json"]
@@ -107,7 +131,7 @@ async def run_relay(home: Home, cfg: Config, secrets: Secrets, parts: Callable[[
     home.ensure()
     store = Store.open(home.db)
     drafter = Drafter(home.db, parts or default_parts(home, cfg), cfg.drafting, clock)
-    relay = Relay(store, drafter, NoOwner(), relay_settings(cfg), clock)
+    relay = Relay(store, drafter, NoOwner(), relay_settings(cfg), clock, replies=reply_gate(home, cfg))
     app = scheduler = None
     discord_task = None
     try:
