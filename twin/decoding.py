@@ -66,23 +66,31 @@ def sample_many(
 
 
 def pick(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
-    """One token per row: softmax(logits / temperature) restricted to the nucleus `top_p`, then a draw.
+    """One token per row, drawn from `nucleus(logits, temperature, top_p)`."""
+    import torch
+
+    probs, where = nucleus(logits, temperature, top_p)
+    return where.gather(-1, torch.multinomial(probs, 1, generator=generator)).flatten()
+
+
+def nucleus(logits: Any, temperature: float, top_p: float) -> tuple[Any, Any]:
+    """(probabilities, token ids) per row: softmax(logits / temperature) on the nucleus `top_p`, zero elsewhere,
+    over the most likely tokens first (as many as needed, not always the whole vocabulary).
 
     The nucleus is transformers' (`TopPLogitsWarper`): a token stays when the mass of the tokens more likely
-    than it is below `top_p`, so the most likely one always stays.
+    than it is below `top_p`, so the most likely one always stays. The probabilities are not renormalised
+    (`torch.multinomial` does not need it).
     """
     import torch
 
     scaled = logits / temperature
+    vocab = scaled.shape[-1]
     if top_p >= 1.0:
-        return torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator).flatten()
-    k = min(NUCLEUS_PROBE, scaled.shape[-1])
-    top, where = scaled.topk(k, dim=-1)  # sorted, most likely first
+        return torch.softmax(scaled, -1), torch.arange(vocab, device=scaled.device).expand_as(scaled)
+    top, where = scaled.topk(min(NUCLEUS_PROBE, vocab), dim=-1)  # sorted, most likely first
     probs = torch.exp(top - torch.logsumexp(scaled, -1, keepdim=True))
-    if bool((probs.sum(-1) < top_p).any()) and k < scaled.shape[-1]:  # the nucleus reaches past the probe
+    if top.shape[-1] < vocab and bool((probs.sum(-1) < top_p).any()):  # the nucleus reaches past the probe
         top, where = scaled.sort(dim=-1, descending=True)
         probs = torch.softmax(top, -1)
     before = probs.cumsum(-1) - probs  # the mass of the more likely tokens
-    probs = probs.masked_fill(before >= top_p, 0.0)
-    choice = torch.multinomial(probs, 1, generator=generator)
-    return where.gather(-1, choice).flatten()
+    return probs.masked_fill(before >= top_p, 0.0), where
