@@ -40,7 +40,8 @@ def sample_many(
     out: list[list[int]] = [[] for _ in range(n)]
     with torch.inference_mode():
         ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
-        step = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        last_only = {"logits_to_keep": 1} if keeps_last_logits(model) else {}
+        step = model(input_ids=ids, use_cache=True, **last_only)
         cache = step.cache
         logits = step.logits[:, -1, :].float()
         if n > 1:
@@ -63,6 +64,14 @@ def sample_many(
             step = model(input_ids=picked[:, None], cache=cache, use_cache=True)
             logits = step.logits[:, -1, :].float()
     return out
+
+
+def keeps_last_logits(model: Any) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (most transformers causal LMs; peft passes it on)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def pick(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
