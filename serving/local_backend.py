@@ -4,9 +4,10 @@ The embedded default when no vLLM server runs (DESIGN.md): it loads the base onc
 a draft asks for it (`PeftModel.from_pretrained`, then `load_adapter`), and switches between them without
 reloading the base. The adapter in use is merged into the base weights (`merge_adapter`: a draft then costs
 what the base alone costs, no LoRA matmuls beside each projection) and unmerged before another one is merged or
-the base drafts alone. At most `max_adapters` stay loaded; the one used longest ago goes first. Generation is
-`twin.decoding.sample_many`: the prompt's prefill once for all candidates, each stopped at the end of the
-owner's turn. torch, transformers and peft are imported when a backend is made, never before.
+the base drafts alone; only fp32 weights are merged, since merging and unmerging bf16 weights loses bits at
+every switch (in bf16, on CUDA, the adapter runs beside the weights as peft does). At most `max_adapters`
+stay loaded; the one used longest ago goes first. Generation is `twin.decoding.sample_many`: the prompt's
+prefill once for all candidates, each stopped at the end of the owner's turn. torch, transformers and peft are imported when a backend is made, never before.
 
     twin draft --contact "Tomas Berg" --backend local "are we still on for saturday?"
 """
@@ -56,6 +57,7 @@ class LocalBackend:
         self._peft: Any = None
         self._loaded: OrderedDict[str, None] = OrderedDict()
         self._merged: str | None = None  # the adapter merged into the base weights now
+        self._merges = next(self.base.parameters()).dtype == torch.float32  # exact enough to undo
         self._stops = stop_ids(self.tokenizer)
         self._lock = threading.Lock()
         log.info("local backend: base loaded on %s in %.1f s", self.device, time.monotonic() - started)
@@ -92,8 +94,9 @@ class LocalBackend:
             self._unmerge()
             if adapter is not None:
                 self._peft.set_adapter(adapter)
-                self._peft.merge_adapter()
-                self._merged = adapter
+                if self._merges:
+                    self._peft.merge_adapter()
+                    self._merged = adapter
         if self._peft is None:
             return self.base, contextlib.nullcontext()
         return self._peft, (contextlib.nullcontext() if adapter else self._peft.disable_adapter())

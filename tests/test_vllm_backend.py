@@ -216,6 +216,12 @@ def test_local_backend_drafts_the_tokens_of_plain_transformers_and_peft(local, h
     assert len(set(expected.values())) == 3
     for adapter in ("a-v1", "b-v1", None, "a-v1", None, "b-v1"):
         assert greedy(local, adapter) == [expected[adapter]]
+        assert local._merged == adapter
+    unmerged = LocalBackend(home / "models" / "tiny", home / "adapters")
+    unmerged._merges = False  # as with bf16 weights: the adapter beside the weights, never merged
+    for adapter in ("a-v1", None, "b-v1"):
+        assert greedy(unmerged, adapter) == [expected[adapter]] and unmerged._merged is None
+    unmerged.close()
 
 
 def test_local_backend_unloads_the_adapter_used_longest_ago(home):
