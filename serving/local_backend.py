@@ -7,7 +7,8 @@ what the base alone costs, no LoRA matmuls beside each projection) and unmerged 
 the base drafts alone; only fp32 weights are merged, since merging and unmerging bf16 weights loses bits at
 every switch (in bf16, on CUDA, the adapter runs beside the weights as peft does). At most `max_adapters`
 stay loaded; the one used longest ago goes first. Generation is `twin.decoding.sample_many`: the prompt's
-prefill once for all candidates, each stopped at the end of the owner's turn. torch, transformers and peft are imported when a backend is made, never before.
+prefill once for all candidates, each stopped at the end of the owner's turn. torch, transformers and peft are
+imported when a backend is made, never before.
 
     twin draft --contact "Tomas Berg" --backend local "are we still on for saturday?"
 """
