@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["bot.drafts", "twin.text", "twin.chat", "training.exports.whatsapp_lines", "training.exports.whatsapp_txt",
-           "twin.outcomes", "twin.forget", "serving.fitting", "twin.cli"]
+           "twin.outcomes", "twin.forget", "serving.fitting", "serving.oversampling", "twin.cli"]
 
 
 @pytest.mark.parametrize("name", MODULES)
