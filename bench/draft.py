@@ -1,4 +1,5 @@
-"""Drafting benchmark: draft latency on the in-process backend and on a vLLM server, and vLLM's concurrency gain.
+"""Drafting benchmark: draft latency on the in-process backend against today's path, on a vLLM server, and vLLM's
+concurrency gain.
 
 Both backends get the same adapter and the same drafts: conversations from the most recent sessions of the
 sample export's personal chats, each cut just after a contact's burst that the owner answered (what a held-out
@@ -10,9 +11,16 @@ requests, the in-process backend cannot. Each prompt is sent once untimed before
 in vLLM's prefix cache and the ratio shows what batching does to generation. It prints the tables and the
 ratios: vLLM/local draft latency, concurrent/sequential throughput. No message text is printed.
 
+The in-process backend is timed against the path it replaced (`--baseline`, on by default): transformers'
+`generate` with `num_return_sequences` (a prefill per sequence) through the unmerged adapter, asking a fixed
+twice the candidates wanted. Both run on the same loaded model, draft by draft alternately (which goes first
+alternates too), so a busy machine slows both alike; each draft's wall and CPU time are reported, and the
+ratios are from the same run.
+
     .venv/bin/python bench/draft.py                      # builds a home: sample export, a 2-step adapter
     .venv/bin/python bench/draft.py --drafts 20 --n 3 --max-tokens 64
     .venv/bin/python bench/draft.py --home ~/twin --adapter mira-v3   # an existing home and adapter
+    .venv/bin/python bench/draft.py --local-only --drafts 10          # in-process, against today's path
 """
 
 from __future__ import annotations
@@ -97,21 +105,90 @@ def cases(db: Path, count: int) -> list[Case]:
 def time_drafts(store, backend, todo: list[Case], args, adapter: str) -> list[tuple[float, int]]:
     """(latency ms, attempts) of each draft but the first, an untimed warm-up (adapter load, compilation) on a
     conversation of its own, so that no timed prompt is in vLLM's prefix cache yet."""
-    from serving.drafting import DraftRequest, DraftSettings, NoDraft, draft
+    from serving.drafting import DraftSettings
 
     settings = DraftSettings()
-    out = []
+    return [(ms, attempts) for ms, _, attempts, _ in (one_draft(store, backend, c, args, adapter, settings, 1000 + i)
+                                                      for i, c in enumerate(todo))][1:]
+
+
+def one_draft(store, backend, case: Case, args, adapter: str, settings, seed: int) -> tuple[float, float, int, int]:
+    """(wall ms, CPU ms of this process, attempts, candidates) of one draft (NoDraft: all tries, none)."""
+    from serving.drafting import DraftRequest, NoDraft, draft
+
+    request = DraftRequest(case.key, (), n=args.n, adapter=adapter, max_new_tokens=args.max_tokens,
+                           session=case.session, seed=seed)
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        result = draft(store, backend, request, settings, NOW)
+        attempts, kept = result.attempts, len(result.candidates)
+    except NoDraft:
+        attempts, kept = settings.retries + 1, 0
+    return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000, attempts, kept
+
+
+class TodayPath:
+    """The in-process path as it was before the shared prefill (the baseline): `twin.generation.generate`
+    (transformers' `generate`, `num_return_sequences` copies of the prompt) through the unmerged adapter, on
+    the same loaded backend."""
+
+    name = "local-today"
+
+    def __init__(self, backend):
+        self.backend, self.tokenizer = backend, backend.tokenizer
+
+    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter):
+        from twin.generation import Sampling, generate
+
+        b = self.backend
+        sampling = Sampling(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                            seed=0 if seed is None else seed, batch_size=1)
+        with b._lock:
+            b._select(adapter)
+            b._unmerge()
+            b._peft.set_adapter(adapter)
+            [texts] = generate(b._peft, self.tokenizer, [list(prompt_ids)], sampling)
+        return texts
+
+    def close(self) -> None:
+        pass
+
+
+def versus_today(store, backend, todo: list[Case], args, adapter: str) -> dict[str, list[tuple]]:
+    """Each draft on today's path and on the backend, alternately (the first an untimed warm-up of both)."""
+    from serving.drafting import DraftSettings
+    from serving.oversampling import Acceptance
+
+    class Fixed(Acceptance):
+        def ask(self, adapter, need, most):  # today: always `oversample` times the need
+            return most
+
+    paths = {"today": (TodayPath(backend), DraftSettings(acceptance=Fixed())), "new": (backend, DraftSettings())}
+    out: dict[str, list[tuple]] = {"today": [], "new": []}
     for i, case in enumerate(todo):
-        request = DraftRequest(case.key, (), n=args.n, adapter=adapter, max_new_tokens=args.max_tokens,
-                               session=case.session, seed=1000 + i)
-        started = time.perf_counter()
-        try:
-            attempts = draft(store, backend, request, settings, NOW).attempts
-        except NoDraft:
-            attempts = settings.retries + 1
+        order = list(paths) if i % 2 else list(paths)[::-1]
+        for name in order:
+            path, settings = paths[name]
+            res = one_draft(store, path, case, args, adapter, settings, 1000 + i)
+            if i:
+                out[name].append(res)
         if i:
-            out.append(((time.perf_counter() - started) * 1000, attempts))
+            print(f"draft {i}: " + ", ".join(f"{k} {out[k][-1][0]:.0f} ms wall {out[k][-1][1]:.0f} ms CPU "
+                                              f"{out[k][-1][3]} kept" for k in paths), file=sys.stderr)
     return out
+
+
+def report_today(res: dict[str, list[tuple]]) -> None:
+    print(f"\n{'in-process':<12} {'drafts':>6} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'CPU p50':>8} "
+          f"{'tries':>6} {'usable':>7}")
+    for name, rows in res.items():
+        wall, cpu = [r[0] for r in rows], [r[1] for r in rows]
+        print(f"{name:<12} {len(rows):>6} {pct(wall, 50):>8.0f} {pct(wall, 95):>8.0f} {statistics.fmean(wall):>8.0f} "
+              f"{pct(cpu, 50):>8.0f} {statistics.fmean(r[2] for r in rows):>6.2f} "
+              f"{statistics.fmean(r[3] for r in rows):>7.2f}")
+    t, n = ([r[0] for r in res[k]] for k in ("today", "new"))
+    print(f"today/new: p50 {pct(t, 50) / pct(n, 50):.2f}x, p95 {pct(t, 95) / pct(n, 95):.2f}x, "
+          f"per draft (median of ratios) {statistics.median(a / b for a, b in zip(t, n)):.2f}x")
 
 
 def prompts(store, tokenizer, todo: list[Case], k: int) -> list[list[int]]:
@@ -221,12 +298,17 @@ def main() -> None:
     p.add_argument("--adapter", help="the adapter to draft with (default: the newest)")
     p.add_argument("--kv-cache-gib", type=float, default=1.0, help="vLLM's KV cache on CPU (default 1)")
     p.add_argument("--skip-local", action="store_true", help="time vLLM only")
+    p.add_argument("--local-only", action="store_true", help="time the in-process backend only (no vLLM)")
+    p.add_argument("--no-baseline", action="store_true", help="skip today's path (the in-process baseline)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's, the cores)")
     args = p.parse_args()
     if min(args.drafts, args.n, args.max_tokens, args.concurrency) < 1:
         p.error("--drafts, --n, --max-tokens and --concurrency must be at least 1")
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from serving.backend_factory import BackendSettings, open_backend
     from twin.adapters import find_adapter
     from twin.models import resolve_base_model
@@ -249,12 +331,22 @@ def main() -> None:
                 backend = open_backend("local", BackendSettings(models_dir=home.models, adapters_dir=home.adapters,
                                                                 adapter=adapter.name))
                 try:
-                    latency["local"] = time_drafts(store, backend, todo, args, adapter.name)
+                    if args.no_baseline:
+                        latency["local"] = time_drafts(store, backend, todo, args, adapter.name)
+                    else:
+                        today = versus_today(store, backend, todo, args, adapter.name)
+                        latency["local"] = [(r[0], r[2]) for r in today["new"]]
                 finally:
                     backend.close()
-            vllm = vllm_runs(store, home, adapter, base, todo, args)
-            latency["vllm"] = vllm["drafts"]
-    report(latency, vllm, args)
+            if args.local_only:
+                vllm = None
+            else:
+                vllm = vllm_runs(store, home, adapter, base, todo, args)
+                latency["vllm"] = vllm["drafts"]
+    if not args.no_baseline and not args.skip_local:
+        report_today(today)
+    if vllm:
+        report(latency, vllm, args)
     print(f"CPU pressure after: {cpu_pressure()}")
 
 

@@ -8,7 +8,8 @@ contact's turn. So a draft's prompt is a training sample of that conversation cu
 A prompt longer than `max_prompt_tokens` is made to fit (`fit`), never refused: the oldest turns go first, then
 an overlong persona's notes, then the middle of the incoming messages (`shorten`), so their end stays.
 
-The backend is asked for more candidates than wanted (`oversample` times), each is split into the burst's
+The backend is asked for more candidates than wanted (as many as the share kept so far needs, at most
+`oversample` times: serving.oversampling), each is split into the burst's
 messages (`split_reply`), bad ones are dropped (`reject_reason`: empty, a role header or a speaker's "Name:",
 a copy of the incoming message, a loop, far longer than the owner writes to this contact, an emoji flood),
 near-duplicates too (`similarity`); while fewer than n remain, it asks again with another seed, a bounded
@@ -34,6 +35,7 @@ from typing import Any
 
 from serving.backends import Backend
 from serving.fitting import fit
+from serving.oversampling import Acceptance
 from serving.personas import ContactProfile, measure
 from twin.config import DraftingConfig
 from twin.emoji import count_emoji, is_emoji
@@ -125,10 +127,11 @@ class DraftSettings:
     notes: Mapping[str, str] = field(default_factory=dict)
     max_turns: int = 12
     max_prompt_tokens: int = 896
-    oversample: int = 2
+    oversample: int = 2  # at most this many candidates asked per one wanted; fewer as `acceptance` allows
     retries: int = 2
     similarity: float = 0.8
     scrub: Callable[[str], str] | None = None
+    acceptance: Acceptance = field(default_factory=Acceptance, compare=False)  # shared by this settings' drafts
 
 
 @dataclass(frozen=True)
@@ -370,7 +373,9 @@ def draft(store: Store, backend: Backend, request: DraftRequest, settings: Draft
     rejected: Counter = Counter()
     attempts = 0
     while attempts <= settings.retries and len(kept) < request.n:
-        ask = 1 if greedy else (request.n - len(kept)) * settings.oversample
+        need = request.n - len(kept)
+        ask = 1 if greedy else settings.acceptance.ask(request.adapter, need, need * settings.oversample)
+        before = len(kept)
         texts = backend.complete(prompt.ids, n=ask, max_new_tokens=request.max_new_tokens,
                                  temperature=request.temperature, top_p=request.top_p, seed=seed + attempts,
                                  adapter=request.adapter)
@@ -387,6 +392,7 @@ def draft(store: Store, backend: Backend, request: DraftRequest, settings: Draft
                 kept.append(Candidate(joined, messages))
         if greedy:
             break
+        settings.acceptance.record(request.adapter, len(kept) - before, len(texts))
     latency = (time.perf_counter() - started) * 1000
     log.info("draft %s:%s adapter=%s backend=%s prompt_tokens=%d kept=%d rejected=%s attempts=%d in %.0f ms",
              request.contact.platform, request.contact.chat_id, request.adapter or "base", backend.name,

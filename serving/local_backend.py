@@ -1,10 +1,14 @@
 """The in-process backend: the base model and its LoRA adapters in this process, with transformers and peft.
 
 The embedded default when no vLLM server runs (DESIGN.md): it loads the base once, each adapter the first time
-a draft asks for it (`PeftModel.from_pretrained`, then `load_adapter`), switches between them with
-`set_adapter`, and drafts for the base model itself with the adapters disabled. At most `max_adapters` stay
-loaded; the one used longest ago goes first. Generation is `twin.generation.generate`, stopped at the end of
-the owner's turn. torch, transformers and peft are imported when a backend is made, never before.
+a draft asks for it (`PeftModel.from_pretrained`, then `load_adapter`), and switches between them without
+reloading the base. The adapter in use is merged into the base weights (`merge_adapter`: a draft then costs
+what the base alone costs, no LoRA matmuls beside each projection) and unmerged before another one is merged or
+the base drafts alone; only fp32 weights are merged, since merging and unmerging bf16 weights loses bits at
+every switch (in bf16, on CUDA, the adapter runs beside the weights as peft does). At most `max_adapters`
+stay loaded; the one used longest ago goes first. Generation is `twin.decoding.sample_many`: the prompt's
+prefill once for all candidates, each stopped at the end of the owner's turn. torch, transformers and peft are
+imported when a backend is made, never before.
 
     twin draft --contact "Tomas Berg" --backend local "are we still on for saturday?"
 """
@@ -24,7 +28,8 @@ from typing import Any
 from serving.backends import check_adapter
 from twin.adapters import find_adapter
 from twin.models import load_base
-from twin.generation import Sampling, generate
+from twin.decoding import sample_many
+from twin.generation import stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,9 @@ class LocalBackend:
         self.max_adapters = max_adapters
         self._peft: Any = None
         self._loaded: OrderedDict[str, None] = OrderedDict()
+        self._merged: str | None = None  # the adapter merged into the base weights now
+        self._merges = next(self.base.parameters()).dtype == torch.float32  # exact enough to undo
+        self._stops = stop_ids(self.tokenizer)
         self._lock = threading.Lock()
         log.info("local backend: base loaded on %s in %.1f s", self.device, time.monotonic() - started)
 
@@ -64,33 +72,46 @@ class LocalBackend:
         self, prompt_ids: Sequence[int], *, n: int, max_new_tokens: int, temperature: float, top_p: float,
         seed: int | None, adapter: str | None,
     ) -> list[str]:
-        sampling = Sampling(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                            seed=0 if seed is None else seed, batch_size=1)
         started = time.monotonic()
         with self._lock:
             model, scope = self._select(adapter)
             with scope:
-                [texts] = generate(model, self.tokenizer, [list(prompt_ids)], sampling)
+                rows = sample_many(model, prompt_ids, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   top_p=top_p, seed=0 if seed is None else seed, stops=self._stops)
+        texts = [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows]
         log.info("local completion adapter=%s n=%d prompt_tokens=%d in %.0f ms", adapter or "base", n,
                  len(prompt_ids), (time.monotonic() - started) * 1000)
         return texts
 
     def _select(self, adapter: str | None) -> tuple[Any, contextlib.AbstractContextManager]:
-        """The model to generate with and the scope to do it in: the adapter active, or all adapters off."""
-        if adapter is None:
-            if self._peft is None:
-                return self.base, contextlib.nullcontext()
-            return self._peft, self._peft.disable_adapter()
-        if adapter in self._loaded:
-            self._loaded.move_to_end(adapter)
-        else:
-            self._load(adapter)
-        self._peft.set_adapter(adapter)
-        return self._peft, contextlib.nullcontext()
+        """The model to generate with and the scope to do it in: the base with `adapter` merged into its
+        weights, or (None) the base with every adapter off."""
+        if adapter is not None:
+            if adapter in self._loaded:
+                self._loaded.move_to_end(adapter)
+            else:
+                self._load(adapter)
+        if self._merged != adapter:
+            self._unmerge()
+            if adapter is not None:
+                self._peft.set_adapter(adapter)
+                if self._merges:
+                    self._peft.merge_adapter()
+                    self._merged = adapter
+        if self._peft is None:
+            return self.base, contextlib.nullcontext()
+        return self._peft, (contextlib.nullcontext() if adapter else self._peft.disable_adapter())
+
+    def _unmerge(self) -> None:
+        """Take the merged adapter's weights out of the base again (exact up to float rounding)."""
+        if self._merged is not None:
+            self._peft.unmerge_adapter()
+            self._merged = None
 
     def _load(self, adapter: str) -> None:
         from peft import PeftModel
 
+        self._unmerge()  # loading (and unloading) works on the plain base weights
         found = find_adapter(self.adapters_dir, adapter)
         path = found.path
         check_adapter(adapter, found.meta, self.base_spec)

@@ -8,8 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["bot.drafts", "twin.text", "twin.chat", "training.exports.whatsapp_lines", "training.exports.whatsapp_txt",
-           "twin.outcomes", "twin.forget", "serving.fitting", "twin.cli", "bot.forwards", "bot.origins",
-           "twin.replies", "training.reply_model", "twin.report"]
+           "twin.outcomes", "twin.forget", "serving.fitting", "serving.oversampling", "twin.cli", "bot.forwards",
+           "bot.origins", "twin.replies", "training.reply_model", "twin.report"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -252,6 +252,25 @@ def test_the_guard_follows_the_owners_profile():
     assert [c.text for c in result.candidates] == ["fine"] and result.rejected == {"too_long": 1}
 
 
+def test_drafting_asks_fewer_when_the_adapters_candidates_are_kept_and_more_when_they_are_not():
+    # One settings object lives as long as the relay: it remembers the share of candidates kept, per adapter.
+    settings = DraftSettings()
+    good = ["sure", "see you at ten", "can't today", "bringing snacks", "what time?", "yes!! finally"]
+    asked = []
+    for i in range(8):
+        backend = FakeBackend(good)
+        draft(make_store(HISTORY), backend, request(n=3, seed=i, adapter="mira-v1"), settings, TOMAS_NEXT[1].time)
+        asked.append(backend.calls[0]["n"])
+    assert asked[0] == 6 and asked[-1] == 4  # twice the need at first (as before), then ceil(3 / ~0.85)
+    assert sorted(asked, reverse=True) == asked
+    assert settings.acceptance.rate("mira-v1") > 0.75 and settings.acceptance.rate(None) == 0.5
+    # The base model's candidates are all empty: it keeps asking the most, the configured factor.
+    for i in range(3):
+        backend = FakeBackend([""] * 6, ["yes"])
+        draft(make_store(HISTORY), backend, request(n=3, seed=i), settings, TOMAS_NEXT[1].time)
+        assert backend.calls[0]["n"] == 6
+
+
 def test_unseeded_requests_draw_different_seeds():
     seeds = set()
     for _ in range(3):

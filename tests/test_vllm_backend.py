@@ -198,6 +198,32 @@ def test_local_backend_drafts_with_each_adapter_and_the_base(local):
     assert local.adapters == ["b-v1", "a-v1"]
 
 
+def test_local_backend_drafts_the_tokens_of_plain_transformers_and_peft(local, home):
+    """The backend merges the adapter and shares one prefill; greedy, it says what `generate` says through the
+    unmerged adapter, before and after switching adapters back and forth (merge, unmerge, merge again)."""
+    from peft import PeftModel
+
+    def plain(adapter):
+        model = LlamaForCausalLM.from_pretrained(home / "models" / "tiny").eval()
+        if adapter:
+            model = PeftModel.from_pretrained(model, str(home / "adapters" / adapter)).eval()
+        with torch.no_grad():
+            out = model.generate(input_ids=torch.tensor([PROMPT_IDS]), max_new_tokens=6, do_sample=False,
+                                 eos_token_id=TOK.eos_token_id, pad_token_id=TOK.pad_token_id)
+        return TOK.decode(out[0, len(PROMPT_IDS):].tolist(), skip_special_tokens=True)
+
+    expected = {a: plain(a) for a in ("a-v1", "b-v1", None)}
+    assert len(set(expected.values())) == 3
+    for adapter in ("a-v1", "b-v1", None, "a-v1", None, "b-v1"):
+        assert greedy(local, adapter) == [expected[adapter]]
+        assert local._merged == adapter
+    unmerged = LocalBackend(home / "models" / "tiny", home / "adapters")
+    unmerged._merges = False  # as with bf16 weights: the adapter beside the weights, never merged
+    for adapter in ("a-v1", None, "b-v1"):
+        assert greedy(unmerged, adapter) == [expected[adapter]] and unmerged._merged is None
+    unmerged.close()
+
+
 def test_local_backend_unloads_the_adapter_used_longest_ago(home):
     backend = LocalBackend(home / "models" / "tiny", home / "adapters", max_adapters=1)
     first = greedy(backend, "a-v1")

@@ -1,0 +1,117 @@
+"""The drafting decoder (twin.decoding): the same tokens as transformers + peft `generate` when greedy, the same
+nucleus as transformers' warpers when sampling, one prefill for all candidates, on a tiny Llama and a tiny
+Gemma 3 (its sliding-window layers keep their own cache) built in the test."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from peft import LoraConfig, get_peft_model  # noqa: E402
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper  # noqa: E402
+
+from twin.decoding import nucleus, sample_many  # noqa: E402
+
+VOCAB = 96
+STOP = 3
+
+
+def llama():
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                        bos_token_id=1, eos_token_id=STOP, pad_token_id=0)).eval()
+
+
+def gemma3():
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+                              layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                              max_position_embeddings=256, bos_token_id=1, eos_token_id=STOP, pad_token_id=0)
+    return Gemma3ForCausalLM(config).eval()
+
+
+def with_lora(model):
+    """A random LoRA (peft's init_lora_weights=False), so that it changes the output; merged or not."""
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    return get_peft_model(model, config).eval()
+
+
+PROMPT = [1, 17, 42, 9, 23, 61, 5, 77, 30, 12, 8, 50]  # longer than Gemma's sliding window of 4
+
+
+def plain_greedy(model, prompt, max_new_tokens, stops):
+    """The reference: transformers' `generate`, greedy, through peft's unmerged adapter."""
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=0)
+    row = out[0, len(prompt):].tolist()
+    return row[:next((i for i, t in enumerate(row) if t in stops), len(row))]
+
+
+@pytest.mark.parametrize("build", [llama, gemma3], ids=["llama", "gemma3"])
+def test_greedy_gives_the_tokens_of_transformers_and_peft_generate(build):
+    model = with_lora(build())
+    stops = [STOP, 4]
+    reference = plain_greedy(model, PROMPT, 24, stops)
+    assert len(reference) >= 3  # a real comparison, not two empty lists
+    model.merge_adapter()  # the backend's way: the adapter in the weights
+    try:
+        [fast] = sample_many(model, PROMPT, n=3, max_new_tokens=24, temperature=0, top_p=1.0, seed=0, stops=stops)
+    finally:
+        model.unmerge_adapter()
+    assert fast == reference
+    [unmerged] = sample_many(model, PROMPT, n=1, max_new_tokens=24, temperature=0, top_p=1.0, seed=0, stops=stops)
+    assert unmerged == reference
+
+
+@pytest.mark.parametrize("build", [llama, gemma3], ids=["llama", "gemma3"])
+def test_candidates_share_one_prefill_and_each_stops_at_its_end_of_turn(build):
+    model = build()
+    lengths = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda m, args, out: lengths.append(tuple(args[0].shape)))
+    try:
+        rows = sample_many(model, PROMPT, n=6, max_new_tokens=20, temperature=1.5, top_p=1.0, seed=7,
+                           stops=list(range(3, 12)))  # many stop tokens: rows end at different steps
+    finally:
+        hook.remove()
+    assert lengths[0] == (1, len(PROMPT))  # the prompt once, batch 1
+    assert all(shape[1] == 1 for shape in lengths[1:])  # then one token per live row
+    batch = [shape[0] for shape in lengths[1:]]
+    assert batch[0] <= 6 and batch == sorted(batch, reverse=True) and len(set(batch)) > 1  # finished rows leave
+    assert len(rows) == 6 and len({tuple(r) for r in rows}) > 1
+    assert not any(3 <= t < 12 for r in rows for t in r)  # stop tokens are never part of a completion
+    ended = [r for r in rows if len(r) < 20]
+    assert ended and len(lengths) == 1 + max(len(r) for r in rows) - (1 if max(len(r) for r in rows) == 20 else 0)
+
+
+def test_sampling_is_seeded():
+    model = llama()
+    kw = dict(n=4, max_new_tokens=10, temperature=1.0, top_p=0.9, stops=[STOP])
+    assert sample_many(model, PROMPT, seed=5, **kw) == sample_many(model, PROMPT, seed=5, **kw)
+    assert sample_many(model, PROMPT, seed=5, **kw) != sample_many(model, PROMPT, seed=6, **kw)
+
+
+def reference_nucleus(logits, temperature, top_p):
+    """transformers' own warpers, as `generate(do_sample=True, temperature=..., top_p=...)` applies them."""
+    scores = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, logits.clone()))
+    return torch.softmax(scores, -1)
+
+
+@pytest.mark.parametrize("shape", ["peaked", "flat"])  # the nucleus inside the probe, and past it (full sort)
+def test_the_nucleus_is_transformers_top_p(shape):
+    torch.manual_seed(3)
+    vocab = 5000
+    logits = torch.randn(4, vocab) * (8.0 if shape == "peaked" else 0.5)
+    for temperature, top_p in ((0.8, 0.95), (1.0, 0.5), (0.7, 0.9)):
+        probs, where = nucleus(logits, temperature, top_p)
+        mine = torch.zeros(4, vocab).scatter(-1, where, probs)
+        mine = mine / mine.sum(-1, keepdim=True)
+        theirs = reference_nucleus(logits, temperature, top_p)
+        assert torch.equal(mine > 0, theirs > 0)
+        assert torch.allclose(mine, theirs, atol=1e-6)
+    if shape == "peaked":
+        assert where.shape[-1] < vocab  # found without sorting the vocabulary

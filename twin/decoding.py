@@ -1,0 +1,105 @@
+"""Several completions of one prompt, with the prompt's prefill done once: the drafting backend's decoder.
+
+`generate(..., num_return_sequences=k)` copies the prompt k times before the prefill, so a draft of six
+sequences pays six prefills of the same 100-900 tokens. Here the prompt runs through the model once (batch 1,
+logits of its last position only: with a 262k-token vocabulary the other positions' logits would cost more
+than the model), its KV cache is copied to k rows (`DynamicCache.batch_repeat_interleave`), and the k rows are
+decoded together, a row leaving the batch (`batch_select_indices`) as soon as it samples an end-of-turn token.
+All rows have the same prompt and no padding, so they need no attention mask.
+
+Sampling is transformers' own rule (temperature, then nucleus `top_p`: the smallest set of most likely tokens
+whose mass reaches `top_p`, `TopPLogitsWarper`), computed without sorting the whole vocabulary when the
+nucleus lies among the `NUCLEUS_PROBE` most likely tokens (checked exactly: their mass reaches `top_p`),
+else by the full sort. Temperature 0 is greedy. Used by `serving.local_backend`; exercised by
+
+    twin draft --contact "Tomas Berg" --backend local "are we still on for saturday?"
+    .venv/bin/python bench/draft.py --local-only
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+NUCLEUS_PROBE = 256  # most likely tokens looked at first for the nucleus (top-p); the full sort only when short
+
+
+def sample_many(
+    model: Any, prompt: Sequence[int], *, n: int, max_new_tokens: int, temperature: float, top_p: float,
+    seed: int, stops: Sequence[int],
+) -> list[list[int]]:
+    """`n` completions of `prompt` (token ids) as token ids, each cut before its first stop token (or at
+    `max_new_tokens`). Greedy (temperature <= 0) gives one completion whatever `n` is."""
+    import torch
+
+    device = next(model.parameters()).device
+    greedy = temperature <= 0
+    n = 1 if greedy else n
+    generator = torch.Generator(device=device).manual_seed(seed)
+    stop = torch.tensor(sorted(set(stops)), dtype=torch.long, device=device)
+    out: list[list[int]] = [[] for _ in range(n)]
+    with torch.inference_mode():
+        ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
+        last_only = {"logits_to_keep": 1} if keeps_last_logits(model) else {}
+        step = model(input_ids=ids, use_cache=True, **last_only)
+        cache = step.cache
+        logits = step.logits[:, -1, :].float()
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits = logits.expand(n, -1)
+        rows = list(range(n))  # which completion each batch row is
+        for t in range(max_new_tokens):
+            picked = logits.argmax(-1) if greedy else pick(logits, temperature, top_p, generator)
+            ended = torch.isin(picked, stop)
+            for r, (token, done) in enumerate(zip(picked.tolist(), ended.tolist())):
+                if not done:
+                    out[rows[r]].append(token)
+            if t == max_new_tokens - 1 or bool(ended.all()):
+                break
+            if bool(ended.any()):
+                keep = (~ended).nonzero().flatten()
+                cache.batch_select_indices(keep)
+                rows = [rows[i] for i in keep.tolist()]
+                picked = picked[keep]
+            step = model(input_ids=picked[:, None], cache=cache, use_cache=True)
+            logits = step.logits[:, -1, :].float()
+    return out
+
+
+def keeps_last_logits(model: Any) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (most transformers causal LMs; peft passes it on)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def pick(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
+    """One token per row, drawn from `nucleus(logits, temperature, top_p)`."""
+    import torch
+
+    probs, where = nucleus(logits, temperature, top_p)
+    return where.gather(-1, torch.multinomial(probs, 1, generator=generator)).flatten()
+
+
+def nucleus(logits: Any, temperature: float, top_p: float) -> tuple[Any, Any]:
+    """(probabilities, token ids) per row: softmax(logits / temperature) on the nucleus `top_p`, zero elsewhere,
+    over the most likely tokens first (as many as needed, not always the whole vocabulary).
+
+    The nucleus is transformers' (`TopPLogitsWarper`): a token stays when the mass of the tokens more likely
+    than it is below `top_p`, so the most likely one always stays. The probabilities are not renormalised
+    (`torch.multinomial` does not need it).
+    """
+    import torch
+
+    scaled = logits / temperature
+    vocab = scaled.shape[-1]
+    if top_p >= 1.0:
+        return torch.softmax(scaled, -1), torch.arange(vocab, device=scaled.device).expand_as(scaled)
+    top, where = scaled.topk(min(NUCLEUS_PROBE, vocab), dim=-1)  # sorted, most likely first
+    probs = torch.exp(top - torch.logsumexp(scaled, -1, keepdim=True))
+    if top.shape[-1] < vocab and bool((probs.sum(-1) < top_p).any()):  # the nucleus reaches past the probe
+        top, where = scaled.sort(dim=-1, descending=True)
+        probs = torch.softmax(top, -1)
+    before = probs.cumsum(-1) - probs  # the mass of the more likely tokens
+    return probs.masked_fill(before >= top_p, 0.0), where
