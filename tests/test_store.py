@@ -136,7 +136,7 @@ def test_schema_3_keeps_drafts_and_events_and_never_reuses_a_draft_id(tmp_path):
     conn.commit()
     conn.close()
     store = Store.open(path)
-    assert store.version == SCHEMA_VERSION == 3
+    assert store.version == SCHEMA_VERSION
     c = store.conn
     assert c.execute("SELECT id, state, attempts, failures, inflight FROM drafts").fetchall() == [(1, "sending", 2, 2, 1)]
     assert c.execute("SELECT draft_id, action FROM draft_events").fetchall() == [(1, "create")]

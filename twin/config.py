@@ -121,6 +121,18 @@ class DraftingConfig(Section):
     top_p: float = Field(0.95, gt=0, le=1)
 
 
+class MemoryConfig(Section):
+    """Memory (twin/memory.py): what drafting and training recall from earlier conversations."""
+
+    enabled: bool = True
+    # The memory block's budget in the prompt's tokens: about a quarter of [drafting]'s 896-token prompt.
+    max_tokens: int = Field(224, ge=0)
+    # "chat": only this chat's history. "owner" adds your own messages in other chats (never anyone else's).
+    scope: Literal["chat", "owner"] = "chat"
+    # "unicode61" (accents folded) suits most languages; "trigram" finds inflected forms (Russian, Finnish).
+    tokenize: Literal["unicode61", "trigram"] = "unicode61"
+
+
 class ContactConfig(Section):
     notes: str = ""
 
@@ -193,6 +205,7 @@ class Config(Section):
     telegram: TelegramConfig = TelegramConfig()
     discord: DiscordConfig = DiscordConfig()
     learn: LearnConfig = LearnConfig()
+    memory: MemoryConfig = MemoryConfig()
 
 
 def _where(loc: tuple) -> str:
@@ -260,6 +273,12 @@ TEMPLATE = """\
 # adapter = "twin-v3"             # default: the newest adapter
 # n = 3                           # candidates per draft
 # temperature = 0.8
+
+[memory]
+# enabled = true                  # recall earlier conversations in drafts and training (format twin-chat v2)
+# max_tokens = 224                # the memory block's share of the prompt
+# scope = "chat"                  # "owner" also recalls your own messages in other chats, never anyone else's
+# tokenize = "unicode61"          # "trigram" for languages with rich inflection (Russian); rebuilds the index
 
 [telegram]
 # owner_id = 123456789            # your Telegram user id (ask @userinfobot); only you can approve or command

@@ -20,6 +20,7 @@ from pathlib import Path
 from twin import schema
 from twin.chat import Chat, ChatKey, Message, utc
 from twin.errors import NotFound
+from twin.store_search import Searchable
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ def _ts(t: datetime | None) -> int | None:
     return None if t is None else int(t.timestamp())
 
 
-class Store:
+class Store(Searchable):
     """twin.db. Open with `Store.open(path)`; use as a context manager to close it."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path | None):
@@ -125,7 +126,6 @@ class Store:
         `count_import_messages` tells added from updated. `source` is "import" for exports, "live" for what
         the relay saw (training leaves live messages out unless the owner opts in).
         """
-        before = self.conn.total_changes
         rows = [
             (
                 m.platform, m.chat_id, m.id, m.sender_id, _ts(m.time), m.text, m.kind,
@@ -133,7 +133,7 @@ class Store:
             )
             for m in messages
         ]
-        self.conn.executemany(
+        cur = self.conn.executemany(
             "INSERT INTO messages (platform, chat_id, msg_id, sender_id, time, text, kind, reply_to, "
             "forwarded, edited, import_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (platform, chat_id, msg_id) DO UPDATE SET text = excluded.text, "
@@ -141,7 +141,7 @@ class Store:
             "WHERE excluded.edited IS NOT NULL AND (messages.edited IS NULL OR excluded.edited > messages.edited)",
             rows,
         )
-        return self.conn.total_changes - before
+        return max(cur.rowcount, 0)  # rows of `messages` only: the index's triggers write more (total_changes)
 
     def count_import_messages(self, import_id: int) -> int:
         return self.conn.execute("SELECT count(*) FROM messages WHERE import_id = ?", (import_id,)).fetchone()[0]
@@ -410,4 +410,5 @@ class Store:
         for form in mentions:
             n["mentions"] += run("UPDATE messages SET text = replace(text, ?, '[forgotten]') "
                                  "WHERE platform = ? AND instr(text, ?) > 0", form, key.platform, form)
+        self.compact_index()  # the triggers took the rows out of the index; this takes out their marks too
         return n
