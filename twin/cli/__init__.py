@@ -42,7 +42,13 @@ class Context:
         from twin.store import Store
 
         self.home.ensure()
-        return Store.open(self.home.db)
+        store = Store.open(self.home.db)
+        try:  # the index is built with the tokeniser twin.toml asks for ([memory] tokenize; a change rebuilds it)
+            store.ensure_index(self.config.memory.tokenize)
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     def existing_store(self):
         """The store, or a NotFound that says to ingest first."""
