@@ -73,9 +73,10 @@ def query_terms(store, texts: Sequence[str], opts: MemoryOptions) -> list[str]:
     if store.tokenizer_name == "trigram":
         return sorted((w for w in seen if len(w) >= 3), key=len, reverse=True)[:opts.max_terms]
     total = store.indexed_documents()
-    # A word in more than `common` of the messages (at least 20, at most a twentieth of a small store) says little
-    # and costs much: big stores' common words have long posting lists.
-    limit = max(2, min(total // 20, max(20, int(total * opts.common))))
+    # A word in more than `common` of the messages (and more than 20) says little and costs much: a big store's
+    # common words have long posting lists. A fixed floor, not a share of a small store: training (which sees the
+    # whole store) and drafting (which saw less of it) then ask with the same words.
+    limit = max(20, int(total * opts.common))
     docs = store.term_documents(seen)
     usable = [w for w in seen if 0 < docs[w] <= limit]
     return sorted(usable, key=lambda w: (docs[w], -len(w)))[:opts.max_terms]
