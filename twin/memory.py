@@ -2,7 +2,8 @@
 
 Retrieval asks the store's full-text index (twin/store_search.py, SQLite FTS5) with the rarest words of what the
 contact said in the current conversation (`query_terms`: names, places, numbers are rare; "the", "ok" are not),
-and takes the best hits (bm25; newer first among equals), each with the messages just around it in its chat, all
+one word at a time, rarest first, and takes each word's best hits (bm25; newer first among equals), each with the
+messages just around it in its chat, all
 sent before the conversation began (`before`: never the present one, never the future). Passages are added best
 first while they fit `max_tokens`; a message is never shown twice; the block reads oldest first.
 
@@ -33,7 +34,8 @@ WORD = re.compile(r"[^\W_]+")
 
 @dataclass(frozen=True)
 class MemoryOptions:
-    """`max_tokens` 0 turns memory off. `passages` hits at most, each with `context` messages either side;
+    """`max_tokens` 0 turns memory off. `passages` hits at most, each with `context` messages before it and
+    `answer` after it (what was said back: a burst is often several messages);
     `max_terms` of the rarest query words are asked; a word in more than `common` of the messages (a share) is
     too common to ask with."""
 
@@ -41,6 +43,7 @@ class MemoryOptions:
     scope: str = "chat"
     passages: int = 4
     context: int = 1
+    answer: int = 3
     max_terms: int = 8
     common: float = 0.002
     live: bool = True
@@ -104,8 +107,12 @@ def recall(store, key: ChatKey, texts: Sequence[str], before: datetime, owner: s
     if not terms:
         return ()
     cutoff = int(before.timestamp())
-    hits = store.search(key, fts_query(terms), cutoff, owner_elsewhere=opts.scope == "owner", live=opts.live,
-                        limit=opts.passages * 4)
+    # The rarest word first, each on its own: a name said once before outranks a message that shares five
+    # everyday words with the question (bm25 over all the words at once would rank that one first).
+    hits: list[Hit] = []
+    for term in terms:
+        hits += store.search(key, fts_query([term]), cutoff, owner_elsewhere=opts.scope == "owner", live=opts.live,
+                             limit=opts.passages)
     chosen: dict[int, Hit] = {}
     seen_texts: set[str] = set()
     used, taken = 0, 0
@@ -117,7 +124,8 @@ def recall(store, key: ChatKey, texts: Sequence[str], before: datetime, owner: s
             continue
         here = (hit.platform, hit.chat_id) == (key.platform, key.chat_id)
         if here:
-            older, newer = store.around(hit, cutoff, opts.context, opts.live)
+            older, newer = store.around(hit, cutoff, max(opts.context, opts.answer), opts.live)
+            older, newer = older[len(older) - opts.context:] if opts.context else [], newer[:opts.answer]
             passage = [m for m in (*older, hit, *newer) if m.row not in chosen and m.text.strip()]
         else:
             passage = [hit]  # the owner's own words in another chat, without the others' around them

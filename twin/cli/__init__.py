@@ -172,7 +172,7 @@ def run() -> None:
 
 
 # The commands register themselves on `main` when their modules are imported.
-from twin.cli import data, drafting, model, relay  # noqa: E402
+from twin.cli import data, drafting, memory, model, relay  # noqa: E402
 
 __all__ = ["Context", "main", "pass_ctx", "run", "table", "data", "drafting", "model", "relay"]
 
