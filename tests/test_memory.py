@@ -67,7 +67,7 @@ def test_recall_finds_earlier_passages_with_their_neighbours_within_budget():
     mem = recall(store, key, ["and Biscuit?"], utc(T0 + 20 * DAY), "Mira", opts)
     assert [(r.speaker, r.text) for r in mem] == [
         ("Tomas", "we adopted a puppy, her name is Biscuit"), ("Mira", "omg Biscuit! send photos"),
-        ("Tomas", "later, she is asleep")]
+        ("Tomas", "later, she is asleep")]  # the conversation around the hits; not the next one, days later
     assert mem[0].time == utc(T0)
     assert days(mem) == ["14 Nov"]
     # Never the present conversation or the future: nothing before the first mention.

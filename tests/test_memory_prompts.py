@@ -60,7 +60,7 @@ def test_the_draft_prompt_with_memory_is_the_training_sample_cut_before_the_repl
     cut = max(i for i in range(len(mask)) if mask[i] and (i == 0 or not mask[i - 1]))
     # The training sample remembers the earlier rope advice, from strictly earlier conversations.
     assert [(r.speaker, r.text) for r in sample.conversation.persona.memory] == [
-        ("Bob", "my rope is frayed again"), ("Mira", "get the orange Edelrid one")]
+        ("Bob", "my rope is frayed again"), ("Mira", "get the orange Edelrid one"), ("Bob", "ok")]
     settings = DraftSettings(scrub=scrub, memory=MemoryOptions(200))
     incoming = [m.text for m in BOB_NEXT[:2]]
     prompt = build_prompt(make_store(HISTORY), DraftRequest(BOB_CHAT, incoming), tokenizer, settings,

@@ -44,6 +44,7 @@ class MemoryOptions:
     passages: int = 4
     context: int = 1
     answer: int = 3
+    within: int = 3600  # seconds: neighbours come from the hit's own conversation
     max_terms: int = 8
     common: float = 0.002
     live: bool = True
@@ -124,7 +125,7 @@ def recall(store, key: ChatKey, texts: Sequence[str], before: datetime, owner: s
             continue
         here = (hit.platform, hit.chat_id) == (key.platform, key.chat_id)
         if here:
-            older, newer = store.around(hit, cutoff, max(opts.context, opts.answer), opts.live)
+            older, newer = store.around(hit, cutoff, max(opts.context, opts.answer), opts.live, opts.within)
             older, newer = older[len(older) - opts.context:] if opts.context else [], newer[:opts.answer]
             passage = [m for m in (*older, hit, *newer) if m.row not in chosen and m.text.strip()]
         else:

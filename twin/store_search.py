@@ -99,11 +99,13 @@ class Searchable:
         ).fetchall()
         return [_hit(r[:7], r[7]) for r in rows]
 
-    def around(self, hit: Hit, before: int, n: int, live: bool = True) -> tuple[list[Hit], list[Hit]]:
-        """Up to `n` messages of the hit's chat just before it and just after it (all sent before `before`),
-        each list oldest first."""
-        args = (hit.platform, hit.chat_id, before, int(live), hit.time, hit.time, hit.row, n)
-        where = "WHERE m.platform = ? AND m.chat_id = ? AND m.time < ? AND (? OR m.source = 'import') AND "
+    def around(self, hit: Hit, before: int, n: int, live: bool = True, within: int = 3600) -> tuple[list[Hit], list[Hit]]:
+        """Up to `n` messages of the hit's chat just before it and just after it, sent before `before` and within
+        `within` seconds of the hit (its conversation, not the next one), each list oldest first."""
+        args = (hit.platform, hit.chat_id, min(before, hit.time + within + 1), hit.time - within, int(live),
+                hit.time, hit.time, hit.row, n)
+        where = ("WHERE m.platform = ? AND m.chat_id = ? AND m.time < ? AND m.time >= ? AND "
+                 "(? OR m.source = 'import') AND ")
         older = self.conn.execute(
             f"SELECT {_COLUMNS} FROM messages m {_JOIN} {where} (m.time < ? OR (m.time = ? AND m.id < ?)) "
             "ORDER BY m.time DESC, m.id DESC LIMIT ?", args).fetchall()
