@@ -103,3 +103,15 @@ def test_the_card_line_names_the_days_remembered():
     result = draft(store, QuickBackend(), DraftRequest(BOB_CHAT, ["which rope again?"], n=1),
                    DraftSettings(memory=MemoryOptions()), utc(LAST))
     assert result.remembered == ("9 Mar",)
+
+
+def test_the_ledger_keeps_the_days_remembered_across_a_restart(tmp_path):
+    from bot.drafts import ChatRef, Draft
+    from bot.ledger import Ledger
+
+    with Store.open(tmp_path / "twin.db") as store:
+        d = Ledger(store).create(Draft(id=None, chat=ChatRef("telegram", "BC1", "2"), contact_id="user2",
+                                       answers=("1",), candidates=("sure",), created_at=utc(LAST),
+                                       updated_at=utc(LAST), remembered=("9 Mar", "10 Mar")), utc(LAST))
+    with Store.open(tmp_path / "twin.db") as store:
+        assert Ledger(store).get(d.id).remembered == ("9 Mar", "10 Mar")

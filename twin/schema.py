@@ -124,7 +124,7 @@ MIGRATIONS: list[str] = [
     # 4: memory (twin/memory.py). A full-text index over the messages' text: FTS5 with external content (the
     # text lives once, in `messages`; the index holds only the terms), filled from what is stored now and kept
     # current by triggers on every insert, delete and change of text, so ingest, live messages and `twin forget`
-    # all keep it true. Tokeniser: unicode61 with diacritics folded ("café" finds "cafe"); twin.toml
+    # all keep it true. A draft records the days its memory came from, for its card (bot/cards.py). Tokeniser: unicode61 with diacritics folded ("café" finds "cafe"); twin.toml
     # [memory] tokenize = "trigram" rebuilds it as trigrams (Store.ensure_index). The vocabulary table gives
     # each term's document count (retrieval asks with the rarest words). The triggers' shape is sqlite-utils'
     # `enable_fts(create_triggers=True)`, written here because that runs `executescript`, which commits the open
@@ -147,6 +147,7 @@ MIGRATIONS: list[str] = [
     END;
     INSERT INTO meta (key, value) VALUES ('memory_tokenize', 'unicode61')
         ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    ALTER TABLE drafts ADD COLUMN remembered TEXT NOT NULL DEFAULT '[]';
     """,
 ]
 
