@@ -62,7 +62,7 @@ def corpus(n: int, seed: int = 0):
                 words.insert(rng.randrange(len(words)), rng.choice(names[c]))
             sender = "owner" if rng.random() < 0.45 else f"p{c}"
             out.append(Message("telegram", str(c), str(i), sender, None, utc(t), " ".join(words)))
-    return chats, out, names
+    return chats, out, names, vocab, cum
 
 
 def fill(path: Path, chats: int, messages: list[Message], index: bool, batch: int = 50_000) -> float:
@@ -104,7 +104,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(args.dir or tempfile.mkdtemp(prefix="twin-bench-memory-"))
     t = time.perf_counter()
-    chats, messages, names = corpus(args.messages)
+    chats, messages, names, vocab, cum = corpus(args.messages)
     mb = sum(len(m.text.encode()) for m in messages) / 2**20
     print(f"corpus: {len(messages):,} messages in {chats} chats, {mb:.0f} MiB of text "
           f"(generated in {time.perf_counter() - t:.1f}s)")
@@ -135,7 +135,9 @@ def main() -> None:
         for _ in range(args.drafts):
             c = rng.choices(keys, weights=weights)[0]
             key = ChatKey("telegram", c)
-            texts = [f"did you ask {rng.choice(names[int(c)])} about it", "and what about the other thing"]
+            # Two messages like the store's own (Zipf words), one naming something said in that chat before.
+            texts = [" ".join(rng.choices(vocab, cum_weights=cum, k=rng.randint(3, 16))) for _ in range(2)]
+            texts[0] += " " + rng.choice(names[int(c)])
             now = utc(T0 + 10**9)
             started = time.perf_counter()
             store.chat_messages(key, last=200)  # what a draft reads anyway: the chat's recent history

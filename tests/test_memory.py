@@ -150,3 +150,19 @@ def test_trigram_option_rebuilds_the_index_and_finds_inflected_forms():
     assert [r.text for r in mem] == ["мы поедем в Петербург на поезде"]
     store.insert_messages([msg(2, "user2002", T0 + 5, "поезд опоздал")])
     assert len(store.search(key, '"поезд"', T0 + 10)) == 2
+
+
+def test_a_big_batch_is_indexed_at_once_and_leaves_no_flag():
+    store = Store.open(None)
+    with store.transaction():
+        store.upsert_chat(Chat("telegram", "2002", "personal"))
+        assert store.insert_messages([msg(i, "user2002", T0 + i, f"note {i} about Biscuit") for i in range(100)]) == 100
+        assert store.insert_messages([msg(i, "user2002", T0 + i, "again") for i in range(100)]) == 0  # re-import
+    assert store.get_meta("memory_bulk") is None
+    key = store.find_chat("telegram:2002").key
+    assert len(store.search(key, '"biscuit"', T0 + 1000, limit=500)) == 100
+    assert [h.text for h in store.search(key, '"57"', T0 + 1000)] == ["note 57 about Biscuit"]
+    # A single message (the relay) goes through the trigger.
+    store.insert_messages([msg(500, "user2002", T0 + 500, "Biscuit once more")])
+    assert len(store.search(key, '"biscuit"', T0 + 1000, limit=500)) == 101
+    assert store.conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")

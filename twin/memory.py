@@ -47,6 +47,7 @@ class MemoryOptions:
     within: int = 3600  # seconds: neighbours come from the hit's own conversation
     max_terms: int = 8
     common: float = 0.002
+    postings: int = 3000  # the words asked with match at most about this many messages in all (the cost)
     live: bool = True
 
     def __post_init__(self) -> None:
@@ -82,8 +83,14 @@ def query_terms(store, texts: Sequence[str], opts: MemoryOptions) -> list[str]:
     # whole store) and drafting (which saw less of it) then ask with the same words.
     limit = max(20, int(total * opts.common))
     docs = store.term_documents(seen)
-    usable = [w for w in seen if 0 < docs[w] <= limit]
-    return sorted(usable, key=lambda w: (docs[w], -len(w)))[:opts.max_terms]
+    usable = sorted((w for w in seen if 0 < docs[w] <= limit), key=lambda w: (docs[w], -len(w)))
+    out, postings = [], 0
+    for w in usable[:opts.max_terms]:
+        if out and postings + docs[w] > opts.postings:
+            break  # each message a word matches is read and ranked: a draft's cost stays bounded
+        out.append(w)
+        postings += docs[w]
+    return out
 
 
 def fts_query(terms: Sequence[str]) -> str:
