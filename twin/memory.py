@@ -2,7 +2,7 @@
 
 Retrieval asks the store's full-text index (twin/store_search.py, SQLite FTS5) with the rarest words of what the
 contact said in the current conversation (`query_terms`: names, places, numbers are rare; "the", "ok" are not),
-one word at a time, rarest first, and takes each word's best hits (bm25; newer first among equals), each with the
+one word at a time, rarest first, and takes each word's newest hits, each with the
 messages just around it in its chat, all
 sent before the conversation began (`before`: never the present one, never the future). Passages are added best
 first while they fit `max_tokens`; a message is never shown twice; the block reads oldest first.
@@ -120,7 +120,8 @@ def recall(store, key: ChatKey, texts: Sequence[str], before: datetime, owner: s
         return ()
     cutoff = int(before.timestamp())
     # The rarest word first, each on its own: a name said once before outranks a message that shares five
-    # everyday words with the question (bm25 over all the words at once would rank that one first).
+    # everyday words with the question (bm25 over all the words at once would rank that one first). A word's
+    # hits are equals: the newest first.
     hits: list[Hit] = []
     for term in terms:
         hits += store.search(key, fts_query([term]), cutoff, owner_elsewhere=opts.scope == "owner", live=opts.live,
