@@ -80,6 +80,7 @@ def fill(path: Path, chats: int, messages: list[Message], index: bool, batch: in
         with store.transaction():
             store.insert_messages(messages[i:i + batch])
     seconds = time.perf_counter() - started
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file sizes below are then the whole stores
     store.close()
     return seconds
 
