@@ -46,7 +46,7 @@ class MemoryOptions:
     answer: int = 3
     within: int = 3600  # seconds: neighbours come from the hit's own conversation
     max_terms: int = 8
-    common: float = 0.002
+    common: float = 0.0005
     postings: int = 3000  # the words asked with match at most about this many messages in all (the cost)
     live: bool = True
 
@@ -75,18 +75,17 @@ def query_terms(store, texts: Sequence[str], opts: MemoryOptions) -> list[str]:
     (longest first among equals), at most `opts.max_terms`. The trigram index is asked with whole words of three
     or more characters (case folded, accents kept, as that tokeniser does), a word's count estimated by its
     rarest trigram."""
-    if store.tokenizer_name == "trigram":
-        seen = list(dict.fromkeys(w.casefold() for t in texts for w in WORD.findall(t) if len(w) >= 3))
-        grams = store.term_documents(sorted({w[i:i + 3] for w in seen for i in range(len(w) - 2)}))
-        docs = {w: min(grams[w[i:i + 3]] for i in range(len(w) - 2)) for w in seen}
-    else:
-        seen = list(dict.fromkeys(w for t in texts for w in words(t) if len(w) >= 2 or w.isdigit()))
-        docs = store.term_documents(seen)
-    total = store.indexed_documents()
     # A word in more than `common` of the messages (and more than 20) says little and costs much: a big store's
     # common words have long posting lists. A fixed floor, not a share of a small store: training (which sees the
     # whole store) and drafting (which saw less of it) then ask with the same words.
-    limit = max(20, int(total * opts.common))
+    limit = max(20, int(store.indexed_documents() * opts.common))
+    if store.tokenizer_name == "trigram":
+        seen = list(dict.fromkeys(w.casefold() for t in texts for w in WORD.findall(t) if len(w) >= 3))
+        grams = store.term_documents(sorted({w[i:i + 3] for w in seen for i in range(len(w) - 2)}), limit)
+        docs = {w: min(grams[w[i:i + 3]] for i in range(len(w) - 2)) for w in seen}
+    else:
+        seen = list(dict.fromkeys(w for t in texts for w in words(t) if len(w) >= 2 or w.isdigit()))
+        docs = store.term_documents(seen, limit)
     usable = sorted((w for w in seen if 0 < docs[w] <= limit), key=lambda w: (docs[w], -len(w)))
     out, postings = [], 0
     for w in usable[:opts.max_terms]:

@@ -75,12 +75,19 @@ class Searchable:
         30 ms at 1M messages, this a lookup; deletions make it a little high, which a threshold does not mind)."""
         return self.conn.execute("SELECT COALESCE(max(id), 0) FROM messages").fetchone()[0]
 
-    def term_documents(self, terms: list[str]) -> dict[str, int]:
-        """How many messages contain each term (as the tokeniser wrote it: folded), 0 when none."""
+    def term_documents(self, terms: list[str], cap: int | None = None) -> dict[str, int]:
+        """How many messages contain each term (as the tokeniser wrote it: folded), 0 when none; with `cap`, at
+        most cap + 1 (counted by reading no more of its posting list: the vocabulary table reads all of a
+        common word's, 15 ms for a word in half of 1M messages)."""
         out = {}
         for t in terms:
-            row = self.conn.execute("SELECT doc FROM messages_fts_vocab WHERE term = ?", (t,)).fetchone()
-            out[t] = row[0] if row else 0
+            if cap is None:
+                row = self.conn.execute("SELECT doc FROM messages_fts_vocab WHERE term = ?", (t,)).fetchone()
+                out[t] = row[0] if row else 0
+            else:
+                out[t] = self.conn.execute(
+                    "SELECT count(*) FROM (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? LIMIT ?)",
+                    ('"' + t.replace('"', '""') + '"', cap + 1)).fetchone()[0]
         return out
 
     def search(self, key: ChatKey, query: str, before: int, *, owner_elsewhere: bool = False, live: bool = True,
