@@ -166,3 +166,16 @@ def test_a_big_batch_is_indexed_at_once_and_leaves_no_flag():
     store.insert_messages([msg(500, "user2002", T0 + 500, "Biscuit once more")])
     assert len(store.search(key, '"biscuit"', T0 + 1000, limit=500)) == 101
     assert store.conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
+
+
+def test_a_failed_batch_leaves_neither_rows_nor_the_bulk_flag():
+    store = Store.open(None)
+    with store.transaction():
+        store.upsert_chat(Chat("telegram", "2002", "personal"))
+    bad = [msg(i, "user2002", T0 + i, "fine") for i in range(70)] + [msg(99, "user2002", T0, None)]  # NULL text
+    with pytest.raises(sqlite3.IntegrityError):
+        with store.transaction():
+            store.insert_messages(bad)
+    assert store.get_meta("memory_bulk") is None and store.indexed_documents() == 0
+    store.insert_messages([msg(1, "user2002", T0, "Biscuit")])
+    assert len(store.search(store.find_chat("telegram:2002").key, '"biscuit"', T0 + 1)) == 1

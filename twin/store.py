@@ -138,14 +138,20 @@ class Store(Searchable):
             self.conn.execute("SAVEPOINT bulk_insert")
             last = self.conn.execute("SELECT COALESCE(max(id), 0) FROM messages").fetchone()[0]
             self.conn.execute("INSERT INTO meta (key, value) VALUES ('memory_bulk', '1')")
-        cur = self.conn.executemany(
-            "INSERT INTO messages (platform, chat_id, msg_id, sender_id, time, text, kind, reply_to, "
-            "forwarded, edited, import_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (platform, chat_id, msg_id) DO UPDATE SET text = excluded.text, "
-            "kind = excluded.kind, edited = excluded.edited "
-            "WHERE excluded.edited IS NOT NULL AND (messages.edited IS NULL OR excluded.edited > messages.edited)",
-            rows,
-        )
+        try:
+            cur = self.conn.executemany(
+                "INSERT INTO messages (platform, chat_id, msg_id, sender_id, time, text, kind, reply_to, "
+                "forwarded, edited, import_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (platform, chat_id, msg_id) DO UPDATE SET text = excluded.text, "
+                "kind = excluded.kind, edited = excluded.edited "
+                "WHERE excluded.edited IS NOT NULL AND (messages.edited IS NULL OR excluded.edited > messages.edited)",
+                rows,
+            )
+        except BaseException:
+            if bulk:  # the batch and its flag go together; the caller's transaction decides the rest
+                self.conn.execute("ROLLBACK TO bulk_insert")
+                self.conn.execute("RELEASE bulk_insert")
+            raise
         changed = max(cur.rowcount, 0)
         if bulk:
             self.conn.execute("DELETE FROM meta WHERE key = 'memory_bulk'")
