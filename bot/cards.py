@@ -148,6 +148,8 @@ def card_text(d: Draft, contact: str, incoming: list[str], note: str = "", now: 
     rest = ["", f"<b>Draft {d.shown + 1}/{len(d.candidates)}</b>" + (" (auto)" if d.auto else ""), None]
     if d.state == State.PENDING and d.expires_at:
         rest.append(f"<i>expires {_when(d.expires_at, now)}</i>")
+    if d.remembered:  # memory was used (twin/memory.py): from which days, at most four
+        rest.append(f"<i>remembered: {e(', '.join(d.remembered[-4:]))}</i>")
     if d.state in STATE_LINES:
         line = STATE_LINES[d.state]
         if d.state in (State.EDITED_SENT, State.SUPERSEDED) and d.final_text:

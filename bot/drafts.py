@@ -147,6 +147,7 @@ class Draft:
     sent_ids: tuple[str, ...] = ()  # the messages delivered so far ("?" for one the owner said arrived)
     regenerations: int = 0
     auto: bool = False
+    remembered: tuple[str, ...] = ()  # the days memory recalled passages from ("3 Mar"), shown on the card
 
     @property
     def text(self) -> str:

@@ -25,7 +25,7 @@ _COLUMNS = (
     "id", "origin", "platform", "connection_id", "chat_id", "contact_id", "answers", "reply_to", "candidates",
     "shown", "state", "final_text", "edited", "editing", "adapter", "prompt", "latency_ms", "created_at",
     "updated_at", "expires_at", "card_chat_id", "card_message_id", "attempts", "failures", "inflight", "next_attempt_at",
-    "error", "sent_ids", "regenerations", "auto",
+    "error", "sent_ids", "regenerations", "auto", "remembered",
 )
 
 
@@ -49,7 +49,7 @@ def _row(d: Draft) -> dict:
         "card_chat_id": d.card[0] if d.card else None, "card_message_id": d.card[1] if d.card else None,
         "attempts": d.attempts, "failures": d.failures, "inflight": int(d.inflight), "next_attempt_at": _t(d.next_attempt_at),
         "error": d.error, "sent_ids": json.dumps(list(d.sent_ids)), "regenerations": d.regenerations,
-        "auto": int(d.auto),
+        "auto": int(d.auto), "remembered": json.dumps(list(d.remembered)),
     }
 
 
@@ -66,7 +66,7 @@ def _draft(r: tuple) -> Draft:
         card=(v["card_chat_id"], v["card_message_id"]) if v["card_message_id"] else None,
         attempts=v["attempts"], failures=v["failures"], inflight=bool(v["inflight"]), next_attempt_at=at("next_attempt_at"),
         error=v["error"], sent_ids=tuple(json.loads(v["sent_ids"] or "[]")), regenerations=v["regenerations"],
-        auto=bool(v["auto"]),
+        auto=bool(v["auto"]), remembered=tuple(json.loads(v["remembered"] or "[]")),
     )
 
 

@@ -192,6 +192,7 @@ class Relay:
             candidates=tuple(c.text for c in result.candidates), created_at=now, updated_at=now,
             expires_at=D.expiry(last, self.settings.expiry_margin), reply_to=burst[-1].msg_id,
             adapter=result.adapter, prompt=result.prompt_ids, latency_ms=result.latency_ms, auto=auto,
+            remembered=result.remembered,
         ), now)
         log.info("draft %d chat=%s candidates=%d latency_ms=%.0f auto=%s", d.id, ref.chat_id,
                  len(d.candidates), result.latency_ms, auto)
@@ -347,7 +348,7 @@ class Relay:
             id=None, chat=ref, contact_id=contact_id, answers=answers, origin="discord",
             candidates=tuple(c.text for c in result.candidates), created_at=now, updated_at=now,
             expires_at=D.expiry(now, self.settings.expiry_margin), adapter=result.adapter,
-            prompt=result.prompt_ids, latency_ms=result.latency_ms,
+            prompt=result.prompt_ids, latency_ms=result.latency_ms, remembered=result.remembered,
         ), now)
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[d.id] = waiter

@@ -207,6 +207,11 @@ class Conversation:
 
     def run(self, topic: dict, mode: str) -> list[Msg]:
         rng = self.rng
+        if mode == "followup":  # a later conversation about what was settled (sample_facts.py)
+            lines = list(topic["followup"])
+            for number, line in enumerate(lines):
+                self.say(line)
+            return self.messages
         if mode == "own" and topic["own"]:
             lines = list(topic["own"])
         elif mode == "own":
@@ -275,6 +280,7 @@ def chat_sessions(rng: random.Random, chat: dict, members_at) -> list[Msg]:
     messages: list[Msg] = []
     end, last_slots, ignored, recent = None, None, False, []
     memory = {"talked": [], "news": list(persona.NEWS[chat["key"]])}
+    followups: list[tuple[int, int, dict, dict]] = []  # (due index, order, topic, slots)
     for index, start in enumerate(starts):
         if ignored:
             start = end + rng.randint(2 * 3600, 14 * 3600)
@@ -284,6 +290,9 @@ def chat_sessions(rng: random.Random, chat: dict, members_at) -> list[Msg]:
             topic, slots, mode = recent[-1], last_slots, "apology"
         elif due and due[0][0] <= index:
             topic, slots, mode = once[due.pop(0)[1]], draw_slots(rng), "normal"
+        elif followups and followups[0][0] <= index:
+            _, _, topic, slots = followups.pop(0)
+            mode = "followup"
         else:
             topic, slots = pick_topic(rng, chat["topics"], recent), draw_slots(rng)
             roll = rng.random()
@@ -297,5 +306,8 @@ def chat_sessions(rng: random.Random, chat: dict, members_at) -> list[Msg]:
         end = stamp(rng, session, start)
         messages.extend(session)
         recent.append(topic)
+        if topic.get("followup") and mode in ("normal", "own", "apology"):
+            followups.append((index + rng.randint(2, 6), index, topic, slots))
+            followups.sort(key=lambda f: f[:2])
         last_slots, ignored = slots, mode == "ignored"
     return messages

@@ -952,6 +952,13 @@ CHATS = [
      "reactions": ["lol ok", "sick", "ja ja"], "stickers": ["😂", "🤣", "💪"]},
 ]
 
+# Recurring facts (a trip's crag, a visitor's spot, a date's restaurant, a puppy's name) for memory to recall.
+import sample_facts  # noqa: E402
+
+SLOTS.update(sample_facts.SLOTS)
+for _chat in CHATS:
+    _chat["topics"] = _chat["topics"] + sample_facts.BY_CHAT.get(_chat["key"], [])
+
 OWNER_STICKERS = ["🙃", "🧗", "🔧"]
 # Replies that already are an answer: no reaction word goes in front of them.
 ACKS = ("ja ja", "lol", "sick", "yep", "yes", "ok", "sure", "nope", "nah", "no stress", "haha", "same", "deal")

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from twin.errors import ConfigError
 from twin.models import DEFAULT_NAME, EMBEDDED_SPEC
-from twin.prompts import FORMAT_NAME, FORMAT_VERSION
+from twin.prompts import FORMAT_NAME, FORMAT_VERSIONS
 
 BASE_NAME = "base"  # the base model's served name in vLLM (serving.vllm_server.ServeConfig)
 
@@ -43,13 +43,22 @@ def check_adapter(name: str, meta: dict, base: str | None) -> None:
     >>> check_adapter("mira-v1", {"prompt_format": {"name": "twin-chat", "version": 1}, "base_model": "/m"}, "/m")
     """
     fmt = meta.get("prompt_format") or {}
-    if fmt and (fmt.get("name"), fmt.get("version")) != (FORMAT_NAME, FORMAT_VERSION):
+    if fmt and (fmt.get("name") != FORMAT_NAME or fmt.get("version") not in FORMAT_VERSIONS):
         raise ConfigError(f"adapter {name}: trained on prompt format {fmt.get('name')} v{fmt.get('version')}, "
-                          f"this twin drafts with {FORMAT_NAME} v{FORMAT_VERSION}; retrain it with `twin train`")
+                          f"this twin drafts with {FORMAT_NAME} v{max(FORMAT_VERSIONS)}; retrain it with `twin train`")
     trained_on = meta.get("base_model")
     if trained_on and base and not same_base(trained_on, base):
         raise ConfigError(f"adapter {name}: trained on base {trained_on}, but this backend runs {base}; "
                           "draft with an adapter of this base, or start the backend with the adapter's base")
+
+
+def uses_memory(meta: dict | None) -> bool:
+    """Whether drafts for an adapter carry memory: it was trained on format v2 (or there is none: the base).
+
+    >>> uses_memory(None), uses_memory({"prompt_format": {"name": "twin-chat", "version": 1}})
+    (True, False)
+    """
+    return meta is None or (meta.get("prompt_format") or {}).get("version", 1) >= 2
 
 
 def same_base(a: str | None, b: str | None) -> bool:

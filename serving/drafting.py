@@ -5,6 +5,9 @@ it (`twin.prompts.chat_persona`, dated by the conversation's first message, as t
 session), then the current conversation from the store (the messages since the last silence longer than the
 session gap; none when the last message is older than that), with the incoming messages appended as the
 contact's turn. So a draft's prompt is a training sample of that conversation cut before the owner's reply.
+With memory (format twin-chat v2, `DraftSettings.memory`), the persona also carries what retrieval
+(twin/memory.py) recalls for the contact's lines of this conversation from the chat's earlier conversations, as
+training gave each sample the memory of the conversations before it.
 A prompt longer than `max_prompt_tokens` is made to fit (`fit`), never refused: the oldest turns go first, then
 an overlong persona's notes, then the middle of the incoming messages (`shorten`), so their end stays.
 
@@ -41,6 +44,7 @@ from twin.config import DraftingConfig
 from twin.emoji import count_emoji, is_emoji
 from twin.text import edit_distance
 from twin.errors import ConfigError, NotFound, TwinError
+from twin.memory import MemoryOptions, contact_lines, days, recall
 from twin.prompts import GROUP_TYPES, Persona, Turn, chat_persona, to_turns
 from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
 from twin.store import ChatKey, Store, StoredMessage
@@ -110,6 +114,7 @@ class Candidates:
     attempts: int = 1
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> candidates dropped
     prompt_ids: tuple[int, ...] = ()  # the exact prompt (kept with a live draft, for learning from its outcome)
+    remembered: tuple[str, ...] = ()  # the days memory recalled passages from ("3 Mar"), for the card
 
     def to_json(self) -> dict:
         """The `twin draft --json` object (DESIGN.md), plus prompt_tokens."""
@@ -132,6 +137,7 @@ class DraftSettings:
     similarity: float = 0.8
     scrub: Callable[[str], str] | None = None
     acceptance: Acceptance = field(default_factory=Acceptance, compare=False)  # shared by this settings' drafts
+    memory: MemoryOptions | None = None  # None: no memory (base config, or an adapter of format v1)
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,11 @@ def build_prompt(store: Store, request: DraftRequest, tokenizer, settings: Draft
     owner = settings.owner_name or store.owner_name() or "Owner"
     date = session[0].time.date() if session else now.date()
     persona = replace(chat_persona(chat, history, owner, settings.notes if request.notes else {}), date=date)
+    if settings.memory is not None:
+        before = session[0].time if session else now
+        persona = replace(persona, memory=recall(store, key, contact_lines(session), before, owner, settings.memory,
+                                                 lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]),
+                                                 settings.scrub))
     persona, turns, ids = fit(persona, turns, tokenizer, settings.max_prompt_tokens)
     names = {persona.owner, persona.contact, *(m.sender_name for m in session if m.sender_name)}
     return Prompt(ids, persona, tuple(turns), measure(history, gap), tuple(sorted(names)))
@@ -402,4 +413,4 @@ def draft(store: Store, backend: Backend, request: DraftRequest, settings: Draft
         raise NoDraft(f"no usable reply in {attempts} tries ({why}); try again, raise the temperature, "
                       "or retrain the adapter on more of your messages")
     return Candidates(kept[:request.n], request.adapter or "base", latency, len(prompt.ids), attempts, dict(rejected),
-                 tuple(prompt.ids))
+                      tuple(prompt.ids), tuple(days(prompt.persona.memory)))

@@ -70,3 +70,12 @@ def test_pieces_keep_every_word_and_fit_telegram(text):
     out = pieces(text)
     assert all(0 < utf16(p) <= MAX_TEXT_LENGTH for p in out)
     assert "".join("".join(p.split()) for p in out) == "".join(text.split())
+
+
+def test_a_card_says_from_which_days_memory_was_used():
+    plain = card_text(draft("sure"), "Tomas", [], now=T0)
+    assert "remembered" not in plain
+    d = draft("Biscuit is fine!", remembered=("3 Mar", "14 Apr"))
+    card = card_text(d, "Tomas", ["how is the dog?"], now=T0)
+    assert "<i>remembered: 3 Mar, 14 Apr</i>" in card
+    assert formatted(card, "HTML")[0].count("remembered: 3 Mar, 14 Apr") == 1

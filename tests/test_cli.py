@@ -175,3 +175,22 @@ def test_init_writes_template_once(tmp_path):
     run_twin(home, "init")
     assert (home / "twin.toml").exists()
     assert run_twin(home, "init", check=False).returncode != 0
+
+
+def test_recall_prints_what_the_twin_remembers_and_trigram_rebuilds_the_index(tmp_path, export):
+    home = tmp_path / "home"
+    run_twin(home, "ingest", str(export))
+    out = json.loads(run_twin(home, "recall", "Tomas Berg", "climbing again?", "--json").stdout)
+    assert [(r["time"], r["speaker"], r["text"]) for r in out] == [
+        ("2023-11-14T22:13:20+00:00", "Tomas Berg", "Are we climbing Saturday?"),
+        ("2023-11-14T22:14:20+00:00", "Mira Solberg", "ja ja"),
+        ("2023-11-14T22:14:30+00:00", "Mira Solberg", "no stress"),
+    ]
+    text = run_twin(home, "recall", "Tomas Berg", "zebras?").stdout
+    assert text.strip() == "nothing remembered: nothing earlier matches"
+    (home / "twin.toml").write_text('[memory]\ntokenize = "trigram"\n')
+    out = json.loads(run_twin(home, "recall", "Tomas Berg", "climbing again?", "--json").stdout)
+    assert out[0]["text"] == "Are we climbing Saturday?"
+    (home / "twin.toml").write_text('[memory]\nscope = "everyone"\n')
+    bad = run_twin(home, "recall", "Tomas Berg", "x", check=False)
+    assert bad.returncode != 0 and "memory.scope" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

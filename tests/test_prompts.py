@@ -300,3 +300,39 @@ def test_property_mask_and_prefix(owner_first, bursts, name):
     assert runs(tok, r) == [t.content + eot for t in owners]
     if turns[-1].role == "owner":
         _assert_prefix(tok, turns)
+
+
+# -- format v2: memory -----------------------------------------------------------------------------------------
+
+from twin.prompts import FORMAT_VERSION, Recalled  # noqa: E402
+
+MEMORY = (Recalled(dt.datetime(2024, 2, 11, 18, 5, tzinfo=dt.timezone.utc), "Tomas", "we got a puppy, Biscuit"),
+          Recalled(dt.datetime(2024, 2, 11, 18, 6, tzinfo=dt.timezone.utc), "Mira", "Biscuit! photos please"))
+PM = Persona("Mira", "Tomas", "telegram", dt.date(2024, 3, 9), notes="climbing partner", memory=MEMORY)
+
+
+def test_v2_memory_is_a_block_of_the_system_message_with_no_loss():
+    assert FORMAT_VERSION == 2
+    r = render(Conversation(PM, CONV.turns), CHATML)
+    assert text(CHATML, r).startswith(
+        "<|im_start|>system\nYou are Mira chatting with Tomas on Telegram. Today is Saturday 2024-03-09.\n"
+        "About Tomas: climbing partner\nFrom earlier conversations:\n"
+        "[2024-02-11] Tomas: we got a puppy, Biscuit\n[2024-02-11] Mira: Biscuit! photos please\n"
+        "Reply as Mira: your own words and style, one message per line.<|im_end|>\n")
+    assert runs(CHATML, r) == ["yes!\nmeet at 10<|im_end|>", "see you there<|im_end|>"]  # memory carries no loss
+    # Without memory v2 is v1, token for token: v1 adapters keep drafting with v1.
+    assert render(Conversation(replace_memory(PM, ()), CONV.turns), CHATML).input_ids == render(CONV, CHATML).input_ids
+
+
+def replace_memory(p, memory):
+    import dataclasses
+    return dataclasses.replace(p, memory=memory)
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_v2_ids_are_the_templates_and_the_draft_prompt_is_the_sample_cut(name):
+    tok, eot = TOKENIZERS[name], EOT[name]
+    r = render(Conversation(PM, CONV.turns), tok)
+    assert r.input_ids == template_ids(tok, CONV.turns, persona=PM)
+    assert runs(tok, r) == [f"yes!\nmeet at 10{eot}", f"see you there{eot}"]
+    assert prompt_ids(PM, CONV.turns[:3], tok) == template_ids(tok, CONV.turns[:3], persona=PM, generation=True)

@@ -69,7 +69,8 @@ def test_train_then_eval(tmp_path, base_dir):
     assert out.strip().splitlines()[-1] == str(adapter)
     meta = json.loads((adapter / "twin.json").read_text())
     assert meta["name"] == "twin-v1" and meta["base_model"] == str(base_dir)
-    assert meta["prompt_format"] == {"name": "twin-chat", "version": 1}
+    assert meta["prompt_format"] == {"name": "twin-chat", "version": 2}  # trained with memory ([memory] is on)
+    assert meta["dataset_options"]["memory_tokens"] == 224
     assert meta["data"]["train_samples"] + meta["data"]["held_out_samples"] == 24
     assert meta["data"]["held_out_samples"] == 2  # the most recent session of each chat
     assert meta["hyperparameters"]["r"] == 16 and meta["training"]["steps"] == 4
@@ -93,6 +94,21 @@ def test_train_then_eval(tmp_path, base_dir):
     # The owner of this history answered every burst: no no-reply classifier to learn, none saved, none reported
     # (twin train warns; tests/test_reply_model.py covers the classifier).
     assert res["reply_model"] is None and not (adapter / "reply_model.json").exists()
+    m = res["memory"]
+    assert m["samples"] == 2 and set(m) >= {"perplexity", "fact_perplexity", "fact_words"}
+    assert m["perplexity"]["with"] > 1 and m["perplexity"]["without"] > 1
+
+
+def test_memory_off_trains_format_v1_and_eval_has_no_memory_block(tmp_path, base_dir):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "twin.toml").write_text('[training]\nmax_tokens = 256\n[memory]\nenabled = false\n')
+    fill_store(home / "twin.db")
+    twin(home, "train", "--base-model", str(base_dir), "--max-steps", "1")
+    meta = json.loads((home / "adapters" / "twin-v1" / "twin.json").read_text())
+    assert meta["prompt_format"] == {"name": "twin-chat", "version": 1} and meta["dataset_options"]["memory_tokens"] == 0
+    res = json.loads(twin(home, "eval", "twin-v1", "--json", "--limit", "1").stdout)
+    assert res["memory"] is None and res["held_out"]["data_changed_since_training"] is False
 
 
 def test_train_without_data_says_ingest(tmp_path, base_dir):

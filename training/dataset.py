@@ -13,7 +13,11 @@ sample, rendered with `twin.prompts.render`; the rules, in the order they are ap
 4. A sample with the same token ids as one already kept (earlier in the same chat, or in a chat read
    before) is dropped as `duplicate`, so a held-out sample never repeats a training one.
 5. With `cap_per_chat`, only the chat's most recent samples are kept; the older ones are `cap_per_chat`.
-6. The most recent `holdout_fraction` of each chat's remaining samples (rounded down, but at least one once
+6. With memory (`memory_tokens` > 0, format twin-chat v2), each session's persona carries what retrieval
+   (twin/memory.py) recalls for it from strictly earlier conversations of the store, asked with the contact's
+   lines of that session, exactly as drafting asks with the contact's lines of the current conversation. It is
+   context: no loss on it.
+7. The most recent `holdout_fraction` of each chat's remaining samples (rounded down, but at least one once
    the chat has two) is held out; the rest is training data. Train and held-out never share a session.
 
 Nothing is dropped silently: sessions == train + held_out + sum(dropped).
@@ -32,8 +36,9 @@ from functools import cached_property
 from typing import Any
 
 from twin.chat import Chat
-from twin.config import ContactConfig, IngestConfig, OwnerConfig, TelegramConfig, TrainingConfig
+from twin.config import ContactConfig, IngestConfig, MemoryConfig, OwnerConfig, TelegramConfig, TrainingConfig
 from twin.errors import ConfigError
+from twin.memory import MemoryOptions, contact_lines, recall
 from twin.pii import scrub
 from twin.prompts import GROUP_TYPES, Conversation, DoesNotFit, Persona, Rendered, Turn, chat_persona, render, to_turns
 from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
@@ -61,13 +66,18 @@ class DatasetOptions:
     notes: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
     include_live: bool = False
+    memory_tokens: int = 0  # the memory block's budget; 0: no memory (format v1)
+    memory_scope: str = "chat"
 
     @classmethod
     def from_config(cls, training: TrainingConfig, ingest: IngestConfig, owner: OwnerConfig,
-                    contacts: Mapping[str, ContactConfig], telegram: TelegramConfig) -> DatasetOptions:
+                    contacts: Mapping[str, ContactConfig], telegram: TelegramConfig,
+                    memory: MemoryConfig | None = None) -> DatasetOptions:
         """The options twin.toml gives; `twin train` then takes the store's own session gap, where ingest
         recorded one, in place of ingest.session_gap_minutes."""
+        on = memory is not None and memory.enabled
         return cls(
+            memory_tokens=memory.max_tokens if on else 0, memory_scope=memory.scope if on else "chat",
             max_tokens=training.max_tokens, train_on=training.train_on, scrub_pii=training.scrub_pii,
             cap_per_chat=training.cap_per_chat, holdout_fraction=training.holdout_fraction,
             session_gap=round(ingest.session_gap_minutes * 60), owner_name=owner.name,
@@ -86,6 +96,10 @@ class DatasetOptions:
             raise ConfigError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if self.session_gap <= 0:
             raise ConfigError(f"session_gap must be positive seconds, got {self.session_gap}")
+        MemoryOptions(self.memory_tokens, self.memory_scope)  # checks both
+
+    def memory(self, live: bool) -> MemoryOptions | None:
+        return MemoryOptions(self.memory_tokens, self.memory_scope, live=live) if self.memory_tokens > 0 else None
 
 
 @dataclass(frozen=True)
@@ -161,12 +175,14 @@ def build(store: Store, tokenizer: Any, opts: DatasetOptions = DatasetOptions())
         if opts.scrub_pii:
             messages = [replace(m, text=scrub(m.text)) for m in messages]
         persona = chat_persona(chat, messages, owner, opts.notes)
+        remember = _remembering(store, chat, owner, tokenizer, opts, live)
         times = [int(m.time.timestamp()) for m in messages]
         bounds = session_starts(times, opts.session_gap) + [len(messages)]
         kept: list[Sample] = []
         for index, (a, b) in enumerate(zip(bounds, bounds[1:])):
             sessions += 1
-            sample = _sample(chat, index, messages[a:b], persona, tokenizer, opts)
+            memory = remember(messages[a:b]) if remember else ()
+            sample = _sample(chat, index, messages[a:b], replace(persona, memory=memory), tokenizer, opts)
             if isinstance(sample, str):
                 dropped[sample] += 1
             elif tuple(sample.input_ids) in seen:
@@ -182,6 +198,19 @@ def build(store: Store, tokenizer: Any, opts: DatasetOptions = DatasetOptions())
         held_out += kept[len(kept) - k:]
     random.Random(opts.seed).shuffle(train)
     return Dataset(tuple(train), tuple(held_out), dropped, sessions)
+
+
+def _remembering(store: Store, chat: Chat, owner: str, tokenizer: Any, opts: DatasetOptions, live: bool):
+    """A function giving a session's memory (what retrieval recalls before its first message), or None."""
+    memory = opts.memory(live)
+    if memory is None:
+        return None
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return lambda session: recall(store, chat.key, contact_lines(session), session[0].time, owner, memory, count,
+                                  scrub if opts.scrub_pii else None)
 
 
 def _sample(

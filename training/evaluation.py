@@ -5,7 +5,8 @@ On the held-out sessions (the most recent of each chat, rebuilt exactly as train
 - replies generated for each held-out context (the turns before the owner's last reply), compared with the
   owner's real reply there: style profile and its distance to the real one, distinct-2, and a classifier
   two-sample test (AUC 0.5 = a classifier cannot tell generated from real);
-- with planted canaries (`twin train --canaries`), their exposure and whether greedy decoding leaks them.
+- with planted canaries (`twin train --canaries`), their exposure and whether greedy decoding leaks them;
+- for an adapter trained with memory, the same adapter with and without the memory block (training/memory_eval.py).
 Base and adapter side by side, as JSON, in the adapter's twin.json, and as `eval.png` beside it.
 """
 
@@ -117,16 +118,23 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     with model.disable_adapter():
         base_side = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
     adapter_side = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
+    memory = None
+    if meta["dataset_options"].get("memory_tokens"):
+        from training.memory_eval import compare
+
+        memory = compare(model, tokenizer, held_out, home.db, meta["dataset_options"].get("train_on", "owner"))
     results = {
         "adapter": adapter_side,
         "base": base_side,
         "real": {"profile": real_profile, "distinct_2": metrics.distinct_n([" ".join(r) for r in real])},
         "held_out": {"samples": len(held_out), "replies": len(prompts), "data_changed_since_training": drift},
         "ratios": {"perplexity": adapter_side["perplexity"] / base_side["perplexity"]},
+        "memory": memory,
     }
     meta["eval"] = results
     adapters.write_json_atomic(adapter.path / "twin.json", meta)
-    metrics.chart({"base": base_side, "adapter": adapter_side, "real": results["real"]}, adapter.path / "eval.png")
+    metrics.chart({"base": base_side, "adapter": adapter_side, "real": results["real"], "memory": memory},
+                  adapter.path / "eval.png")
     results["chart"] = str(adapter.path / "eval.png")
     results["name"] = adapter.name
     return results
@@ -146,6 +154,10 @@ def format_table(results: dict) -> list[tuple[str, str, str]]:
         ("mean message length, chars (you: " + figure(results["real"]["profile"].get("chars_mean"), ".1f") + ")",
          figure(b["profile"].get("chars_mean"), ".1f"), figure(a["profile"].get("chars_mean"), ".1f")),
     ]
+    if m := results.get("memory"):
+        for key, label in (("perplexity", "with memory / without: perplexity"),
+                           ("fact_perplexity", f"with memory / without: facts ({m['fact_words']} words)")):
+            rows.append((label, figure(m[key]["with"], ".2f"), figure(m[key]["without"], ".2f")))
     for cb, ca in zip(b.get("canaries", []), a.get("canaries", [])):
         rows.append((f"canary x{cb['repeats']} exposure (bits) / leaked",
                      f"{cb['exposure']:.1f} / {'yes' if cb['leaked'] else 'no'}",

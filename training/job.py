@@ -112,7 +112,8 @@ def train_adapter(home: Home, training: TrainingConfig, data_opts: DatasetOption
         return home.adapters / name  # under DDP only the main process writes the adapter
     return publish_adapter(result.model, home.adapters, name, {
         "base_model": base_spec or EMBEDDED_SPEC,
-        "prompt_format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+        # v2 is the format with memory; trained without it, the adapter drafts without it (v1).
+        "prompt_format": {"name": FORMAT_NAME, "version": FORMAT_VERSION if opts.memory_tokens else 1},
         "data": {"fingerprint": data.fingerprint, **summary},
         "dataset_options": {**asdict(opts), "notes": sorted(opts.notes)},
         "hyperparameters": hyperparameters(t),
@@ -134,7 +135,7 @@ def rebuild_dataset(home: Home, cfg: Config, meta: dict, tokenizer) -> Dataset:
 
     twin.json keeps only the names of contacts with notes, not the notes: they come from twin.toml.
     """
-    saved = {k: v for k, v in meta["dataset_options"].items() if k != "notes"}
+    saved = {"memory_tokens": 0, **{k: v for k, v in meta["dataset_options"].items() if k != "notes"}}
     opts = DatasetOptions.from_config(cfg.training, cfg.ingest, cfg.owner, cfg.contacts, cfg.telegram)
     with Store.open(home.db) as store:
         return build(store, tokenizer, replace(_with_store_gap(opts, store), **saved))

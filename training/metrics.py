@@ -239,6 +239,23 @@ def _value(d: dict[str, Any], key: str) -> float:
     return math.nan if v is None else float(v)
 
 
+def _memory_panel(ax: Any, memory: dict[str, Any]) -> None:
+    """The adapter with and without the memory block: perplexity of all its turns and of the facts."""
+    keys = (("perplexity", "all turns"), ("fact_perplexity", f"facts ({memory.get('fact_words', 0)} words)"))
+    x = np.arange(len(keys))
+    for k, (arm, colour) in enumerate((("with", "#1f77b4"), ("without", "#9e9e9e"))):
+        values = [_value(memory.get(key) or {}, arm) for key, _ in keys]
+        bars = ax.bar(x + (k - 0.5) * 0.38, [0 if math.isnan(v) else v for v in values], 0.38, label=f"{arm} memory",
+                      color=colour)
+        for bar, v in zip(bars, values):
+            ax.annotate("n/a" if math.isnan(v) else f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", xytext=(0, 2), textcoords="offset points", fontsize=8)
+    ax.set_xticks(x, [label for _, label in keys])
+    ax.set_title("adapter with / without memory: perplexity (lower)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.margins(y=0.15)
+
+
 def chart(results: dict[str, Any], path: Path) -> Path:
     """Write one PNG comparing base and adapter: headline metrics on top, style features (with real) below.
 
@@ -254,7 +271,11 @@ def chart(results: dict[str, Any], path: Path) -> Path:
 
     fig = Figure(figsize=(17, 9), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=(1, 1.15))
-    for ax, (key, title) in zip(top.subplots(1, len(_HEADLINE)), _HEADLINE):
+    memory = results.get("memory")
+    heads = top.subplots(1, len(_HEADLINE) + bool(memory))
+    if memory:
+        _memory_panel(heads[-1], memory)
+    for ax, (key, title) in zip(heads, _HEADLINE):
         arms = ["base", "adapter"] + (["real"] if key in results.get("real", {}) else [])
         values = [_value(results.get(a, {}), key) for a in arms]
         bars = ax.bar(arms, [0 if math.isnan(v) else v for v in values], color=[_COLOURS[a] for a in arms])

@@ -124,6 +124,18 @@ class DraftingConfig(Section):
     skip_no_reply: bool = True
 
 
+class MemoryConfig(Section):
+    """Memory (twin/memory.py): what drafting and training recall from earlier conversations."""
+
+    enabled: bool = True
+    # The memory block's budget in the prompt's tokens: about a quarter of [drafting]'s 896-token prompt.
+    max_tokens: int = Field(224, ge=0)
+    # "chat": only this chat's history. "owner" adds your own messages in other chats (never anyone else's).
+    scope: Literal["chat", "owner"] = "chat"
+    # "unicode61" (accents folded) suits most languages; "trigram" finds inflected forms (Russian, Finnish).
+    tokenize: Literal["unicode61", "trigram"] = "unicode61"
+
+
 class ContactConfig(Section):
     notes: str = ""
 
@@ -196,6 +208,7 @@ class Config(Section):
     telegram: TelegramConfig = TelegramConfig()
     discord: DiscordConfig = DiscordConfig()
     learn: LearnConfig = LearnConfig()
+    memory: MemoryConfig = MemoryConfig()
 
 
 def _where(loc: tuple) -> str:
@@ -264,6 +277,12 @@ TEMPLATE = """\
 # n = 3                           # candidates per draft
 # temperature = 0.8
 # skip_no_reply = true            # no card for "ok 👍", "thanks!": what you would not answer (see /status)
+
+[memory]
+# enabled = true                  # recall earlier conversations in drafts and training (format twin-chat v2)
+# max_tokens = 224                # the memory block's share of the prompt
+# scope = "chat"                  # "owner" also recalls your own messages in other chats, never anyone else's
+# tokenize = "unicode61"          # "trigram" for languages with rich inflection (Russian); rebuilds the index
 
 [telegram]
 # owner_id = 123456789            # your Telegram user id (ask @userinfobot); only you can approve or command

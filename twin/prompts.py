@@ -1,4 +1,4 @@
-"""The prompt format, twin-chat v1: how a conversation is shown to the model, in training and in drafting.
+"""The prompt format, twin-chat v2: how a conversation is shown to the model, in training and in drafting.
 
 Training (`twin train`) renders each session with `render`, which returns the token ids and the loss mask
 together; drafting renders the same persona and context with `render_prompt` / `prompt_ids`. Both go through
@@ -13,7 +13,9 @@ when such a template (or one that demands a user turn first) meets a conversatio
 the persona becomes a user message of its own.
 
 Change anything here that alters rendered text and FORMAT_VERSION must go up: adapters record the format they
-were trained on (twin.json).
+were trained on (twin.json). v2 adds memory: what retrieval (twin/memory.py) recalls from earlier conversations,
+as a block of the system message (`Persona.memory`); it is context, so it carries no loss. Without memory v2
+renders exactly as v1, which is how a v1 adapter keeps drafting: with no memory.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ if TYPE_CHECKING:
     from twin.store import StoredMessage
 
 FORMAT_NAME = "twin-chat"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)  # what drafting can still render: v1 is v2 without memory
+MEMORY_HEADER = "From earlier conversations:"
 
 PLATFORM_NAMES = {"telegram": "Telegram", "discord": "Discord", "whatsapp": "WhatsApp"}
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -49,8 +53,18 @@ TrainOn = Literal["owner", "all"]
 
 
 @dataclass(frozen=True)
+class Recalled:
+    """One message memory recalled from an earlier conversation: when, who said it (a name), what."""
+
+    time: dt.datetime
+    speaker: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Persona:
-    """Who speaks to whom: the system message. `group` is the group's title for group chats."""
+    """Who speaks to whom: the system message. `group` is the group's title for group chats; `memory` what the
+    twin remembers from earlier conversations (format v2), oldest first."""
 
     owner: str
     contact: str
@@ -59,6 +73,7 @@ class Persona:
     notes: str = ""
     group: str | None = None
     style: str = ""
+    memory: tuple[Recalled, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,12 @@ def system_text(persona: Persona) -> str:
     You are Mira chatting with Tomas on Telegram. Today is Saturday 2024-03-09.
     About Tomas: climbing partner
     Reply as Mira: your own words and style, one message per line.
+    >>> r = Recalled(dt.datetime(2024, 2, 11, 18, 5), "Tomas", "Biscuit ate my climbing chalk")
+    >>> print(system_text(Persona("Mira", "Tomas", "telegram", dt.date(2024, 3, 9), memory=(r,))))
+    You are Mira chatting with Tomas on Telegram. Today is Saturday 2024-03-09.
+    From earlier conversations:
+    [2024-02-11] Tomas: Biscuit ate my climbing chalk
+    Reply as Mira: your own words and style, one message per line.
     """
     p = persona
     where = PLATFORM_NAMES.get(p.platform, p.platform)
@@ -127,6 +148,9 @@ def system_text(persona: Persona) -> str:
         lines.append(f"About {_one_line(p.group or p.contact)}: {_one_line(p.notes)}")
     if p.style.strip():
         lines.append(_one_line(p.style))
+    if p.memory:
+        lines.append(MEMORY_HEADER)
+        lines += [f"[{r.time:%Y-%m-%d}] {_one_line(r.speaker)}: {_one_line(r.text)}" for r in p.memory]
     lines.append(f"Reply as {_one_line(p.owner)}: your own words and style, one message per line.")
     return "\n".join(lines)
 

@@ -121,7 +121,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX drafts_chat ON drafts (platform, chat_id, state);
     CREATE INDEX drafts_state ON drafts (state, expires_at);
     """,
-    # Bursts the relay judged "no reply due" and showed no card for (bot/skips.py). `fate`: open (nothing since),
+    # 4: bursts the relay judged "no reply due" and showed no card for (bot/skips.py). `fate`: open (nothing since),
     # missed (the owner answered by hand anyway), moved_on (the contact wrote again first), forced (/draft).
     """
     CREATE TABLE skipped_bursts (
@@ -131,6 +131,38 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX skipped_bursts_chat ON skipped_bursts (platform, chat_id, fate);
     CREATE INDEX skipped_bursts_time ON skipped_bursts (created_at);
+    """,
+    # 5: memory (twin/memory.py). A full-text index over the messages' text: FTS5 with external content (the
+    # text lives once, in `messages`; the index holds only the terms), filled from what is stored now and kept
+    # current by triggers on every insert, delete and change of text, so ingest, live messages and `twin forget`
+    # all keep it true. A draft records the days its memory came from, for its card (bot/cards.py).
+    # Tokeniser: unicode61 with diacritics folded ("café" finds "cafe"); twin.toml [memory] tokenize = "trigram"
+    # rebuilds it as trigrams (Store.ensure_index). The vocabulary table gives each term's document count (retrieval asks with the rarest words). The triggers' shape is sqlite-utils'
+    # `enable_fts(create_triggers=True)`, written here because that runs `executescript`, which commits the open
+    # transaction (a migration step is all or nothing) and hands no UPDATE OF column to the trigger. A big batch
+    # of inserts (ingest) sets meta 'memory_bulk' and indexes its rows in one statement after them
+    # (Store.insert_messages): FTS5 flushes its pending terms at every statement's savepoint, so one trigger
+    # insert per row writes one tiny segment per row, 8x slower than indexing the batch at once.
+    """
+    CREATE VIRTUAL TABLE messages_fts USING fts5 (
+        text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+    CREATE VIRTUAL TABLE messages_fts_vocab USING fts5vocab (messages_fts, 'row');
+    CREATE TRIGGER messages_fts_ai AFTER INSERT ON messages
+    WHEN NOT EXISTS (SELECT 1 FROM meta WHERE key = 'memory_bulk') BEGIN
+        INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER messages_fts_ad AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    END;
+    CREATE TRIGGER messages_fts_au AFTER UPDATE OF text ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+    END;
+    INSERT INTO meta (key, value) VALUES ('memory_tokenize', 'unicode61')
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    ALTER TABLE drafts ADD COLUMN remembered TEXT NOT NULL DEFAULT '[]';
     """,
 ]
 
@@ -172,6 +204,24 @@ def version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
+def statements(script: str) -> list[str]:
+    """A migration's statements, split at each ";" that ends one (not the ";" inside a trigger's BEGIN ... END).
+
+    >>> statements("CREATE TABLE t (x); CREATE TRIGGER g AFTER INSERT ON t BEGIN DELETE FROM t; END;")
+    ['CREATE TABLE t (x);', 'CREATE TRIGGER g AFTER INSERT ON t BEGIN DELETE FROM t; END;']
+    """
+    out, buf = [], ""
+    for piece in script.split(";")[:-1] if script.rstrip().endswith(";") else script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \n;"):
+        out.append(buf.strip())
+    return out
+
+
 def migrate(conn: sqlite3.Connection, where: str) -> None:
     """Bring the schema to SCHEMA_VERSION, one transaction per step; `where` names the file in errors."""
     current = version(conn)
@@ -188,9 +238,8 @@ def migrate(conn: sqlite3.Connection, where: str) -> None:
     try:
         for i in range(current, SCHEMA_VERSION):
             with transaction(conn):
-                for statement in MIGRATIONS[i].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements(MIGRATIONS[i]):
+                    conn.execute(statement)
                 if broken := conn.execute("PRAGMA foreign_key_check").fetchall():
                     raise StoreError(f"{where}: migration to schema {i + 1} left {len(broken)} dangling "
                                      "references; restore a backup and report this")

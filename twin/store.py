@@ -20,6 +20,7 @@ from pathlib import Path
 from twin import schema
 from twin.chat import Chat, ChatKey, Message, utc
 from twin.errors import NotFound
+from twin.store_search import Searchable
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ def _ts(t: datetime | None) -> int | None:
     return None if t is None else int(t.timestamp())
 
 
-class Store:
+class Store(Searchable):
     """twin.db. Open with `Store.open(path)`; use as a context manager to close it."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path | None):
@@ -125,7 +126,6 @@ class Store:
         `count_import_messages` tells added from updated. `source` is "import" for exports, "live" for what
         the relay saw (training leaves live messages out unless the owner opts in).
         """
-        before = self.conn.total_changes
         rows = [
             (
                 m.platform, m.chat_id, m.id, m.sender_id, _ts(m.time), m.text, m.kind,
@@ -133,15 +133,32 @@ class Store:
             )
             for m in messages
         ]
-        self.conn.executemany(
-            "INSERT INTO messages (platform, chat_id, msg_id, sender_id, time, text, kind, reply_to, "
-            "forwarded, edited, import_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (platform, chat_id, msg_id) DO UPDATE SET text = excluded.text, "
-            "kind = excluded.kind, edited = excluded.edited "
-            "WHERE excluded.edited IS NOT NULL AND (messages.edited IS NULL OR excluded.edited > messages.edited)",
-            rows,
-        )
-        return self.conn.total_changes - before
+        bulk = len(rows) >= 64
+        if bulk:  # index the batch in one statement after it, not row by row (schema 4's comment says why)
+            self.conn.execute("SAVEPOINT bulk_insert")
+            last = self.conn.execute("SELECT COALESCE(max(id), 0) FROM messages").fetchone()[0]
+            self.conn.execute("INSERT INTO meta (key, value) VALUES ('memory_bulk', '1')")
+        try:
+            cur = self.conn.executemany(
+                "INSERT INTO messages (platform, chat_id, msg_id, sender_id, time, text, kind, reply_to, "
+                "forwarded, edited, import_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (platform, chat_id, msg_id) DO UPDATE SET text = excluded.text, "
+                "kind = excluded.kind, edited = excluded.edited "
+                "WHERE excluded.edited IS NOT NULL AND (messages.edited IS NULL OR excluded.edited > messages.edited)",
+                rows,
+            )
+        except BaseException:
+            if bulk:  # the batch and its flag go together; the caller's transaction decides the rest
+                self.conn.execute("ROLLBACK TO bulk_insert")
+                self.conn.execute("RELEASE bulk_insert")
+            raise
+        changed = max(cur.rowcount, 0)
+        if bulk:
+            self.conn.execute("DELETE FROM meta WHERE key = 'memory_bulk'")
+            self.conn.execute("INSERT INTO messages_fts (rowid, text) SELECT id, text FROM messages WHERE id > ?",
+                              (last,))
+            self.conn.execute("RELEASE bulk_insert")
+        return changed  # rows of `messages` only: the index's triggers write more (total_changes)
 
     def count_import_messages(self, import_id: int) -> int:
         return self.conn.execute("SELECT count(*) FROM messages WHERE import_id = ?", (import_id,)).fetchone()[0]
@@ -437,4 +454,5 @@ class Store:
         for form in mentions:
             n["mentions"] += run("UPDATE messages SET text = replace(text, ?, '[forgotten]') "
                                  "WHERE platform = ? AND instr(text, ?) > 0", form, key.platform, form)
+        self.compact_index()  # the triggers took the rows out of the index; this takes out their marks too
         return n

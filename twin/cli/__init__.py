@@ -42,7 +42,13 @@ class Context:
         from twin.store import Store
 
         self.home.ensure()
-        return Store.open(self.home.db)
+        store = Store.open(self.home.db)
+        try:  # the index is built with the tokeniser twin.toml asks for ([memory] tokenize; a change rebuilds it)
+            store.ensure_index(self.config.memory.tokenize)
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     def existing_store(self):
         """The store, or a NotFound that says to ingest first."""
@@ -166,7 +172,7 @@ def run() -> None:
 
 
 # The commands register themselves on `main` when their modules are imported.
-from twin.cli import data, drafting, model, relay  # noqa: E402
+from twin.cli import data, drafting, memory, model, relay  # noqa: E402
 
 __all__ = ["Context", "main", "pass_ctx", "run", "table", "data", "drafting", "model", "relay"]
 

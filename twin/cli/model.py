@@ -57,7 +57,7 @@ def train(ctx: Context, base_model, max_steps, epochs, time_budget, name, resume
     cfg = ctx.config
     req = TrainRequest(base_model=base_model, name=name, max_steps=max_steps, epochs=epochs,
                        time_budget_minutes=time_budget, resume=resume, canaries=canaries, train_on=train_on)
-    data = DatasetOptions.from_config(cfg.training, cfg.ingest, cfg.owner, cfg.contacts, cfg.telegram)
+    data = DatasetOptions.from_config(cfg.training, cfg.ingest, cfg.owner, cfg.contacts, cfg.telegram, cfg.memory)
     path = train_adapter(ctx.home, cfg.training, data, req, echo=lambda m: click.echo(m, err=True))
     try:
         train_reply_model(ctx, path, sys.stderr)

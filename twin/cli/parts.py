@@ -10,10 +10,12 @@ import os
 from dataclasses import dataclass
 
 from serving.backend_factory import BackendSettings, open_backend
+from serving.backends import uses_memory
 from serving.drafting import DraftingParts, DraftSettings
 from twin import adapters
 from twin.config import Config
 from twin.errors import NotFound
+from twin.memory import MemoryOptions
 from twin.paths import Home
 from twin.pii import scrub
 
@@ -41,13 +43,21 @@ def vllm_url(cfg: Config) -> str:
     return cfg.drafting.vllm_url or cfg.serve.url
 
 
+def memory_options(cfg: Config, adapter: adapters.Adapter | None) -> MemoryOptions | None:
+    """Memory for drafts: twin.toml [memory], when it is on and the adapter was trained with it (format v2)."""
+    m = cfg.memory
+    if not m.enabled or m.max_tokens == 0 or not uses_memory(adapter.meta if adapter else None):
+        return None
+    return MemoryOptions(m.max_tokens, m.scope)
+
+
 def drafting_parts(home: Home, cfg: Config, opts: DraftOptions) -> DraftingParts:
     """The backend, the adapter to ask for (None: the base model) and the settings, for this configuration."""
     adapter = pick_adapter(home, opts.adapter or cfg.drafting.adapter)
     scrubbed = adapter is not None and adapter.meta.get("dataset_options", {}).get("scrub_pii", True)
     settings = DraftSettings(
         owner_name=cfg.owner.name, notes={k: c.notes for k, c in cfg.contacts.items()},
-        scrub=scrub if scrubbed else None,
+        scrub=scrub if scrubbed else None, memory=memory_options(cfg, adapter),
     )
     backend = open_backend(opts.backend or cfg.drafting.backend, BackendSettings(
         models_dir=home.models, adapters_dir=home.adapters, base_model=cfg.serve.base_model,
