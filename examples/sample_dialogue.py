@@ -281,6 +281,8 @@ def chat_sessions(rng: random.Random, chat: dict, members_at) -> list[Msg]:
     end, last_slots, ignored, recent = None, None, False, []
     memory = {"talked": [], "news": list(persona.NEWS[chat["key"]])}
     followups: list[tuple[int, int, dict, dict]] = []  # (due index, order, topic, slots)
+    # The closings draw from their own stream, so adding them left every other message of the sample as it was.
+    closing = random.Random(f"{chat['key']}-closing")
     for index, start in enumerate(starts):
         if ignored:
             start = end + rng.randint(2 * 3600, 14 * 3600)
@@ -304,6 +306,7 @@ def chat_sessions(rng: random.Random, chat: dict, members_at) -> list[Msg]:
         conversation = Conversation(rng, chat, members_at(start), slots, memory)
         session = conversation.run(topic, mode)
         end = stamp(rng, session, start)
+        close(closing, chat, session)
         messages.extend(session)
         recent.append(topic)
         if topic.get("followup") and mode in ("normal", "own", "apology"):
@@ -311,3 +314,18 @@ def chat_sessions(rng: random.Random, chat: dict, members_at) -> list[Msg]:
             followups.sort(key=lambda f: f[:2])
         last_slots, ignored = slots, mode == "ignored"
     return messages
+
+
+def close(rng: random.Random, chat: dict, session: list[Msg]) -> None:
+    """Now and then a contact closes a personal chat's conversation after Mira's last word with a message that
+    needs no answer ("ok 👍", "thanks!!", a sticker), minutes later; Mira leaves it there. Sessions start hours
+    apart, so the closing stays in its own session."""
+    closings = persona.CLOSINGS.get(chat["key"])
+    if not closings or not session or session[-1].sender != "me" or rng.random() >= persona.CLOSING_SHARE:
+        return
+    if rng.random() < 0.25:
+        message = Msg(chat["key"], "sticker", extra={"emoji": rng.choice(chat["stickers"])})
+    else:
+        message = Msg(chat["key"], text=rng.choice(closings))
+    message.ts = session[-1].ts + rng.randint(20, 900)
+    session.append(message)

@@ -1136,6 +1136,18 @@ POKES = {
     "group": ["whats the plan this week", "anyone alive"],
 }
 
+# How a contact closes a conversation after Mira's last word, which she never answers: a thumbs-up, a thanks,
+# a "see you" (sample_dialogue.close). A sticker of the contact's own now and then instead.
+CLOSINGS = {
+    "tomas": ["👍", "ok 👍", "sick, see you there", "deal", "ok cool", "haha ok"],
+    "ingrid": ["❤️", "thanks!! 🥰", "ok love you", "perfect", "ok 😘", "yay"],
+    "jonas": ["👍", "Ok thanks", "Thanks, see you", "Good.", "Ok"],
+    "sofie": ["haha ok", "deal 😂", "ok!!", "👍", "lol ok", "perfect thanks"],
+    "hilde": ["Thank you 🌷", "Ok, good", "👍", "Lovely. Hugs", "Good night"],
+    "erik": ["👍", "ok thanks", "good", "Ok"],
+}
+CLOSING_SHARE = 0.45  # of conversations in a personal chat where Mira had the last word
+
 # What a contact adds as a second message now and then.
 ASIDES = {
     "tomas": ["<Also|Btw>, my van is making <weird noises|that rattling sound> again 😅",
