@@ -21,7 +21,7 @@ GB = 1024**3
 # Fitted to SmolLM2-135M on the dev box (docs/benchmarks.md, "Training memory"): the process before the model
 # (Python, torch, transformers, peft, accelerate) and the bytes one decoder layer keeps for the backward per
 # token, as multiples of hidden and intermediate width in the weights' dtype.
-RUNTIME_BYTES = int(0.35 * GB)
+RUNTIME_BYTES = int(0.45 * GB)
 HIDDEN_COPIES = 20  # norms, q/k/v/o, rotary, attention, LoRA inputs and masks (training.lean_dropout)
 INTERMEDIATE_COPIES = 5  # gate, up, SiLU, product (down's LoRA input), its dropout mask
 HEAD_CHUNK = 256  # target positions whose logits exist at once (training.packing.HEAD_CHUNK)
@@ -80,7 +80,7 @@ def estimate_peak(shape: Shape, row_tokens: int, micro_batch_rows: int, checkpoi
 
     >>> smol = Shape(layers=30, hidden=576, intermediate=1536, vocab=49152, params=134_515_008, trainable=4_884_480)
     >>> round(estimate_peak(smol, 1024, 2, 0) / GB, 2), round(estimate_peak(smol, 1024, 2, 30) / GB, 2)
-    (5.46, 1.34)
+    (5.56, 1.44)
     """
     tokens = row_tokens * micro_batch_rows
     weights = shape.params * shape.dtype_bytes + shape.trainable * 4 * 4  # weights; LoRA grads + AdamW moments
@@ -103,13 +103,13 @@ def choose(shape: Shape, row_tokens: int, micro_batch_rows: int, grad_accum: int
 
     >>> smol = Shape(layers=30, hidden=576, intermediate=1536, vocab=49152, params=134_515_008, trainable=4_884_480)
     >>> choose(smol, 1024, 2, 1, 20 * GB).describe()
-    'memory plan: 2 row(s) per micro-batch x 1 accumulation, no activation checkpointing; about 5.5 GB of 20.0 GB'
+    'memory plan: 2 row(s) per micro-batch x 1 accumulation, no activation checkpointing; about 5.6 GB of 20.0 GB'
     >>> p = choose(smol, 1024, 2, 1, 3 * GB); (p.micro_batch_rows, p.grad_accum, p.checkpointed_layers)
-    (1, 2, 5)
+    (1, 2, 7)
     >>> choose(smol, 1024, 2, 1, 1 * GB)
     Traceback (most recent call last):
     ...
-    training.budget.DoesNotFit: needs about 1.2 GB (1 row of 1024 tokens, all 30 layers checkpointed)
+    training.budget.DoesNotFit: needs about 1.3 GB (1 row of 1024 tokens, all 30 layers checkpointed)
     """
     rows = micro_batch_rows * grad_accum
     sizes = [m for m in range(min(micro_batch_rows, rows), 0, -1) if rows % m == 0]
@@ -139,6 +139,30 @@ def budget_bytes(max_memory_gb: float | None, device="cpu") -> int:
 
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
     return free_bytes()
+
+
+def return_freed_memory() -> bool:
+    """Make glibc give freed activations back to the OS (Linux only); True if it could be set.
+
+    glibc raises its mmap threshold (up to 32 MB) each time a large block is freed, after which a training
+    step's activation tensors (a few MB each) come from the heap and stay in the RSS after they are freed: on
+    SmolLM2 one 1024-token forward and backward peaked at 3.97 GB that way against 2.62 GB with the threshold
+    fixed at 1 MB (docs/benchmarks.md, "Training memory"). Fixing it (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD) costs
+    page faults on each allocation, about a tenth more CPU time in that measurement.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(mallopt(m_mmap_threshold, 1 << 20)) and bool(mallopt(m_trim_threshold, 1 << 20))
 
 
 def apply_checkpointing(model, layers: int) -> int:

@@ -148,6 +148,8 @@ def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainingConfig
     data = prepare(train_samples, cfg, vocab)
     plan = memory_plan(peft_model, cfg, acc.device)  # a run that cannot fit stops here, before any step
     budget.apply_checkpointing(peft_model, plan.checkpointed_layers)
+    if acc.device.type == "cpu":
+        budget.return_freed_memory()
     if cfg.progress and acc.is_main_process:
         print(plan.describe(), file=sys.stderr)
     log.info("%s", plan.describe())
