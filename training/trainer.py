@@ -4,6 +4,9 @@ Samples are packed into full rows without attention across them, and the lm_head
 whose next token is a target (training.packing); the loss is in fp32, averaged over all target tokens of the
 optimizer step on every rank alike.
 
+Before the first step training.budget picks the micro-batch, accumulation and checkpointed decoder layers that fit
+`[training] max_memory_gb` (same rows per step), and LoRA dropout runs as training.lean_dropout.
+
 The same code runs under `accelerate launch` or torchrun (DDP: deploy/accelerate/); on one process
 Accelerator is a no-op. Checkpoints (`run_dir/checkpoint-<step>/`) hold the adapter, optimizer, scheduler,
 RNG states and the step; the data order is a pure function of the seed, so a resumed run continues exactly
