@@ -3,8 +3,8 @@
 `twin train` (training.trainer.train) asks `choose` for a plan before the first step: the rows per optimizer
 step stay what twin.toml says (micro_batch_rows x grad_accum, so the update is the same), and the plan is the
 fastest one whose estimated peak fits `[training] max_memory_gb` (default: the memory the machine has free).
-In order of cost: the configured micro-batch without checkpointing, smaller micro-batches (on a CPU a
-1024-token row already fills the cores, so halving it costs nothing measurable), then checkpointing more and
+In order of cost: the configured micro-batch without checkpointing, smaller micro-batches (a 1024-token row
+already fills a CPU's cores, so halving it should cost little; not measured apart), then checkpointing more and
 more decoder layers (each checkpointed layer keeps only its input and runs its forward again in the backward:
 about a third more compute for that layer). A run that fits no plan stops before it starts, with the figure.
 
