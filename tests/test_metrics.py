@@ -209,6 +209,29 @@ def test_perplexity_with_a_peft_model_and_bad_input():
         perplexity(model, [Row([1, 2], [True])])
 
 
+def test_perplexity_of_a_peft_model_with_and_without_its_adapter_matches_full_logits():
+    """The head runs only at target positions (twin eval's speed-up): the same numbers as the full logits."""
+    from peft import LoraConfig, get_peft_model
+
+    tok = CharTokenizer()
+    lora = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+    torch.manual_seed(1)
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)  # a trained adapter: it changes the outputs
+    rows = [Row(tok.encode(t), [i >= 3 for i in range(len(t))]) for t in ("ab: cd ef", "x: yes ok then", "q: r")]
+
+    def by_hand(model):
+        nll = [n for r in rows for n, m in zip(by_hand_nll(model.eval(), r.input_ids), r.loss_mask[1:]) if m]
+        return math.exp(sum(nll) / len(nll))
+
+    with lora.disable_adapter():
+        base, base_by_hand = perplexity(lora, rows, batch_rows=2), by_hand(lora)
+    adapted, adapted_by_hand = perplexity(lora, rows, batch_rows=2), by_hand(lora)
+    assert base == pytest.approx(base_by_hand, rel=1e-5) and adapted == pytest.approx(adapted_by_hand, rel=1e-5)
+    assert abs(adapted - base) > 1e-3 * base
+
+
 # --- canaries ----------------------------------------------------------------------------------------------------
 
 

@@ -118,7 +118,8 @@ def train_adapter(home: Home, training: TrainingConfig, data_opts: DatasetOption
         "dataset_options": {**asdict(opts), "notes": sorted(opts.notes)},
         "hyperparameters": hyperparameters(t),
         "training": {"steps": result.steps, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
-                     "final_loss": result.final_loss, "stopped_by": result.stopped_by},
+                     "final_loss": result.final_loss, "stopped_by": result.stopped_by,
+                     "memory_plan": result.memory_plan},
         "canaries": [asdict(c) for c in canaries],
         "eval": None,
     })

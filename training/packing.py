@@ -52,10 +52,64 @@ class TargetLoss(nn.Module):
         # No attention mask and no cache: the position ids alone mark the packed samples.
         hidden = causal.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False)[0]
         where = targets[:, 1:]
-        logits = causal.get_output_embeddings()(hidden[:, :-1][where]).float()
-        if cap := getattr(causal.config, "final_logit_softcapping", None):
-            logits = torch.tanh(logits / cap) * cap
-        return F.cross_entropy(logits, input_ids[:, 1:][where], reduction="sum")
+        head = causal.get_output_embeddings()
+        cap = getattr(causal.config, "final_logit_softcapping", None)
+        return head_loss(hidden[:, :-1][where], head, input_ids[:, 1:][where], cap)
+
+
+HEAD_CHUNK = 256  # target positions whose fp32 logits exist at once (training.budget counts them)
+
+
+def head_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor, softcap: float | None = None,
+              chunk: int = HEAD_CHUNK) -> torch.Tensor:
+    """Summed cross-entropy of `head(hidden)` against `labels`, the logits made `chunk` rows at a time.
+
+    A frozen head without bias (every LoRA run: twin never trains the head) goes through _ChunkedHeadLoss, which
+    computes each chunk's gradient as it goes, so a 49k- or 262k-vocabulary fp32 logits tensor is never whole
+    and never kept for the backward. Anything else takes the plain path.
+    """
+    weight = getattr(head, "weight", None)
+    if type(head) is not nn.Linear or head.bias is not None or weight.requires_grad:
+        logits = head(hidden).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return F.cross_entropy(logits, labels, reduction="sum")
+    return _ChunkedHeadLoss.apply(hidden, weight, labels, softcap or 0.0, chunk)
+
+
+class _ChunkedHeadLoss(torch.autograd.Function):
+    """sum_i CE(softcap(h_i W^T), y_i) with d/dh computed in the forward, chunk by chunk (W is frozen).
+
+    d CE / d logits = softmax(logits) - onehot(y); through the soft-cap c*tanh(z/c) that is scaled by
+    1 - tanh(z/c)^2; d logits / d h = W.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, softcap, chunk):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden) if hidden.requires_grad else None
+        for s in range(0, len(hidden), chunk):
+            h, y = hidden[s : s + chunk], labels[s : s + chunk]
+            z = (h @ weight.t()).float()
+            t = None
+            if softcap:
+                t = torch.tanh(z / softcap)
+                z = t * softcap
+            lse = torch.logsumexp(z, dim=-1)
+            total += (lse - z.gather(1, y.unsqueeze(1)).squeeze(1)).sum()
+            if grad is not None:
+                p = torch.exp(z.sub_(lse.unsqueeze(1)))
+                p[torch.arange(len(y), device=y.device), y] -= 1
+                if t is not None:
+                    p *= 1 - t * t
+                grad[s : s + chunk] = p.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad if grad is not None else hidden.new_empty(0))
+        return total
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return grad * g.to(grad.dtype), None, None, None, None
 
 
 SEGMENT_ATTENTION = "twin_segments"

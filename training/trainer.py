@@ -4,6 +4,9 @@ Samples are packed into full rows without attention across them, and the lm_head
 whose next token is a target (training.packing); the loss is in fp32, averaged over all target tokens of the
 optimizer step on every rank alike.
 
+Before the first step training.budget picks the micro-batch, accumulation and checkpointed decoder layers that fit
+`[training] max_memory_gb` (same rows per step), and LoRA dropout runs as training.lean_dropout.
+
 The same code runs under `accelerate launch` or torchrun (DDP: deploy/accelerate/); on one process
 Accelerator is a no-op. Checkpoints (`run_dir/checkpoint-<step>/`) hold the adapter, optimizer, scheduler,
 RNG states and the step; the data order is a pure function of the seed, so a resumed run continues exactly
@@ -31,6 +34,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from training import budget
+from training.lean_dropout import lean_dropout
 from training.packing import (
     TrainingError, Sample, TargetLoss, use_segment_attention, check_packing, Prepared, prepare, epoch_steps, collate,
 )
@@ -62,6 +67,7 @@ class TrainResult:
     stopped_by: Literal["steps", "epochs", "time_budget"]
     model: nn.Module = field(repr=False)  # the PeftModel, unwrapped
     checkpoint: Path | None = None
+    memory_plan: str = ""  # training.budget.Plan.describe()
 
 
 # --- the model -------------------------------------------------------------------------------------------
@@ -104,6 +110,21 @@ def add_lora(model: nn.Module, cfg: TrainingConfig):
         return get_peft_model(model, config)
 
 
+def memory_plan(model, cfg: TrainingConfig, device) -> budget.Plan:
+    """The micro-batch, accumulation and checkpointed layers that fit training.max_memory_gb (default: what the
+    machine, or the GPU, has free); a TrainingError naming the setting when nothing fits."""
+    limit = budget.budget_bytes(cfg.max_memory_gb, device)
+    try:
+        return budget.choose(budget.Shape.of(model), cfg.max_tokens, cfg.micro_batch_rows, cfg.grad_accum, limit,
+                             checkpoint_all=cfg.gradient_checkpointing)
+    except budget.DoesNotFit as e:
+        where = (f"training.max_memory_gb = {cfg.max_memory_gb:g}" if cfg.max_memory_gb else
+                 f"{limit / budget.GB:.1f} GB free on this machine (training.max_memory_gb unset)")
+        raise TrainingError(f"{where} is too little to train at max_tokens = {cfg.max_tokens}: the smallest plan {e}; "
+                            "raise training.max_memory_gb (or free memory), lower training.max_tokens, or use a "
+                            "smaller base model") from None
+
+
 # --- the loop --------------------------------------------------------------------------------------------
 
 
@@ -128,20 +149,30 @@ def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainingConfig
         raise TrainingError(f"tokenizer has {len(tokenizer)} tokens, the model {vocab} embeddings; "
                             "twin never resizes embeddings (vLLM adapters cannot carry new tokens)")
     data = prepare(train_samples, cfg, vocab)
+    plan = memory_plan(peft_model, cfg, acc.device)  # a run that cannot fit stops here, before any step
+    budget.apply_checkpointing(peft_model, plan.checkpointed_layers)
+    if acc.device.type == "cpu":
+        budget.return_freed_memory()
+    if cfg.progress and acc.is_main_process:
+        print(plan.describe(), file=sys.stderr)
+    log.info("%s", plan.describe())
+    batching = cfg.model_copy(update={"micro_batch_rows": plan.micro_batch_rows, "grad_accum": plan.grad_accum})
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
-    total = cfg.max_steps or math.ceil(cfg.epochs * len(epoch_steps(data, cfg, 0, acc.num_processes)))
+    total = cfg.max_steps or math.ceil(cfg.epochs * len(epoch_steps(data, batching, 0, acc.num_processes)))
 
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
     # The scheduler stays outside prepare(): accelerate would step it once per process.
     loss_fn, optimizer = acc.prepare(TargetLoss(peft_model), optimizer)
-    run = Run(acc, peft_model, loss_fn, optimizer, scheduler, data, cfg, Path(run_dir), pad_id, total)
+    run = Run(acc, peft_model, loss_fn, optimizer, scheduler, data, cfg, Path(run_dir), pad_id, total, batching,
+              plan.describe())
     causal = peft_model.get_base_model()
     previous_attention = use_segment_attention(causal)
     try:
         check_packing(peft_model, acc.device)
-        return _loop(run, resume)
+        with lean_dropout(peft_model):
+            return _loop(run, resume)
     finally:
         if previous_attention:
             causal.config._attn_implementation = previous_attention
@@ -161,6 +192,8 @@ class Run:
     run_dir: Path
     pad_id: int
     total: int  # optimizer steps
+    batching: TrainingConfig  # cfg with the memory plan's micro-batch and accumulation (same rows per step)
+    memory_plan: str = ""
 
 
 def _loop(run: Run, resume: bool) -> TrainResult:
@@ -169,7 +202,7 @@ def _loop(run: Run, resume: bool) -> TrainResult:
 
     acc, data, cfg, total = run.acc, run.data, run.cfg, run.total
     world, rank = acc.num_processes, acc.process_index
-    per_epoch = len(epoch_steps(data, cfg, 0, world))
+    per_epoch = len(epoch_steps(data, run.batching, 0, world))
     step, losses = 0, []
     if resume and (last := latest_checkpoint(run.run_dir)):
         step, losses = load_checkpoint(last, run, world, rank)
@@ -181,7 +214,7 @@ def _loop(run: Run, resume: bool) -> TrainResult:
     while step < total:
         epoch, k = divmod(step, per_epoch)
         if epoch != plan_epoch:
-            plan, plan_epoch = epoch_steps(data, cfg, epoch, world), epoch
+            plan, plan_epoch = epoch_steps(data, run.batching, epoch, world), epoch
         micro = plan[k]
         step_targets = sum(data.row_targets[r] for mb in micro for r in mb)
         step_tokens = sum(data.row_tokens[r] for mb in micro for r in mb)
@@ -218,7 +251,7 @@ def _loop(run: Run, resume: bool) -> TrainResult:
              start_step, step, tokens, elapsed, tokens / max(elapsed, 1e-9), stopped_by)
     return TrainResult(steps=step, tokens=tokens, tokens_per_s=tokens / max(elapsed, 1e-9),
                        final_loss=losses[-1] if losses else float("nan"), loss_history=losses,
-                       stopped_by=stopped_by, model=run.model, checkpoint=checkpoint)
+                       stopped_by=stopped_by, model=run.model, checkpoint=checkpoint, memory_plan=run.memory_plan)
 
 
 # --- checkpoints and the adapter -------------------------------------------------------------------------

@@ -59,7 +59,8 @@ class TrainingConfig(Section):
     scrub_pii: bool = True
     cap_per_chat: int | None = Field(None, gt=0)
     holdout_fraction: float = Field(0.1, ge=0, lt=1)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # on every layer; off: training.budget checkpoints what max_memory_gb needs
+    max_memory_gb: float | None = Field(None, gt=0)  # none: what the machine has free (training.budget)
     qlora: bool = False  # the base must then be loaded in 4 bit: load_base(..., load_in_4bit=True)
     seed: int = 0
     dropout: float = Field(0.05, ge=0, lt=1)
@@ -263,6 +264,7 @@ TEMPLATE = """\
 # train_on = "owner"              # "all" also learns the contacts' turns (for role-play)
 # scrub_pii = true                # replace emails, phone, card and IBAN numbers before training
 # holdout_fraction = 0.1          # the most recent share of each chat's conversations, for `twin eval`
+# max_memory_gb = 3               # default: what the machine has free; picks micro-batch and checkpointing
 
 [serve]
 # base_model = "..."              # default: the base your adapters were trained on

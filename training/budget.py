@@ -1,0 +1,185 @@
+"""The memory budget of a training run: micro-batch, accumulation and activation checkpointing that fit.
+
+`twin train` (training.trainer.train) asks `choose` for a plan before the first step: the rows per optimizer
+step stay what twin.toml says (micro_batch_rows x grad_accum, so the update is the same), and the plan is the
+fastest one whose estimated peak fits `[training] max_memory_gb` (default: the memory the machine has free).
+In order of cost: the configured micro-batch without checkpointing, smaller micro-batches (a 1024-token row
+already fills a CPU's cores, so halving it should cost little; not measured apart), then checkpointing more and
+more decoder layers (each checkpointed layer keeps only its input and runs its forward again in the backward:
+about a third more compute for that layer). A run that fits no plan stops before it starts, with the figure.
+
+The estimate is `fixed + weights + activations`, with the per-token activation bytes of one decoder layer
+measured on SmolLM2-135M (fp32, LoRA on every projection, dropout on, training.lean_dropout) and scaled by the model's widths; see
+docs/benchmarks.md ("Training memory") for the measurements it was fitted to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GB = 1024**3
+
+# Fitted to SmolLM2-135M on the dev box (docs/benchmarks.md, "Training memory"): the process before the model
+# (Python, torch, transformers, peft, accelerate) and the bytes one decoder layer keeps for the backward per
+# token, as multiples of hidden and intermediate width in the weights' dtype.
+RUNTIME_BYTES = int(0.45 * GB)
+HIDDEN_COPIES = 20  # norms, q/k/v/o, rotary, attention, LoRA inputs and masks (training.lean_dropout)
+INTERMEDIATE_COPIES = 5  # gate, up, SiLU, product (down's LoRA input), its dropout mask
+HEAD_CHUNK = 256  # target positions whose logits exist at once (training.packing.HEAD_CHUNK)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the estimate needs of a model (from its config): `Shape.of(model)`."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    vocab: int
+    params: int  # all parameters, trainable or not
+    trainable: int  # the LoRA weights (AdamW keeps two more copies, and each has a gradient)
+    dtype_bytes: int = 4
+
+    @classmethod
+    def of(cls, model) -> "Shape":
+        causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+        c = causal.config
+        c = getattr(c, "text_config", None) or c
+        first = next(model.parameters())
+        return cls(layers=c.num_hidden_layers, hidden=c.hidden_size,
+                   intermediate=getattr(c, "intermediate_size", None) or 4 * c.hidden_size, vocab=c.vocab_size,
+                   params=sum(p.numel() for p in model.parameters()),
+                   trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                   dtype_bytes=first.element_size())
+
+
+@dataclass(frozen=True)
+class Plan:
+    micro_batch_rows: int
+    grad_accum: int
+    checkpointed_layers: int  # the first this many decoder layers are checkpointed
+    layers: int
+    peak_bytes: int  # the estimate
+    budget_bytes: int
+
+    def describe(self) -> str:
+        """One line for the terminal: what was chosen and why it fits."""
+        ck = ("no activation checkpointing" if not self.checkpointed_layers else
+              f"activation checkpointing on {self.checkpointed_layers} of {self.layers} layers")
+        return (f"memory plan: {self.micro_batch_rows} row(s) per micro-batch x {self.grad_accum} accumulation, "
+                f"{ck}; about {self.peak_bytes / GB:.1f} GB of {self.budget_bytes / GB:.1f} GB")
+
+
+def layer_bytes(shape: Shape, tokens: int) -> int:
+    """Bytes one decoder layer keeps for its backward over `tokens` tokens when not checkpointed."""
+    return tokens * shape.dtype_bytes * (HIDDEN_COPIES * shape.hidden + INTERMEDIATE_COPIES * shape.intermediate)
+
+
+def estimate_peak(shape: Shape, row_tokens: int, micro_batch_rows: int, checkpointed: int) -> int:
+    """Estimated peak bytes of a training process: runtime, weights, optimizer state and one micro-batch's
+    activations with the first `checkpointed` layers keeping only their inputs.
+
+    >>> smol = Shape(layers=30, hidden=576, intermediate=1536, vocab=49152, params=134_515_008, trainable=4_884_480)
+    >>> round(estimate_peak(smol, 1024, 2, 0) / GB, 2), round(estimate_peak(smol, 1024, 2, 30) / GB, 2)
+    (5.56, 1.44)
+    """
+    tokens = row_tokens * micro_batch_rows
+    weights = shape.params * shape.dtype_bytes + shape.trainable * 4 * 4  # weights; LoRA grads + AdamW moments
+    one_layer = layer_bytes(shape, tokens)
+    inputs = tokens * shape.hidden * shape.dtype_bytes  # what a checkpointed layer keeps
+    acts = (shape.layers - checkpointed) * one_layer + checkpointed * inputs + (one_layer if checkpointed else 0)
+    head = min(tokens, HEAD_CHUNK) * shape.vocab * 4 * 3  # fp32 logits, their softmax and its gradient
+    return RUNTIME_BYTES + weights + acts + head
+
+
+class DoesNotFit(ValueError):
+    """No plan fits the budget; the message says what the smallest one needs."""
+
+
+def choose(shape: Shape, row_tokens: int, micro_batch_rows: int, grad_accum: int, budget_bytes: int,
+           checkpoint_all: bool = False) -> Plan:
+    """The fastest plan whose estimate fits: fewest checkpointed layers first, then the largest micro-batch.
+
+    Rows per optimizer step (micro_batch_rows x grad_accum) never change; a micro-batch is a divisor of them.
+
+    >>> smol = Shape(layers=30, hidden=576, intermediate=1536, vocab=49152, params=134_515_008, trainable=4_884_480)
+    >>> choose(smol, 1024, 2, 1, 20 * GB).describe()
+    'memory plan: 2 row(s) per micro-batch x 1 accumulation, no activation checkpointing; about 5.6 GB of 20.0 GB'
+    >>> p = choose(smol, 1024, 2, 1, 3 * GB); (p.micro_batch_rows, p.grad_accum, p.checkpointed_layers)
+    (1, 2, 7)
+    >>> choose(smol, 1024, 2, 1, 1 * GB)
+    Traceback (most recent call last):
+    ...
+    training.budget.DoesNotFit: needs about 1.3 GB (1 row of 1024 tokens, all 30 layers checkpointed)
+    """
+    rows = micro_batch_rows * grad_accum
+    sizes = [m for m in range(min(micro_batch_rows, rows), 0, -1) if rows % m == 0]
+    for k in range(shape.layers if checkpoint_all else 0, shape.layers + 1):
+        for m in sizes:
+            peak = estimate_peak(shape, row_tokens, m, k)
+            if peak <= budget_bytes:
+                return Plan(m, rows // m, k, shape.layers, peak, budget_bytes)
+    least = estimate_peak(shape, row_tokens, 1, shape.layers)
+    raise DoesNotFit(f"needs about {least / GB:.1f} GB (1 row of {row_tokens} tokens, "
+                     f"all {shape.layers} layers checkpointed)")
+
+
+def free_bytes() -> int:
+    """Memory available to a new allocation now (psutil's `available`: free plus reclaimable cache)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def budget_bytes(max_memory_gb: float | None, device="cpu") -> int:
+    """The configured budget in bytes, or what the machine (on CUDA: the GPU) has free."""
+    if max_memory_gb:
+        return int(max_memory_gb * GB)
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    return free_bytes()
+
+
+def return_freed_memory() -> bool:
+    """Make glibc give freed activations back to the OS (Linux only); True if it could be set.
+
+    glibc raises its mmap threshold (up to 32 MB) each time a large block is freed, after which a training
+    step's activation tensors (a few MB each) come from the heap and stay in the RSS after they are freed: on
+    SmolLM2 one 1024-token forward and backward peaked at 3.97 GB that way against 2.62 GB with the threshold
+    fixed at 1 MB (docs/benchmarks.md, "Training memory"). Fixing it (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD) costs
+    page faults on each allocation, about a tenth more CPU time in that measurement.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(mallopt(m_mmap_threshold, 1 << 20)) and bool(mallopt(m_trim_threshold, 1 << 20))
+
+
+def apply_checkpointing(model, layers: int) -> int:
+    """Checkpoint the first `layers` decoder layers (non-reentrant, as transformers does); how many were set.
+
+    transformers marks each decoder block (GradientCheckpointingLayer) with `gradient_checkpointing`; enabling
+    it on all of them and then clearing the flag on the rest keeps its recompute path for the chosen ones.
+    """
+    if layers <= 0:
+        return 0
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    causal.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False}) \
+        if not hasattr(causal, "activation_checkpointing_enable") \
+        else causal.activation_checkpointing_enable({"use_reentrant": False})
+    blocks = [m for m in causal.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for i, block in enumerate(blocks):
+        block.gradient_checkpointing = i < layers
+    return min(layers, len(blocks))
