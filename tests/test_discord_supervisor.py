@@ -23,12 +23,11 @@ import pytest
 import bot.discord_relay
 from bot.discord_relay import Backoff, keep_running, next_delay
 from twin.cli.relay import Secrets, run_relay as run
-from fake_telegram import TOKEN, FakeBotAPI
+from fake_telegram import TOKEN
 from helpers import QuickBackend
 from relay_harness import Clock, Harness, is_card
 from twin.config import DiscordConfig, OwnerConfig
 from twin.errors import ConfigError
-from twin.paths import Home
 
 FAST = Backoff(first_s=0.01, max_s=0.04, healthy_s=60)
 
@@ -152,17 +151,6 @@ async def _until(condition) -> None:
 
 
 # -- through `twin run` ----------------------------------------------------------------------------------------
-
-@pytest.fixture
-def fake():
-    with FakeBotAPI() as f:
-        yield f
-
-
-@pytest.fixture
-def home(tmp_path):
-    return Home(tmp_path / "home").ensure()
-
 
 def closed_port() -> int:
     with socket.socket() as s:

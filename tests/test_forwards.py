@@ -15,7 +15,6 @@ import pytest
 import telegram_updates as U
 from bot.cards import REFUSAL
 from bot.drafts import COPY, State
-from fake_telegram import FakeBotAPI
 from helpers import QuickBackend, tiny_tokenizer
 from relay_harness import OWNER, TOMAS, Clock, Harness
 from twin.chat import Chat, Message, telegram_user, utc
@@ -61,12 +60,6 @@ class ScriptedBackend(QuickBackend):
     def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter):
         self.calls.append(dict(n=n, adapter=adapter, seed=seed, prompt_tokens=len(prompt_ids)))
         return self.replies[:n]
-
-
-@pytest.fixture
-def fake():
-    with FakeBotAPI() as f:
-        yield f
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Memory: the full-text index over the history (schema migration, triggers, forget) and retrieval (twin/memory.py)."""
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
 
 import pytest
 

@@ -19,7 +19,6 @@ import telegram_updates as U
 from bot import jobs
 from bot.drafts import State
 from bot.skips import Skips
-from fake_telegram import FakeBotAPI
 from helpers import QuickBackend
 from relay_harness import OWNER, TOMAS, Clock, Harness, is_card
 from reply_history import fill_store
@@ -136,12 +135,6 @@ def test_an_empty_history_says_what_to_do(tmp_path):
 
 
 # -- in the relay -------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def fake():
-    with FakeBotAPI() as f:
-        yield f
-
 
 @pytest.fixture
 def home(tmp_path, model):

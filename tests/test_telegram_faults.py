@@ -16,24 +16,12 @@ import pytest
 import telegram_updates as U
 from bot.cards import FORGOTTEN, utf16, visible
 from bot.drafts import State
-from fake_telegram import Error, FakeBotAPI, Garbage, Late, Reset
+from fake_telegram import Error, Garbage, Late, Reset
 from helpers import QuickBackend
 from relay_harness import BC, OWNER, TOMAS, Clock, Harness, is_card
-from twin.paths import Home
 from twin.store import ChatKey
 
 READ_TIMEOUT = 0.4
-
-
-@pytest.fixture
-def fake():
-    with FakeBotAPI() as f:
-        yield f
-
-
-@pytest.fixture
-def home(tmp_path):
-    return Home(tmp_path / "home").ensure()
 
 
 @pytest.fixture

@@ -15,22 +15,9 @@ import pytest
 
 import telegram_updates as U
 from bot.drafts import State
-from fake_telegram import FakeBotAPI
 from helpers import QuickBackend
 from relay_harness import BC, OWNER, TOMAS, Clock, Harness, is_card
-from twin.paths import Home
 from twin.store import ChatKey
-
-@pytest.fixture
-def fake():
-    with FakeBotAPI() as f:
-        yield f
-
-
-@pytest.fixture
-def home(tmp_path):
-    return Home(tmp_path / "home").ensure()
-
 
 @pytest.fixture
 def harness(fake, home):
