@@ -22,8 +22,8 @@ GB = 1024**3
 # (Python, torch, transformers, peft, accelerate) and the bytes one decoder layer keeps for the backward per
 # token, as multiples of hidden and intermediate width in the weights' dtype.
 RUNTIME_BYTES = int(0.45 * GB)
-HIDDEN_COPIES = 20  # norms, q/k/v/o, rotary, attention, LoRA inputs and masks (training.lean_dropout)
-INTERMEDIATE_COPIES = 5  # gate, up, SiLU, product (down's LoRA input), its dropout mask
+HIDDEN_COPIES = 28  # norms, q/k/v/o, rotary, attention, LoRA inputs, peft's dropout masks and dropped copies
+INTERMEDIATE_COPIES = 6  # gate, up, SiLU, product (down's LoRA input), its dropout mask and dropped copy
 HEAD_CHUNK = 256  # target positions whose logits exist at once (training.packing.HEAD_CHUNK)
 
 
@@ -80,7 +80,7 @@ def estimate_peak(shape: Shape, row_tokens: int, micro_batch_rows: int, checkpoi
 
     >>> smol = Shape(layers=30, hidden=576, intermediate=1536, vocab=49152, params=134_515_008, trainable=4_884_480)
     >>> round(estimate_peak(smol, 1024, 2, 0) / GB, 2), round(estimate_peak(smol, 1024, 2, 30) / GB, 2)
-    (5.56, 1.44)
+    (6.97, 1.49)
     """
     tokens = row_tokens * micro_batch_rows
     weights = shape.params * shape.dtype_bytes + shape.trainable * 4 * 4  # weights; LoRA grads + AdamW moments
@@ -103,9 +103,9 @@ def choose(shape: Shape, row_tokens: int, micro_batch_rows: int, grad_accum: int
 
     >>> smol = Shape(layers=30, hidden=576, intermediate=1536, vocab=49152, params=134_515_008, trainable=4_884_480)
     >>> choose(smol, 1024, 2, 1, 20 * GB).describe()
-    'memory plan: 2 row(s) per micro-batch x 1 accumulation, no activation checkpointing; about 5.6 GB of 20.0 GB'
+    'memory plan: 2 row(s) per micro-batch x 1 accumulation, no activation checkpointing; about 7.0 GB of 20.0 GB'
     >>> p = choose(smol, 1024, 2, 1, 3 * GB); (p.micro_batch_rows, p.grad_accum, p.checkpointed_layers)
-    (1, 2, 7)
+    (1, 2, 13)
     >>> choose(smol, 1024, 2, 1, 1 * GB)
     Traceback (most recent call last):
     ...

@@ -5,7 +5,8 @@ whose next token is a target (training.packing); the loss is in fp32, averaged o
 optimizer step on every rank alike.
 
 Before the first step training.budget picks the micro-batch, accumulation and checkpointed decoder layers that fit
-`[training] max_memory_gb` (same rows per step), and LoRA dropout runs as training.lean_dropout.
+`[training] max_memory_gb` (same rows per step). LoRA dropout is peft's own: training.lean_dropout saved memory
+but its adapters kept `twin learn` from promoting in tests/test_learn.py, and peak and speed were better without it.
 
 The same code runs under `accelerate launch` or torchrun (DDP: deploy/accelerate/); on one process
 Accelerator is a no-op. Checkpoints (`run_dir/checkpoint-<step>/`) hold the adapter, optimizer, scheduler,
@@ -35,7 +36,6 @@ import torch
 from torch import nn
 
 from training import budget
-from training.lean_dropout import lean_dropout
 from training.packing import (
     TrainingError, Sample, TargetLoss, use_segment_attention, check_packing, Prepared, prepare, epoch_steps, collate,
 )
@@ -171,8 +171,7 @@ def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainingConfig
     previous_attention = use_segment_attention(causal)
     try:
         check_packing(peft_model, acc.device)
-        with lean_dropout(peft_model):
-            return _loop(run, resume)
+        return _loop(run, resume)
     finally:
         if previous_attention:
             causal.config._attn_implementation = previous_attention
