@@ -162,7 +162,7 @@ class Forwards:
         if pick.group is None:
             await self._set_target(chat)
             return "Paste their messages."
-        self._spawn(self._answer(pick.group, chat))
+        self.relay.spawn(self._answer(pick.group, chat))
         return "Drafting."
 
     async def copied(self, draft_id: int, candidate: int) -> str:
@@ -182,10 +182,7 @@ class Forwards:
         self._burst.append(item)
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._spawn(self._settle())
-
-    def _spawn(self, coro) -> asyncio.Task:
-        return self.relay._spawn(coro)  # the relay's tasks: cancelled and awaited when it closes
+        self._timer = self.relay.spawn(self._settle())
 
     async def _settle(self) -> None:
         await asyncio.sleep(self.relay.settings.settle_s)
@@ -283,7 +280,7 @@ class Forwards:
             prompt=result.prompt_ids, latency_ms=result.latency_ms,
         ), now)
         # Regenerate drafts from the same conversation (a forward may be hours old: "now" has no session).
-        self.relay._redraft[d.id] = lambda: self.relay.drafter.draft(chat.key, session=session, seed=None)
+        self.relay.redraft_with(d.id, lambda: self.relay.drafter.draft(chat.key, session=session, seed=None))
         log.info("draft %d (to copy) chat=%s candidates=%d latency_ms=%.0f", d.id, chat.id, len(d.candidates),
                  result.latency_ms)
         await self.relay.screen.show(d)

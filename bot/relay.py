@@ -125,13 +125,17 @@ class Relay:
     async def _settle(self, ref: ChatRef, delay: float) -> None:
         await asyncio.sleep(delay)
         self._timers.pop(ref, None)
-        self._spawn(self.draft_chat(ref))
+        self.spawn(self.draft_chat(ref))
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
+
+    def redraft_with(self, draft_id: int, redraft: Redraft) -> None:
+        """How Regenerate drafts again for this draft (the conversation as it stood), while the relay runs."""
+        self._redraft[draft_id] = redraft
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -229,7 +233,7 @@ class Relay:
                 return "Too late: this draft expired."
             if action == "send":
                 d = self.ledger.apply(draft_id, lambda x: D.approve(x, now, candidate), "send", now)
-                self._spawn(self.deliver(d.id))
+                self.spawn(self.deliver(d.id))
                 return "Sending."
             if action == "edit":
                 for other in self.ledger.editing():
@@ -250,7 +254,7 @@ class Relay:
                 return "Discarded."
             if action == "resend":
                 d = self.ledger.apply(draft_id, lambda x: D.resend(x, now), "resend", now)
-                self._spawn(self.deliver(d.id))
+                self.spawn(self.deliver(d.id))
                 return "Sending again."
             if action == "arrived":
                 pieces, index = self.delivery.pieces(d), len(d.sent_ids)
@@ -260,7 +264,7 @@ class Relay:
                 if d.done:
                     await self._settled(d, "it arrived")
                 else:
-                    self._spawn(self.deliver(d.id))
+                    self.spawn(self.deliver(d.id))
                 return "Noted: it arrived." + ("" if d.done else " Sending the rest.")
         except InvalidTransition as e:
             log.info("draft %d: %s refused (%s)", draft_id, action, e)
@@ -277,7 +281,7 @@ class Relay:
             return f"Candidate {d.shown + 1}."
         except InvalidTransition:
             pass
-        self._spawn(self._regenerate(d.id))
+        self.spawn(self._regenerate(d.id))
         return "Drafting more..."
 
     async def _regenerate(self, draft_id: int) -> None:
@@ -313,7 +317,7 @@ class Relay:
         except InvalidTransition as e:
             await self.owner.notify(f"Not sent: {e}")
             return True
-        self._spawn(self.deliver(d.id))
+        self.spawn(self.deliver(d.id))
         return True
 
     async def cancel_edit(self) -> bool:
@@ -353,7 +357,7 @@ class Relay:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[d.id] = waiter
         if redraft is not None:
-            self._redraft[d.id] = redraft
+            self.redraft_with(d.id, redraft)
         await self.screen.show(d, "Discord")
         return await waiter
 
@@ -402,7 +406,7 @@ class Relay:
             await self.screen.reshow(d)
         for d in self.ledger.approved():
             if d.origin == "telegram":
-                self._spawn(self.deliver(d.id))
+                self.spawn(self.deliver(d.id))
         for d in self.ledger.pending():
             if d.origin == "discord" and d.id not in self._waiters:
                 await self.expire(d, now)
@@ -447,7 +451,7 @@ class Relay:
             return False
         self.skips.forced(ref, self.clock())
         self._disarm(ref)
-        self._spawn(self.draft_chat(ref, force=True))
+        self.spawn(self.draft_chat(ref, force=True))
         return True
 
     def set_auto(self, chat: Chat, on: bool) -> None:
