@@ -74,3 +74,33 @@ def test_compare_reports_both_perplexities_with_and_without_memory_and_draws_a_p
         assert out[key]["ratio"] == pytest.approx(out[key]["with"] / out[key]["without"])
     png = chart({"base": {}, "adapter": {}, "real": {}, "memory": out}, tmp_path / "eval.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fact_perplexity_from_one_forward_equals_a_forward_with_the_fact_mask(tmp_path):
+    """compare() takes the fact words' NLLs out of the whole turns' forward (and reuses eval's own), so it must
+    give what a separate forward over the narrowed masks gives."""
+    from training.memory_eval import within
+    from training.metrics import token_nlls
+
+    make_db(tmp_path / "twin.db").close()
+    with Store.open(tmp_path / "twin.db") as store:
+        ds = build(store, TOK, DatasetOptions(holdout_fraction=0.5, memory_tokens=200))
+        held_out = list(ds.held_out)
+        facts = [fact_words(store, s, rare=20, cache={}) for s in held_out]
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(TOK), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=512))
+    narrowed = [(s.input_ids, fact_mask(TOK, s.input_ids, s.loss_mask, f)) for s, f in zip(held_out, facts) if f]
+    alone = token_nlls(model, narrowed)
+    whole = token_nlls(model, [(s.input_ids, s.loss_mask) for s in held_out])
+    picked = [whole[i][within(s.loss_mask, fact_mask(TOK, s.input_ids, s.loss_mask, f))]
+              for i, (s, f) in enumerate(zip(held_out, facts)) if f]
+    assert [len(a) for a in alone] == [len(p) for p in picked] and sum(map(len, alone)) >= 3
+    for a, p in zip(alone, picked):
+        assert a == pytest.approx(p, abs=1e-5)
+    fresh = compare(model, TOK, held_out, tmp_path / "twin.db")
+    reused = compare(model, TOK, held_out, tmp_path / "twin.db", with_memory=whole)
+    assert fresh == reused
+    want = math.exp(sum(float(a.sum()) for a in alone) / sum(map(len, alone)))
+    assert fresh["fact_perplexity"]["with"] == pytest.approx(want, rel=1e-6)

@@ -64,10 +64,12 @@ def sample_replies(model, tokenizer, prompts, opts: EvalOptions) -> list[list[st
     return [reply_lines(c[0]) for c in generate(model, tokenizer, prompts, sampling)]
 
 
-def _side(model, tokenizer, held_out, prompts, real_lines, real_profile, opts: EvalOptions, planted) -> dict:
-    """The metrics of one model (base or adapter) on the held-out set."""
+def _side(model, tokenizer, held_out, prompts, real_lines, real_profile, opts: EvalOptions, planted) -> tuple[dict, list]:
+    """The metrics of one model (base or adapter) on the held-out set, and its `token_nlls` there."""
     t0 = time.perf_counter()
-    ppl = metrics.perplexity(model, held_out)
+    nlls = metrics.token_nlls(model, [(s.input_ids, s.loss_mask) for s in held_out])
+    ppl = metrics.perplexity_of(nlls, f"{len(held_out)} held-out samples")
+    t1 = time.perf_counter()
     generated = sample_replies(model, tokenizer, prompts, opts)
     nonempty = [g for g in generated if g] or [[""]]
     gen_messages = [m for g in generated for m in g]
@@ -84,8 +86,9 @@ def _side(model, tokenizer, held_out, prompts, real_lines, real_profile, opts: E
     }
     if planted:
         side["canaries"] = [_canary_result(model, tokenizer, c) for c in planted]
-    log.info("eval side done in %.1fs", time.perf_counter() - t0)
-    return side
+    log.info("eval side done in %.1f s (perplexity %.1f s, replies %.1f s)", time.perf_counter() - t0, t1 - t0,
+             time.perf_counter() - t1)
+    return side, nlls
 
 
 def _canary_result(model, tokenizer, canary) -> dict:
@@ -96,6 +99,7 @@ def _canary_result(model, tokenizer, canary) -> dict:
 
 def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOptions = EvalOptions()) -> dict:
     """Evaluate an adapter against its base; writes the results into its twin.json and eval.png."""
+    import torch
     from peft import PeftModel
 
     from twin.models import load_base
@@ -116,13 +120,18 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     real_profile = metrics.style_profile(real)
     model = PeftModel.from_pretrained(base, str(adapter.path))
     with model.disable_adapter():
-        base_side = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
-    adapter_side = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
+        base_side, _ = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
+    if next(model.parameters()).dtype == torch.float32:
+        model.merge_adapter()  # the adapter's side runs at the base's cost (fp32: merging is exact enough)
+    adapter_side, adapter_nlls = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
     memory = None
     if meta["dataset_options"].get("memory_tokens"):
         from training.memory_eval import compare
 
-        memory = compare(model, tokenizer, held_out, home.db, meta["dataset_options"].get("train_on", "owner"))
+        t0 = time.perf_counter()
+        memory = compare(model, tokenizer, held_out, home.db, meta["dataset_options"].get("train_on", "owner"),
+                         with_memory=adapter_nlls)
+        log.info("memory comparison done in %.1f s", time.perf_counter() - t0)
     results = {
         "adapter": adapter_side,
         "base": base_side,

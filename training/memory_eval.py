@@ -14,7 +14,9 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from training.metrics import _nll_sums
+import numpy as np
+
+from training.metrics import token_nlls
 from training.dataset import Sample
 from twin.memory import WORD, fold
 from twin.prompts import Conversation, render
@@ -51,41 +53,46 @@ def fact_mask(tokenizer: Any, ids: list[int], mask: list[bool], facts: set[str])
     return out
 
 
-def compare(model: Any, tokenizer: Any, held_out: list[Sample], db, train_on: str = "owner") -> dict:
-    """The memory block of the eval results (module docstring); `model` is the adapter, active."""
+def compare(model: Any, tokenizer: Any, held_out: list[Sample], db, train_on: str = "owner",
+            with_memory: list[np.ndarray] | None = None) -> dict:
+    """The memory block of the eval results (module docstring); `model` is the adapter, active.
+
+    `with_memory`: the adapter's `token_nlls` on `held_out` as it is (with its memory), when the caller has them
+    (twin eval's perplexity did that forward already). The rows without memory take one more forward; the
+    fact perplexities are sums over a subset of the same tokens, with none.
+    """
     with Store.open(db) as store:
         rare = max(20, int(store.indexed_documents() * 0.002))
         cache: dict = {}
-        rows_with, rows_without, facts_with, facts_without, count = [], [], [], [], 0
-        for s in held_out:
+        rows_without, facts, count = [], [], 0
+        for i, s in enumerate(held_out):
             bare = render(Conversation(replace(s.conversation.persona, memory=()), s.turns), tokenizer, train_on)
-            rows_with.append((s.input_ids, s.loss_mask))
             rows_without.append((bare.input_ids, bare.loss_mask))
-            facts = fact_words(store, s, rare, cache)
-            if not facts:
+            words = fact_words(store, s, rare, cache)
+            if not words:
                 continue
-            fw = fact_mask(tokenizer, s.input_ids, s.loss_mask, facts)
-            fo = fact_mask(tokenizer, bare.input_ids, bare.loss_mask, facts)
-            if fw is None or fo is None or sum(fw) != sum(fo) or not any(fw):
+            fw = fact_mask(tokenizer, s.input_ids, s.loss_mask, words)
+            fo = fact_mask(tokenizer, bare.input_ids, bare.loss_mask, words)
+            if fw is None or fo is None or sum(fw[1:]) != sum(fo[1:]) or not any(fw[1:]):
                 continue
-            facts_with.append((s.input_ids, fw))
-            facts_without.append((bare.input_ids, fo))
+            facts.append((i, within(s.loss_mask, fw), within(bare.loss_mask, fo)))
             count += sum(1 for t in s.turns if t.role == "owner" and t.target for line in t.lines
-                         for w in WORD.findall(line) if fold(w) in facts)
+                         for w in WORD.findall(line) if fold(w) in words)
     memory_used = sum(1 for s in held_out if s.conversation.persona.memory)
+    if with_memory is None:
+        with_memory = token_nlls(model, [(s.input_ids, s.loss_mask) for s in held_out], 4)
+    without = token_nlls(model, rows_without, 4)
 
-    def ppl(rows) -> float | None:
-        if not rows:
-            return None
-        sums = _nll_sums(model, rows, 4)
-        tokens = sum(c for _, c in sums)
-        return math.exp(sum(t for t, _ in sums) / tokens) if tokens else None
+    def ppl(nlls) -> float | None:
+        tokens = sum(len(t) for t in nlls)
+        return math.exp(sum(float(t.sum()) for t in nlls) / tokens) if tokens else None
 
     out = {
-        "perplexity": {"with": ppl(rows_with), "without": ppl(rows_without)},
-        "fact_perplexity": {"with": ppl(facts_with), "without": ppl(facts_without)},
+        "perplexity": {"with": ppl(with_memory), "without": ppl(without)},
+        "fact_perplexity": {"with": ppl([with_memory[i][w] for i, w, _ in facts]),
+                            "without": ppl([without[i][o] for i, _, o in facts])},
         "fact_words": count,
-        "fact_tokens": sum(sum(m) for _, m in facts_with),
+        "fact_tokens": sum(int(w.sum()) for _, w, _ in facts),
         "samples_with_memory": memory_used,
         "samples": len(held_out),
     }
@@ -93,3 +100,12 @@ def compare(model: Any, tokenizer: Any, held_out: list[Sample], db, train_on: st
         w, wo = out[k]["with"], out[k]["without"]
         out[k]["ratio"] = w / wo if w and wo else None
     return out
+
+
+def within(loss_mask: list[bool], narrower: list[bool]) -> np.ndarray:
+    """Which of `token_nlls`' entries for a row (its targets after the first token) `narrower` keeps.
+
+    >>> within([True, True, False, True, True], [True, False, False, True, False]).tolist()
+    [False, True, False]
+    """
+    return np.array([n for m, n in zip(loss_mask[1:], narrower[1:]) if m], dtype=bool)

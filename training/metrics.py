@@ -163,11 +163,18 @@ class Sample(Protocol):
 
 def _nll_sums(model: Any, rows: Sequence[tuple[list[int], list[bool]]], batch_rows: int) -> list[tuple[float, int]]:
     """(summed NLL in nats, target count) per row of (ids, mask); mask[i] marks ids[i], predicted from i−1."""
+    return [(float(t.sum()), len(t)) for t in token_nlls(model, rows, batch_rows)]
+
+
+def token_nlls(model: Any, rows: Sequence[tuple[list[int], list[bool]]], batch_rows: int = 4) -> list[np.ndarray]:
+    """Per row of (ids, mask), the NLL in nats (float64) of each target token, in order: mask[i] marks ids[i],
+    predicted from i−1 (mask[0] never counts). Narrower masks over the same ids (training.memory_eval's fact
+    words) are then sums over a subset, with no second forward."""
     import torch
 
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+    out: list[np.ndarray] = [np.zeros(0)] * len(rows)
     was_training = model.training
     model.eval()
     try:
@@ -189,11 +196,10 @@ def _nll_sums(model: Any, rows: Sequence[tuple[list[int], list[bool]]], batch_ro
                 # Only target positions go through the head and log-softmax, in float32: full-vocabulary
                 # logits at every position cost a fifth of a small model's forward and most of its memory.
                 logp = torch.log_softmax(_target_logits(model, ids, attention, target), dim=-1)
-                nll = -logp.gather(1, ids[:, 1:][target].unsqueeze(1)).squeeze(1)
-                row = torch.arange(len(chunk), device=device).unsqueeze(1).expand_as(target)[target]
-                sums = torch.zeros(len(chunk), dtype=torch.float64, device=device).index_add_(0, row, nll.double())
+                nll = -logp.gather(1, ids[:, 1:][target].unsqueeze(1)).squeeze(1).double().cpu().numpy()
+                ends = np.cumsum(target.sum(1).cpu().numpy())  # rows' targets lie in row order
                 for r, i in enumerate(chunk):
-                    out[i] = (float(sums[r]), int(target[r].sum()))
+                    out[i] = nll[(ends[r - 1] if r else 0) : ends[r]]
     finally:
         model.train(was_training)
     return out
@@ -225,11 +231,16 @@ def perplexity(model: Any, samples: Sequence[Sample], batch_rows: int = 4) -> fl
     for k, s in enumerate(samples):
         if len(s.input_ids) != len(s.loss_mask):
             raise ValueError(f"perplexity: sample {k} has {len(s.input_ids)} ids but {len(s.loss_mask)} mask flags")
-    sums = _nll_sums(model, [(list(s.input_ids), list(s.loss_mask)) for s in samples], batch_rows)
-    tokens = sum(c for _, c in sums)
+    nlls = token_nlls(model, [(list(s.input_ids), list(s.loss_mask)) for s in samples], batch_rows)
+    return perplexity_of(nlls, f"{len(samples)} samples")
+
+
+def perplexity_of(nlls: Sequence[np.ndarray], what: str = "the rows") -> float:
+    """exp(mean NLL) over all the target tokens of `token_nlls`'s rows; ValueError when there are none."""
+    tokens = sum(len(t) for t in nlls)
     if tokens == 0:
-        raise ValueError(f"perplexity: no target tokens in {len(samples)} samples; check loss_mask")
-    return math.exp(sum(t for t, _ in sums) / tokens)
+        raise ValueError(f"perplexity: no target tokens in {what}; check loss_mask")
+    return math.exp(sum(float(t.sum()) for t in nlls) / tokens)
 
 
 # --- chart ---------------------------------------------------------------------------------------------------
