@@ -137,7 +137,7 @@ class TodayPath:
     def __init__(self, backend):
         self.backend, self.tokenizer = backend, backend.tokenizer
 
-    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter):
+    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter, until=None):
         from twin.generation import Sampling, generate
 
         b = self.backend

@@ -29,9 +29,13 @@ class Backend(Protocol):
 
     def complete(
         self, prompt_ids: Sequence[int], *, n: int, max_new_tokens: int, temperature: float, top_p: float,
-        seed: int | None, adapter: str | None,
+        seed: int | None, adapter: str | None, until: Any = None,
     ) -> list[str]:
-        """`n` completions of the prompt, each up to the end of the owner's turn (the stop token left out)."""
+        """`n` completions of the prompt, each up to the end of the owner's turn (the stop token left out).
+
+        `until` (serving.candidates.Until, optional): a backend may stop a completion once `until.settled` says
+        its candidate is fixed, and return only completions 0..k-1 once `until.enough` holds for them; it
+        never changes which candidates drafting keeps. The vLLM backend ignores it."""
         ...
 
     def close(self) -> None: ...

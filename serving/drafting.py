@@ -26,10 +26,8 @@ none: that raises NoDraft, which says how many were rejected for what (never the
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,12 +35,11 @@ from datetime import datetime
 from typing import Any
 
 from serving.backends import Backend
+from serving.candidates import Until, guard_for, keep
 from serving.fitting import fit
 from serving.oversampling import Acceptance
 from serving.personas import ContactProfile, measure
 from twin.config import DraftingConfig
-from twin.emoji import count_emoji, is_emoji
-from twin.text import edit_distance
 from twin.errors import ConfigError, NotFound, TwinError
 from twin.memory import MemoryOptions, contact_lines, days, recall
 from twin.prompts import GROUP_TYPES, Persona, Turn, chat_persona, to_turns
@@ -50,12 +47,6 @@ from twin.sessions import DEFAULT_GAP_SECONDS, session_starts
 from twin.store import ChatKey, Store, StoredMessage
 
 log = logging.getLogger(__name__)
-
-# Text that ends a turn or starts the next one, when a backend let it through: the reply ends there.
-END_MARKERS = ("<|im_end|>", "<|im_start|>", "<end_of_turn>", "<start_of_turn>", "<|eot_id|>",
-               "<|start_header_id|>", "<|endoftext|>", "</s>")
-ROLE_HEADERS = frozenset({"user", "assistant", "system", "model"})
-
 
 class NoDraft(TwinError):
     """The model gave no usable candidate in all its tries."""
@@ -212,164 +203,6 @@ def build_prompt(store: Store, request: DraftRequest, tokenizer, settings: Draft
     return Prompt(ids, persona, tuple(turns), measure(history, gap), tuple(sorted(names)))
 
 
-def split_reply(text: str) -> list[str]:
-    """A completion as the burst's messages, one per line: cut at an end-of-turn marker, or at a bare role header
-    after the first line (the model went on into the next turn); blank lines dropped, spaces collapsed.
-
-    >>> split_reply("  hey!\\n\\nsee  you at 10<|im_end|>\\n<|im_start|>user\\nok")
-    ['hey!', 'see you at 10']
-    >>> split_reply("sure\\nuser\\nthanks"), split_reply("")
-    (['sure'], [])
-    """
-    cut = min((i for i in (text.find(m) for m in END_MARKERS) if i >= 0), default=len(text))
-    out: list[str] = []
-    for line in text[:cut].splitlines():
-        line = " ".join(line.split())
-        if out and line.casefold() in ROLE_HEADERS:
-            break
-        if line:
-            out.append(line)
-    return out
-
-
-@dataclass(frozen=True)
-class Guard:
-    """What a usable candidate must not be: `names` may not open a line as "Name:", `incoming` may not be
-    copied, and the burst stays within `max_lines` messages, `max_line_chars` per message, `max_emoji`."""
-
-    names: tuple[str, ...] = ()
-    incoming: tuple[str, ...] = ()
-    max_lines: int = 6
-    max_line_chars: int = 300
-    max_emoji: int = 6
-
-
-def guard_for(profile: ContactProfile, names: Sequence[str], incoming: Sequence[str]) -> Guard:
-    """Limits from how the owner writes here: three times their usual burst (at least 4 messages), six times
-    their median length (at least 160 characters), 3 emoji where they rarely use any, else 8.
-
-    >>> from serving.personas import ContactProfile
-    >>> g = guard_for(ContactProfile(50, 20, 5, 4.0, 2.0, 40.0, 0.05, 0.5, "en", (8, 22), None), ["Tomas"], [])
-    >>> g.max_lines, g.max_line_chars, g.max_emoji
-    (6, 240, 3)
-    """
-    rare = profile.owner_messages > 0 and profile.emoji_share < 0.1
-    return Guard(tuple(names), tuple(" ".join(t.split()) for t in incoming if t.strip()),
-                 max(4, math.ceil(3 * profile.per_turn)), max(160, math.ceil(6 * profile.median_length)),
-                 3 if rare else 8)
-
-
-def reject_reason(messages: Sequence[str], guard: Guard) -> str | None:
-    """Why a candidate is unusable, or None. Checked in this order:
-
-    >>> g = Guard(names=("Tomas Berg", "Mira"), incoming=("are we still on for saturday?",))
-    >>> [reject_reason(m, g) for m in ([], ["assistant", "hi"], ["Tomas: sure"], ["mira: yes"])]
-    ['empty', 'role_header', 'speaker_prefix', 'speaker_prefix']
-    >>> [reject_reason(m, g) for m in (["Are we still on for Saturday?"], ["ha ha ha ha ha"], list("abcdefg"))]
-    ['copies_incoming', 'loop', 'too_long']
-    >>> reject_reason(["😂😂😂😂😂😂😂"], g), reject_reason(["yes! 10 at the gym", "haha"], g)
-    ('emoji_flood', None)
-    """
-    if not messages:
-        return "empty"
-    if messages[0].rstrip(":").casefold() in ROLE_HEADERS:
-        return "role_header"
-    prefixes = {p.casefold() + ":" for n in guard.names if n for p in {n.strip(), n.split()[0]} if len(p) > 1}
-    if any(m.casefold().startswith(p) for m in messages for p in prefixes):
-        return "speaker_prefix"
-    if copies(messages, guard.incoming):
-        return "copies_incoming"
-    if repetitive(messages):
-        return "loop"
-    if len(messages) > guard.max_lines or any(len(m) > guard.max_line_chars for m in messages):
-        return "too_long"
-    if sum(count_emoji(m) for m in messages) > guard.max_emoji:
-        return "emoji_flood"
-    return None
-
-
-def copies(messages: Sequence[str], incoming: Sequence[str], min_chars: int = 12) -> bool:
-    """True when the reply repeats the incoming message: the whole, or a line of at least `min_chars`
-    characters, nearly equal. Short echoes ("haha", "ok") are replies, not copies.
-
-    >>> copies(["are we still on?"], ["Are we still on??"]), copies(["haha"], ["haha"])
-    (True, False)
-    """
-    whole = normalise(" ".join(messages))
-    if len(whole) >= min_chars and similarity(whole, " ".join(incoming)) >= 0.9:
-        return True
-    return any(len(normalise(m)) >= min_chars and similarity(m, i) >= 0.9 for m in messages for i in incoming)
-
-
-def repetitive(messages: Sequence[str]) -> bool:
-    """A degenerate loop: a word 3-gram three times, one line three times, a character 15 times in a row, or
-    (text without spaces) a 6-character piece four times.
-
-    >>> repetitive(["see you there see you there see you there"]), repetitive(["ok", "ok", "ok"])
-    (True, True)
-    >>> repetitive(["nooooooooooooooooo"]), repetitive(["no no, see you at 10", "no worries"])
-    (True, False)
-    """
-    lines = Counter(normalise(m) for m in messages)
-    if max(lines.values(), default=0) >= 3:
-        return True
-    text = " ".join(messages)
-    words = normalise(text).split()
-    if max(Counter(zip(words, words[1:], words[2:])).values(), default=0) >= 3:
-        return True
-    run = 1
-    for a, b in zip(text, text[1:]):
-        run = run + 1 if a == b and not a.isspace() else 1
-        if run >= 15:
-            return True
-    dense = text.replace(" ", "")
-    if len(dense) >= 40 and text.count(" ") * 10 < len(text):
-        return max(Counter(dense[i:i + 6] for i in range(len(dense) - 5)).values()) >= 4
-    return False
-
-
-def normalise(text: str) -> str:
-    """Case-folded words, digits and emoji, single-spaced: `normalise("Ok!!  See you 👍")` -> 'ok see you 👍'."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join("".join(c if c.isalnum() or is_emoji(c) else " " for c in text).split())
-
-
-def similarity(a: str, b: str, limit: int = 300) -> float:
-    """The larger of token Jaccard and 1 - normalised edit distance, on normalised text (first `limit` chars).
-
-    >>> similarity("See you at 10!", "see you at 10"), similarity("yeah sure", "sure yeah")
-    (1.0, 1.0)
-    >>> round(similarity("see you at 10", "see you at 11"), 2), round(similarity("sounds good", "no way"), 2)
-    (0.92, 0.18)
-    """
-    a, b = normalise(a)[:limit], normalise(b)[:limit]
-    if a == b:
-        return 1.0
-    if not a or not b:
-        return 0.0
-    wa, wb = set(a.split()), set(b.split())
-    jaccard = len(wa & wb) / len(wa | wb)
-    longest = max(len(a), len(b))
-    if 1 - abs(len(a) - len(b)) / longest <= jaccard:  # the edit similarity cannot beat Jaccard
-        return jaccard
-    return max(jaccard, 1 - edit_distance(a, b) / longest)
-
-
-def dedupe(texts: Sequence[str], threshold: float = 0.8, seen: Sequence[str] = ()) -> list[str]:
-    """The texts that are not near-duplicates (similarity >= threshold) of an earlier one or of `seen`.
-
-    >>> dedupe(["See you at 10!", "see you at 10", "can't today, sorry", "cant today sorry"])
-    ['See you at 10!', "can't today, sorry"]
-    >>> dedupe(["sure", "yes"], seen=["Sure."])
-    ['yes']
-    """
-    kept: list[str] = []
-    for t in texts:
-        if all(similarity(t, k) < threshold for k in [*seen, *kept]):
-            kept.append(t)
-    return kept
-
-
 # -- drafting ------------------------------------------------------------------------------------------------
 
 def draft(store: Store, backend: Backend, request: DraftRequest, settings: DraftSettings, now: datetime) -> Candidates:
@@ -387,20 +220,14 @@ def draft(store: Store, backend: Backend, request: DraftRequest, settings: Draft
         need = request.n - len(kept)
         ask = 1 if greedy else settings.acceptance.ask(request.adapter, need, need * settings.oversample)
         before = len(kept)
+        until = Until(guard, need, settings.similarity, tuple(c.text for c in kept))
         texts = backend.complete(prompt.ids, n=ask, max_new_tokens=request.max_new_tokens,
                                  temperature=request.temperature, top_p=request.top_p, seed=seed + attempts,
-                                 adapter=request.adapter)
+                                 adapter=request.adapter, until=until)
         attempts += 1
-        for text in texts:
-            messages = split_reply(text)
-            reason = reject_reason(messages, guard)
-            joined = "\n".join(messages)
-            if reason is None and not dedupe([joined], settings.similarity, [c.text for c in kept]):
-                reason = "duplicate"
-            if reason:
-                rejected[reason] += 1
-            else:
-                kept.append(Candidate(joined, messages))
+        usable, dropped = keep(texts, guard, settings.similarity, until.kept)
+        kept += [Candidate("\n".join(messages), messages) for messages in usable]
+        rejected.update(dropped)
         if greedy:
             break
         settings.acceptance.record(request.adapter, len(kept) - before, len(texts))

@@ -70,17 +70,21 @@ class LocalBackend:
 
     def complete(
         self, prompt_ids: Sequence[int], *, n: int, max_new_tokens: int, temperature: float, top_p: float,
-        seed: int | None, adapter: str | None,
+        seed: int | None, adapter: str | None, until: Any = None,
     ) -> list[str]:
         started = time.monotonic()
+        text = lambda row: self.tokenizer.decode(row, skip_special_tokens=True)
+        stops = {} if until is None else {"settled": lambda row: until.settled(text(row)),
+                                          "enough": lambda rows: until.enough([text(r) for r in rows])}
         with self._lock:
             model, scope = self._select(adapter)
             with scope:
                 rows = sample_many(model, prompt_ids, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                                   top_p=top_p, seed=0 if seed is None else seed, stops=self._stops)
-        texts = [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows]
-        log.info("local completion adapter=%s n=%d prompt_tokens=%d in %.0f ms", adapter or "base", n,
-                 len(prompt_ids), (time.monotonic() - started) * 1000)
+                                   top_p=top_p, seed=0 if seed is None else seed, stops=self._stops, **stops)
+        texts = [text(row) for row in rows]
+        log.info("local completion adapter=%s n=%d returned=%d tokens=%d prompt_tokens=%d in %.0f ms",
+                 adapter or "base", n, len(rows), sum(map(len, rows)), len(prompt_ids),
+                 (time.monotonic() - started) * 1000)
         return texts
 
     def _select(self, adapter: str | None) -> tuple[Any, contextlib.AbstractContextManager]:

@@ -55,9 +55,9 @@ class VLLMBackend:
 
     def complete(
         self, prompt_ids: Sequence[int], *, n: int, max_new_tokens: int, temperature: float, top_p: float,
-        seed: int | None, adapter: str | None,
+        seed: int | None, adapter: str | None, until: Any = None,
     ) -> list[str]:
-        model = adapter or self.base_name
+        model = adapter or self.base_name  # `until` unused: the server decodes all n
 
         def send() -> list[str]:
             return self.client.completions(model, list(prompt_ids), n=n, max_tokens=max_new_tokens,

@@ -142,7 +142,7 @@ class QuickBackend:
         self.fail: Exception | None = None
         self.calls: list[dict] = []
 
-    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter):
+    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter, until=None):
         import time
 
         self.calls.append(dict(n=n, adapter=adapter, seed=seed, prompt_tokens=len(prompt_ids)))

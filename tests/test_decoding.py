@@ -115,3 +115,29 @@ def test_the_nucleus_is_transformers_top_p(shape):
         assert torch.allclose(mine, theirs, atol=1e-6)
     if shape == "peaked":
         assert where.shape[-1] < vocab  # found without sorting the vocabulary
+
+
+def test_settled_rows_stop_early_and_enough_returns_the_first_rows_only():
+    """sample_many's early stops (serving.candidates.Until through the local backend): a settled row ends
+    there, a prefix of what it would have written; `enough` ends decoding with completions 0..k-1."""
+    model = with_lora(llama())
+    [whole] = sample_many(model, PROMPT, n=1, max_new_tokens=24, temperature=0, top_p=1.0, seed=0, stops=[STOP])
+    assert len(whole) >= 6
+    [cut] = sample_many(model, PROMPT, n=1, max_new_tokens=24, temperature=0, top_p=1.0, seed=0, stops=[STOP],
+                        settled=lambda row: len(row) >= 4)
+    assert cut == whole[:4]
+
+    steps = []
+    hook = model.get_base_model().model.embed_tokens.register_forward_hook(lambda m, a, o: steps.append(a[0].shape[0]))
+    try:
+        kw = dict(n=5, max_new_tokens=20, temperature=1.5, top_p=1.0, seed=7, stops=list(range(3, 12)))
+        full = sample_many(model, PROMPT, **kw)
+        calls_full = len(steps)
+        steps.clear()
+        seen = []
+        first = sample_many(model, PROMPT, **kw, enough=lambda rows: seen.append(len(rows)) or len(rows) >= 2)
+    finally:
+        hook.remove()
+    assert len(full) == 5 and 2 <= len(first) < 5 and seen[-1] == len(first)
+    assert len(steps) < calls_full  # it stopped decoding the later rows
+    assert all(len(r) < 20 for r in first)  # only ended rows are returned

@@ -8,10 +8,9 @@ import pytest
 
 import serving.drafting
 from helpers import GEMMA3_LIKE, QuickBackend, tiny_tokenizer
-from serving.drafting import (
-    DraftRequest, DraftSettings, Guard, NoDraft, build_prompt, current_session, dedupe, draft, reject_reason,
-    split_reply,
-)
+import serving.candidates
+from serving.candidates import Guard, dedupe, reject_reason, split_reply
+from serving.drafting import DraftRequest, DraftSettings, NoDraft, build_prompt, current_session, draft
 from serving.fitting import shorten
 from training.dataset import DatasetOptions, build
 from twin.pii import scrub
@@ -34,6 +33,7 @@ GROUP_CHAT = ChatKey("telegram", "9")
 
 def test_doctests():
     assert doctest.testmod(serving.drafting).failed == 0
+    assert doctest.testmod(serving.candidates).failed == 0
 
 
 # -- a store of fictional chats --------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class FakeBackend:
         self.answers = list(answers)
         self.calls: list[dict] = []
 
-    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter):
+    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter, until=None):
         self.calls.append(dict(ids=list(prompt_ids), n=n, max_new_tokens=max_new_tokens, temperature=temperature,
                                top_p=top_p, seed=seed, adapter=adapter))
         return self.answers.pop(0) if self.answers else []

@@ -57,7 +57,7 @@ class ScriptedBackend(QuickBackend):
         super().__init__()
         self.replies = replies
 
-    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter):
+    def complete(self, prompt_ids, *, n, max_new_tokens, temperature, top_p, seed, adapter, until=None):
         self.calls.append(dict(n=n, adapter=adapter, seed=seed, prompt_tokens=len(prompt_ids)))
         return self.replies[:n]
 

@@ -18,7 +18,7 @@ else by the full sort. Temperature 0 is greedy. Used by `serving.local_backend`;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 NUCLEUS_PROBE = 256  # most likely tokens looked at first for the nucleus (top-p); the full sort only when short
@@ -26,10 +26,17 @@ NUCLEUS_PROBE = 256  # most likely tokens looked at first for the nucleus (top-p
 
 def sample_many(
     model: Any, prompt: Sequence[int], *, n: int, max_new_tokens: int, temperature: float, top_p: float,
-    seed: int, stops: Sequence[int],
+    seed: int, stops: Sequence[int], settled: Callable[[list[int]], bool] | None = None,
+    enough: Callable[[list[list[int]]], bool] | None = None,
 ) -> list[list[int]]:
     """`n` completions of `prompt` (token ids) as token ids, each cut before its first stop token (or at
-    `max_new_tokens`). Greedy (temperature <= 0) gives one completion whatever `n` is."""
+    `max_new_tokens`). Greedy (temperature <= 0) gives one completion whatever `n` is.
+
+    Optional early stops, for a caller that knows what it will keep: a row also ends when `settled(its
+    tokens)` holds, and decoding ends, returning completions 0..k-1 only, as soon as those k have all ended
+    and `enough(them)` holds. A row that stops so leaves the batch as at its end of turn: every row is still a
+    sample of the same distribution (which of the generator's numbers a row draws depends on when the others
+    leave, with or without these stops)."""
     import torch
 
     device = next(model.parameters()).device
@@ -48,14 +55,24 @@ def sample_many(
             cache.batch_repeat_interleave(n)
             logits = logits.expand(n, -1)
         rows = list(range(n))  # which completion each batch row is
+        finished = 0  # completions 0..finished-1 have all ended
         for t in range(max_new_tokens):
             picked = logits.argmax(-1) if greedy else pick(logits, temperature, top_p, generator)
             ended = torch.isin(picked, stop)
             for r, (token, done) in enumerate(zip(picked.tolist(), ended.tolist())):
                 if not done:
                     out[rows[r]].append(token)
+                    if settled is not None and settled(out[rows[r]]):
+                        ended[r] = True
             if t == max_new_tokens - 1 or bool(ended.all()):
                 break
+            if enough is not None and bool(ended.any()):
+                live = {rows[r] for r in range(len(rows)) if not ended[r]}
+                done_before = finished
+                while finished < n and finished not in live:
+                    finished += 1
+                if finished > done_before and enough(out[:finished]):
+                    return out[:finished]
             if bool(ended.any()):
                 keep = (~ended).nonzero().flatten()
                 cache.batch_select_indices(keep)
