@@ -203,6 +203,9 @@ def keep(texts: Sequence[str], guard: Guard, threshold: float, kept: Sequence[st
     return usable, dropped
 
 
+PARTIAL_SLACK = 8  # characters a line still being written may lose once its last token comes
+
+
 @dataclass(frozen=True)
 class Until:
     """When decoding may stop without changing the candidates a draft keeps: the first `need` usable ones, in
@@ -240,7 +243,9 @@ class Until:
                 emoji += count_emoji(line)
                 if len(line) > self.guard.max_line_chars:
                     return True
-        return lines > self.guard.max_lines or emoji > self.guard.max_emoji
+        last = " ".join(text.rsplit("\n", 1)[-1].split())
+        return (lines > self.guard.max_lines or emoji > self.guard.max_emoji
+                or len(last) > self.guard.max_line_chars + PARTIAL_SLACK)
 
     def enough(self, texts: Sequence[str]) -> bool:
         return len(keep(texts, self.guard, self.threshold, self.kept)[0]) >= self.need
