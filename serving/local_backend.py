@@ -28,7 +28,7 @@ from typing import Any
 from serving.backends import check_adapter
 from twin.adapters import find_adapter
 from twin.models import load_base
-from twin.decoding import sample_many
+from twin.decoding import PackedLinears, sample_many
 from twin.generation import stop_ids
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class LocalBackend:
         self._merged: str | None = None  # the adapter merged into the base weights now
         self._merges = next(self.base.parameters()).dtype == torch.float32  # exact enough to undo
         self._stops = stop_ids(self.tokenizer)
+        self._packs: tuple[Any, PackedLinears] | None = None  # (which weights, their packed copies)
+        self._packs_ok = PackedLinears.usable(self.base)
         self._lock = threading.Lock()
         log.info("local backend: base loaded on %s in %.1f s", self.device, time.monotonic() - started)
 
@@ -78,7 +80,7 @@ class LocalBackend:
                                           "enough": lambda rows: until.enough([text(r) for r in rows])}
         with self._lock:
             model, scope = self._select(adapter)
-            with scope:
+            with scope, self._packed(model, adapter):
                 rows = sample_many(model, prompt_ids, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
                                    top_p=top_p, seed=0 if seed is None else seed, stops=self._stops, **stops)
         texts = [text(row) for row in rows]
@@ -105,6 +107,21 @@ class LocalBackend:
         if self._peft is None:
             return self.base, contextlib.nullcontext()
         return self._peft, (contextlib.nullcontext() if adapter else self._peft.disable_adapter())
+
+    def _packed(self, model: Any, adapter: str | None) -> contextlib.AbstractContextManager:
+        """The weights as they are now (the base, or `adapter` merged into it), packed for oneDNN's CPU kernels
+        (twin.decoding.PackedLinears: a decode step in about two thirds of the time); packed again only when
+        they change. Nothing on a GPU, for bf16 weights, or without oneDNN."""
+        if not self._packs_ok:
+            return contextlib.nullcontext()
+        key = adapter if self._merged == adapter else ("unmerged", adapter)
+        if self._packs is None or self._packs[0] != key:
+            self._packs = None  # the old copies go before the new ones are made
+            started = time.monotonic()
+            self._packs = (key, PackedLinears(model))
+            log.info("packed %d projections for oneDNN in %.1f s", len(self._packs[1].packed),
+                     time.monotonic() - started)
+        return self._packs[1].active()
 
     def _unmerge(self) -> None:
         """Take the merged adapter's weights out of the base again (exact up to float rounding)."""
@@ -135,7 +152,7 @@ class LocalBackend:
 
     def close(self) -> None:
         """Drop the model so its memory can be freed."""
-        self._peft = self.base = None
+        self._peft = self.base = self._packs = None
         self._loaded.clear()
         gc.collect()
         if self.device.startswith("cuda"):

@@ -141,3 +141,27 @@ def test_settled_rows_stop_early_and_enough_returns_the_first_rows_only():
     assert len(full) == 5 and 2 <= len(first) < 5 and seen[-1] == len(first)
     assert len(steps) < calls_full  # it stopped decoding the later rows
     assert all(len(r) < 20 for r in first)  # only ended rows are returned
+
+
+@pytest.mark.parametrize("build", [llama, gemma3], ids=["llama", "gemma3"])
+def test_packed_weights_give_the_tokens_of_transformers_generate(build):
+    """twin.decoding.PackedLinears (the local backend's oneDNN path): the merged adapter's projections on packed
+    weights give transformers' greedy tokens, and leave the modules as they were afterwards."""
+    from twin.decoding import PackedLinears
+
+    if not PackedLinears.usable(build()):
+        pytest.skip("this torch has no oneDNN linear ops")
+    model = with_lora(build())
+    reference = plain_greedy(model, PROMPT, 24, [STOP, 4])
+    model.merge_adapter()
+    packed = PackedLinears(model)
+    names = {n.replace(".base_layer", "").rsplit(".", 1)[-1] for n, m in model.named_modules() if m in packed.packed}
+    assert {"q_proj", "down_proj", "lm_head"} <= names and not any("lora_" in n for n in names)
+    with packed.active():
+        assert all("forward" in m.__dict__ for m in packed.packed)
+        [fast] = sample_many(model, PROMPT, n=3, max_new_tokens=24, temperature=0, top_p=1.0, seed=0, stops=[STOP, 4])
+        x = torch.randn(2, 5, 32)
+        q = model.get_base_model().model.layers[0].self_attn.q_proj
+        assert torch.allclose(q(x), torch.nn.functional.linear(x, q.base_layer.weight), atol=1e-5)
+    assert not any("forward" in m.__dict__ for m in packed.packed)
+    assert fast == reference

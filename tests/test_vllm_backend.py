@@ -198,6 +198,25 @@ def test_local_backend_drafts_with_each_adapter_and_the_base(local):
     assert local.adapters == ["b-v1", "a-v1"]
 
 
+def test_packed_weights_follow_the_adapter_in_use(home, monkeypatch):
+    """The local backend packs the weights in use for oneDNN (twin.decoding.PackedLinears) and packs them again
+    when another adapter is merged: the same greedy answers as a backend that never packs."""
+    import serving.local_backend as local_backend
+
+    packing = LocalBackend(home / "models" / "tiny", home / "adapters")
+    if not packing._packs_ok:
+        pytest.skip("this torch has no oneDNN linear ops")
+    monkeypatch.setattr(local_backend.PackedLinears, "usable", staticmethod(lambda model: False))
+    plain = LocalBackend(home / "models" / "tiny", home / "adapters")
+    try:
+        for adapter in ("a-v1", None, "b-v1", "a-v1"):
+            assert greedy(packing, adapter) == greedy(plain, adapter)
+            assert packing._packs[0] == adapter and plain._packs is None
+    finally:
+        packing.close()
+        plain.close()
+
+
 def test_local_backend_drafts_the_tokens_of_plain_transformers_and_peft(local, home):
     """The backend merges the adapter and shares one prefill; greedy, it says what `generate` says through the
     unmerged adapter, before and after switching adapters back and forth (merge, unmerge, merge again)."""
