@@ -12,11 +12,13 @@ Base and adapter side by side, as JSON, in the adapter's twin.json, and as `eval
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 
 from twin.config import Config
+from twin.decoding import PackedLinears
 from twin.generation import Sampling, generate
 from twin.paths import Home
 from twin.prompts import DoesNotFit, prompt_ids
@@ -97,6 +99,12 @@ def _canary_result(model, tokenizer, canary) -> dict:
             "leaked": canaries.leaks(model, tokenizer, ids, canary.secret)}
 
 
+def packed(model) -> contextlib.AbstractContextManager:
+    """The model's weights as they are now packed for oneDNN's CPU kernels (twin.decoding.PackedLinears), or
+    nothing to do (a GPU, bf16 weights, no oneDNN)."""
+    return PackedLinears(model).active() if PackedLinears.usable(model) else contextlib.nullcontext()
+
+
 def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOptions = EvalOptions()) -> dict:
     """Evaluate an adapter against its base; writes the results into its twin.json and eval.png."""
     import torch
@@ -119,19 +127,20 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     planted = [canaries.Canary(**c) for c in meta.get("canaries") or []]
     real_profile = metrics.style_profile(real)
     model = PeftModel.from_pretrained(base, str(adapter.path))
-    with model.disable_adapter():
+    with model.disable_adapter(), packed(model):
         base_side, _ = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
     if next(model.parameters()).dtype == torch.float32:
         model.merge_adapter()  # the adapter's side runs at the base's cost (fp32: merging is exact enough)
-    adapter_side, adapter_nlls = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
     memory = None
-    if meta["dataset_options"].get("memory_tokens"):
-        from training.memory_eval import compare
+    with packed(model):
+        adapter_side, adapter_nlls = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
+        if meta["dataset_options"].get("memory_tokens"):
+            from training.memory_eval import compare
 
-        t0 = time.perf_counter()
-        memory = compare(model, tokenizer, held_out, home.db, meta["dataset_options"].get("train_on", "owner"),
-                         with_memory=adapter_nlls)
-        log.info("memory comparison done in %.1f s", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            memory = compare(model, tokenizer, held_out, home.db, meta["dataset_options"].get("train_on", "owner"),
+                             with_memory=adapter_nlls)
+            log.info("memory comparison done in %.1f s", time.perf_counter() - t0)
     results = {
         "adapter": adapter_side,
         "base": base_side,
