@@ -9,8 +9,9 @@ more decoder layers (each checkpointed layer keeps only its input and runs its f
 about a third more compute for that layer). A run that fits no plan stops before it starts, with the figure.
 
 The estimate is `fixed + weights + activations`, with the per-token activation bytes of one decoder layer
-measured on SmolLM2-135M (fp32, LoRA on every projection, dropout on, training.lean_dropout) and scaled by the model's widths; see
-docs/benchmarks.md ("Training memory") for the measurements it was fitted to.
+measured on SmolLM2-135M (fp32, LoRA on every projection, dropout on, training.lean_dropout and training.lean_mlp as the
+trainer runs them) and scaled by the model's widths; see docs/benchmarks.md ("Training memory") for the measurements
+it was fitted to.
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ GB = 1024**3
 
 # Fitted to SmolLM2-135M on the dev box (docs/benchmarks.md, "Training memory"): the process before the model
 # (Python, torch, transformers, peft, accelerate) and the bytes one decoder layer keeps for the backward per
-# token, as multiples of hidden and intermediate width in the weights' dtype.
+# token, as multiples of hidden and intermediate width in the weights' dtype. With peft's stock modules one
+# layer kept 17.1 x hidden + 5 x intermediate floats per token (saved_tensors_hooks, by storage) and the fit to
+# whole-run RSS was 28 + 6; with the lean swaps it keeps 9.6 + 3.25, and the fit is scaled by the same ratios.
 RUNTIME_BYTES = int(0.45 * GB)
-HIDDEN_COPIES = 28  # norms, q/k/v/o, rotary, attention, LoRA inputs, peft's dropout masks and dropped copies
-INTERMEDIATE_COPIES = 6  # gate, up, SiLU, product (down's LoRA input), its dropout mask and dropped copy
+HIDDEN_COPIES = 16  # norms, q/k/v/o, rotary, attention, one LoRA input per group of projections, bool dropout masks
+INTERMEDIATE_COPIES = 4  # gate and up (training.lean_mlp), the product (down's LoRA input) and its bool mask
 HEAD_CHUNK = 256  # target positions whose logits exist at once (training.packing.HEAD_CHUNK)
 
 
@@ -80,7 +83,7 @@ def estimate_peak(shape: Shape, row_tokens: int, micro_batch_rows: int, checkpoi
 
     >>> smol = Shape(layers=30, hidden=576, intermediate=1536, vocab=49152, params=134_515_008, trainable=4_884_480)
     >>> round(estimate_peak(smol, 1024, 2, 0) / GB, 2), round(estimate_peak(smol, 1024, 2, 30) / GB, 2)
-    (6.97, 1.49)
+    (4.68, 1.41)
     """
     tokens = row_tokens * micro_batch_rows
     weights = shape.params * shape.dtype_bytes + shape.trainable * 4 * 4  # weights; LoRA grads + AdamW moments
@@ -103,9 +106,9 @@ def choose(shape: Shape, row_tokens: int, micro_batch_rows: int, grad_accum: int
 
     >>> smol = Shape(layers=30, hidden=576, intermediate=1536, vocab=49152, params=134_515_008, trainable=4_884_480)
     >>> choose(smol, 1024, 2, 1, 20 * GB).describe()
-    'memory plan: 2 row(s) per micro-batch x 1 accumulation, no activation checkpointing; about 7.0 GB of 20.0 GB'
+    'memory plan: 2 row(s) per micro-batch x 1 accumulation, no activation checkpointing; about 4.7 GB of 20.0 GB'
     >>> p = choose(smol, 1024, 2, 1, 3 * GB); (p.micro_batch_rows, p.grad_accum, p.checkpointed_layers)
-    (1, 2, 13)
+    (1, 2, 0)
     >>> choose(smol, 1024, 2, 1, 1 * GB)
     Traceback (most recent call last):
     ...
@@ -148,7 +151,9 @@ def return_freed_memory() -> bool:
     step's activation tensors (a few MB each) come from the heap and stay in the RSS after they are freed: on
     SmolLM2 one 1024-token forward and backward peaked at 3.97 GB that way against 2.62 GB with the threshold
     fixed at 1 MB (docs/benchmarks.md, "Training memory"). Fixing it (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD) costs
-    page faults on each allocation, about a tenth more CPU time in that measurement.
+    page faults on each allocation, about a tenth more CPU time in that measurement. Kept with the lean layers:
+    one forward and backward of an 8-layer SmolLM2-shaped model peaked 384 MiB above a base of 1,342 MiB with
+    glibc's defaults (the base held what the first step had freed) against 462 above 733 with the threshold fixed.
     """
     import ctypes
     import ctypes.util

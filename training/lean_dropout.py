@@ -1,17 +1,20 @@
 """LoRA dropout that keeps a one-byte mask instead of two fp32 copies of each projection's input.
 
 peft computes `lora_B(lora_A(dropout(x)))`: nn.Dropout keeps its fp32 mask and lora_A keeps the dropped input
-for its weight gradient, per adapted projection, so q, k and v each keep two copies of the same hidden state.
-On SmolLM2-135M that is over half of what a decoder layer keeps for the backward (docs/benchmarks.md,
-"Training memory"). Here dropout and lora_A are one autograd function that keeps `x` (one storage, shared by
-q, k and v, and by gate and up) and a bool mask, and rebuilds the dropped input in the backward. Same
-distribution (each projection its own Bernoulli(1 - p) mask, scaled by 1 / (1 - p)), drawn from torch's
-generator as nn.Dropout does; the saved adapter is unchanged.
+for its weight gradient, per adapted projection, so q, k and v each keep two copies of the same hidden state
+(on SmolLM2-135M, 6,912 of the 17,531 floats a decoder layer keeps per token for the backward:
+docs/benchmarks.md, "Training memory"). Here dropout and lora_A are one autograd function that keeps `x` (one
+storage, shared by q, k and v, and by gate and up) and a bool mask, and rebuilds the dropped input in the
+backward. The mask is drawn as nn.Dropout draws it on a CPU (`bernoulli_(1 - p)` on a tensor shaped like x,
+from torch's generator, then scaled by 1 / (1 - p) in x's dtype: aten's `_dropout_impl`), so a seeded run
+draws the very same masks in the same order and trains the same weights as peft's own dropout (on CUDA,
+nn.Dropout uses a fused kernel with its own stream: the same distribution, other masks). The saved adapter
+is unchanged.
 
-Not used by training.trainer any more: the adapters it trained (a different mask stream) kept `twin learn`'s
-DPO from promoting in tests/test_learn.py, a cause not found yet, and on the quiet box the demo settings ran
-faster without it (116 against 104 tokens/s, 2.8 GB with 13 checkpointed layers). Kept with its tests for the
-next attempt.
+Used by training.trainer during the training loop (`with lean_dropout(model):`). An earlier version drew
+its masks with `rand_like(x) >= p`, another stream than nn.Dropout's: the parent adapter of
+tests/test_learn.py then came out different, and that test's DPO promotion is sensitive to which adapter it
+starts from (it also fails with peft's own dropout under some seeds; docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -27,20 +30,19 @@ class _DropoutLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, p):
-        keep = torch.rand_like(x) >= p
-        scale = 1.0 / (1.0 - p)
-        ctx.save_for_backward(x, keep, weight)
-        ctx.scale = scale
+        keep = torch.empty_like(x, dtype=torch.bool).bernoulli_(1 - p)  # nn.Dropout's draw on a CPU
+        scale = x.new_ones(()).div_(1 - p)  # its mask's value, 1 / (1 - p) rounded in x's dtype
+        ctx.save_for_backward(x, keep, weight, scale)
         return F.linear(x * keep * scale, weight)
 
     @staticmethod
     def backward(ctx, g):
-        x, keep, weight = ctx.saved_tensors
+        x, keep, weight, scale = ctx.saved_tensors
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = (g @ weight) * keep * ctx.scale
+            dx = (g @ weight) * keep * scale
         if ctx.needs_input_grad[1]:
-            dropped = (x * keep * ctx.scale).reshape(-1, x.shape[-1])
+            dropped = (x * keep * scale).reshape(-1, x.shape[-1])
             dw = g.reshape(-1, g.shape[-1]).t() @ dropped
         return dx, dw, None
 

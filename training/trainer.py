@@ -5,8 +5,10 @@ whose next token is a target (training.packing); the loss is in fp32, averaged o
 optimizer step on every rank alike.
 
 Before the first step training.budget picks the micro-batch, accumulation and checkpointed decoder layers that fit
-`[training] max_memory_gb` (same rows per step). LoRA dropout is peft's own: training.lean_dropout saved memory
-but its adapters kept `twin learn` from promoting in tests/test_learn.py, and peak and speed were better without it.
+`[training] max_memory_gb` (same rows per step). During the loop two exact swaps keep fewer bytes per decoder
+layer for the backward: LoRA dropout with a bool mask and no dropped copy (training.lean_dropout, the same
+masks as peft's nn.Dropout on a CPU) and the MLP's act(gate) * up keeping gate and up only (training.lean_mlp);
+the model is restored after, and the adapter is the same.
 
 The same code runs under `accelerate launch` or torchrun (DDP: deploy/accelerate/); on one process
 Accelerator is a no-op. Checkpoints (`run_dir/checkpoint-<step>/`) hold the adapter, optimizer, scheduler,
@@ -36,6 +38,8 @@ import torch
 from torch import nn
 
 from training import budget
+from training.lean_dropout import lean_dropout
+from training.lean_mlp import lean_mlp
 from training.packing import (
     TrainingError, Sample, TargetLoss, use_segment_attention, check_packing, Prepared, prepare, epoch_steps, collate,
 )
@@ -171,7 +175,9 @@ def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainingConfig
     previous_attention = use_segment_attention(causal)
     try:
         check_packing(peft_model, acc.device)
-        return _loop(run, resume)
+        # Exact swaps that keep fewer bytes per layer for the backward (the budget's constants assume them).
+        with lean_dropout(peft_model), lean_mlp(peft_model):
+            return _loop(run, resume)
     finally:
         if previous_attention:
             causal.config._attn_implementation = previous_attention

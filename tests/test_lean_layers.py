@@ -1,0 +1,171 @@
+"""The exact swaps the trainer makes during its loop (training.lean_dropout, training.lean_mlp): the same
+gradients as the stock modules, the same dropout masks as peft's, fewer bytes kept for the backward, and the
+model as it was afterwards."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training import packing as pk  # noqa: E402
+from training.lean_dropout import DropoutLoraA, lean_dropout  # noqa: E402
+from training.lean_mlp import lean_mlp  # noqa: E402
+from training.trainer import add_lora, train  # noqa: E402
+from test_trainer import VOCAB, Tokenizer, cfg, chat_samples, lora_weights, tiny_llama  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+LENGTHS = (9, 14, 7, 11)  # samples packed into one row, positions restarting at each
+
+
+def tiny_gemma3(seed=0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=16, vocab_size=VOCAB, max_position_embeddings=512,
+                              sliding_window=512, layer_types=["full_attention"] * 2, attn_implementation="sdpa")
+    return Gemma3ForCausalLM(config)
+
+
+def lora(base, dropout=0.0):
+    """LoRA on every projection, lora_B made nonzero (peft starts it at 0, when A's gradient and the adapter's
+    part of the input's gradient are 0 and could not tell two backwards apart)."""
+    model = add_lora(base, cfg(dropout=dropout)).train()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return model
+
+
+def packed_batch(hidden: int, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    embeds = torch.randn(1, sum(LENGTHS), hidden, generator=gen)
+    pos = torch.cat([torch.arange(n) for n in LENGTHS])[None]
+    return embeds, pos
+
+
+def grads(model, embeds, pos, seed=5):
+    """Loss and the gradients of every LoRA weight and of the input, one forward and backward."""
+    causal = model.get_base_model()
+    x = embeds.clone().requires_grad_(True)
+    torch.manual_seed(seed)  # the dropout masks' draw
+    out = causal.get_decoder()(inputs_embeds=x, position_ids=pos, use_cache=False)[0]
+    loss = (out * torch.linspace(-1, 1, out.shape[-1])).pow(2).sum()
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    found = {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n}
+    assert len(found) == 2 * 7 * 2 and all(g.abs().sum() > 0 for g in found.values())
+    return loss.detach(), found, x.grad
+
+
+def assert_same(a, b, rtol=1e-5, atol=1e-5):
+    (la, ga, xa), (lb, gb, xb) = a, b
+    torch.testing.assert_close(la, lb, rtol=rtol, atol=0)
+    assert ga.keys() == gb.keys()
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], rtol=rtol, atol=atol, msg=name)
+    torch.testing.assert_close(xa, xb, rtol=rtol, atol=atol)
+
+
+def saved_bytes(model, embeds, pos) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward, the weights left out."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in weights:
+            kept[s.data_ptr()] = s.nbytes()
+        return t
+
+    x = embeds.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.get_base_model().get_decoder()(inputs_embeds=x, position_ids=pos, use_cache=False)
+    return sum(kept.values())
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gemma3], ids=["llama", "gemma3"])
+def test_lean_mlp_gives_the_stock_gradients_and_keeps_one_tensor_less(make):
+    model = lora(make())
+    pk.use_segment_attention(model.get_base_model())
+    embeds, pos = packed_batch(model.get_base_model().config.hidden_size)
+    stock, stock_bytes = grads(model, embeds, pos), saved_bytes(model, embeds, pos)
+    with lean_mlp(model) as switched:
+        assert switched == 2
+        lean, lean_bytes = grads(model, embeds, pos), saved_bytes(model, embeds, pos)
+    assert_same(lean, stock)
+    # act(gate) is no longer kept: one intermediate-wide fp32 tensor per token per layer.
+    intermediate = model.get_base_model().config.intermediate_size
+    assert stock_bytes - lean_bytes == 2 * sum(LENGTHS) * intermediate * 4
+
+
+def test_lean_mlp_leaves_the_model_as_it_was():
+    model = lora(tiny_llama())
+    keys = list(model.state_dict())
+    mlps = [m for m in model.modules() if type(m).__name__ == "LlamaMLP"]
+    with lean_mlp(model):
+        assert all("forward" in vars(m) for m in mlps)
+        assert list(model.state_dict()) == keys
+    assert all("forward" not in vars(m) and not hasattr(m, "_lean_kind") for m in mlps)
+
+
+def test_lean_mlp_leaves_an_unknown_activation_alone():
+    model = lora(tiny_llama())
+    for layer in model.get_base_model().model.layers:
+        layer.mlp.act_fn = torch.nn.Tanh()
+    with lean_mlp(model) as switched:
+        assert switched == 0
+
+
+def test_lean_dropout_draws_peft_dropouts_masks_and_gives_its_gradients():
+    """With dropout on: the same masks (the same seeded draws, in the same order) and the same gradients."""
+    model = lora(tiny_llama(), dropout=0.3)
+    pk.use_segment_attention(model.get_base_model())
+    embeds, pos = packed_batch(64)
+    stock, stock_bytes = grads(model, embeds, pos), saved_bytes(model, embeds, pos)
+    with lean_dropout(model) as switched:
+        assert switched == 2 * 7
+        lean, lean_bytes = grads(model, embeds, pos), saved_bytes(model, embeds, pos)
+        other = grads(model, embeds, pos, seed=6)
+    assert_same(lean, stock)
+    assert not torch.allclose(other[2], stock[2], rtol=1e-3)  # another seed, other masks: the test can tell
+    assert lean_bytes < 0.75 * stock_bytes
+
+
+def test_lean_dropout_without_dropout_switches_nothing():
+    model = lora(tiny_llama(), dropout=0.0)
+    with lean_dropout(model) as switched:
+        assert switched == 0
+
+
+def test_training_runs_the_lean_layers_and_learns_what_peft_alone_learns(tmp_path, monkeypatch):
+    """The trainer's loop uses both swaps, and a seeded run with dropout trains the same LoRA weights as one with
+    peft's own modules (the swaps turned off)."""
+    import contextlib
+
+    from training import trainer as tr
+
+    seen = set()
+    model = add_lora(tiny_llama(), cfg(dropout=0.1))
+    a = model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"]
+    a.register_forward_hook(lambda m, *_: seen.add(type(m)) if m.training else None)
+    mlp = model.base_model.model.model.layers[0].mlp
+    mlp.gate_proj.register_forward_hook(  # with gradients: the loop's forwards, not check_packing's
+        lambda *_: seen.add("lean mlp" if "forward" in vars(mlp) else "mlp") if torch.is_grad_enabled() else None)
+    lean = train(model, Tokenizer(), chat_samples(), cfg(dropout=0.1), tmp_path / "lean")
+    assert DropoutLoraA in seen and "lean mlp" in seen and torch.nn.Linear not in seen and "mlp" not in seen
+
+    monkeypatch.setattr(tr, "lean_dropout", lambda m: contextlib.nullcontext(0))
+    monkeypatch.setattr(tr, "lean_mlp", lambda m: contextlib.nullcontext(0))
+    stock = train(add_lora(tiny_llama(), cfg(dropout=0.1)), Tokenizer(), chat_samples(), cfg(dropout=0.1),
+                  tmp_path / "stock")
+    assert lean.loss_history == pytest.approx(stock.loss_history, rel=1e-5)
+    want, got = lora_weights(stock.model), lora_weights(lean.model)
+    assert want.keys() == got.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6)
+    assert all(type(m) is torch.nn.Linear for n, m in lean.model.named_modules() if n.endswith("lora_A.default"))
