@@ -69,6 +69,21 @@ def test_help_is_instant_and_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_torch_gets_huge_pages_unless_the_user_said_otherwise(tmp_path):
+    """twin's commands set THP_MEM_ALLOC_ENABLE before torch is imported (torch reads it once): the training
+    step's large tensors then come on transparent huge pages (docs/benchmarks.md, "Training memory")."""
+    code = ("import os, sys\nfrom twin.cli import run\nsys.argv = ['twin', '--home', sys.argv[1], 'stats', '--json']\n"
+            "try:\n    run()\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, os.environ.get('THP_MEM_ALLOC_ENABLE'))")
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "h")], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out[-2:] == ["False", "1"]  # set before torch was imported
+    kept = subprocess.run([sys.executable, "-c", code, str(tmp_path / "h")], capture_output=True, text=True,
+                          env={**env, "THP_MEM_ALLOC_ENABLE": "0"}, check=True).stdout.split()
+    assert kept[-1] == "0"
+
+
 def test_ingest_and_stats(tmp_path, export):
     home = tmp_path / "home"
     out = run_twin(home, "ingest", str(export)).stdout
