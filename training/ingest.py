@@ -107,7 +107,7 @@ def ingest_file(store: Store, path: Path, opts: IngestOptions, now: Callable[[],
     platform = fmt
     # A counter with the rate on a terminal: the parsers stream, so the total is known only at the end.
     progress = tqdm(desc=path.name, unit=" msg", unit_scale=True, disable=not sys.stderr.isatty(), leave=False)
-    with store.transaction(), progress:
+    with store.transaction(), store.bulk_load(), progress:
         import_id = store.start_import(str(path), digest, fmt, now())
         batch: list[Message] = []
         changes = 0

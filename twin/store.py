@@ -133,7 +133,7 @@ class Store(Searchable):
             )
             for m in messages
         ]
-        bulk = len(rows) >= 64
+        bulk = len(rows) >= 64 and not self.bulk_loading  # bulk_load() indexes its rows itself
         if bulk:  # index the batch in one statement after it, not row by row (schema 4's comment says why)
             self.conn.execute("SAVEPOINT bulk_insert")
             last = self.conn.execute("SELECT COALESCE(max(id), 0) FROM messages").fetchone()[0]
