@@ -30,12 +30,9 @@ Decisions (DESIGN.md, counting rules):
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from itertools import compress, count, islice
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -81,7 +78,6 @@ CHAT_ROOTS = ("chats.list.item", "left_chats.list.item", "")
 CHAT_FIELDS = ("name", "type", "id", "messages")
 TELEGRAM_KEYS = {"chats", "left_chats", "messages", "personal_information"}
 SCALARS = {"string", "number", "null", "boolean"}
-BLOCK = 2048  # parse events taken at a time: ~70 messages, ~0.5 MB
 
 
 def _join(root: str, key: str) -> str:
@@ -149,40 +145,19 @@ class _Reader:
         self.local_dates = 0  # messages dated from `date` read in options.timezone (no offset in the file)
 
     def read(self, events: Iterable[tuple[str, str, Any]]) -> Iterator[Record]:
-        # The hot loop: a million-message file is ~28M events, nearly all inside messages. They are taken in
-        # blocks, the few chat-level ones found and the runs between them fed to the message builder by C loops
-        # (islice, map, compress, deque), so no Python bytecode runs per event; the built messages are handed on
-        # after each run, so records come out in file order, as a plain per-event loop would give them.
-        watched, built, first = WATCHED, self.built, itemgetter(0)
-        events = iter(events)
-        while True:
-            block: list[tuple[str, str, Any]] = []
-            try:
-                block.extend(islice(events, BLOCK))  # on a JSON error, what was read before it stays in `block`
-            except (ijson.JSONError, UnicodeDecodeError):
-                yield from self._block(block, watched, built, first)
-                raise
-            if not block:
-                break
-            yield from self._block(block, watched, built, first)
-        yield from self._finish()
-
-    def _block(self, block: list, watched: dict, built: list, first: Callable) -> Iterator[Record]:
-        start = 0
-        for i in compress(count(), map(watched.__contains__, map(first, block))):
-            if self.feed is not None and i > start:
-                deque(map(self.feed, block[start:i]), 0)
+        # The hot loop: a million-message file is ~28M events, so the common path is two checks per event.
+        watched, built, feed = WATCHED, self.built, None
+        for event in events:
+            if event[0] in watched:
+                self.events += 1
+                yield from self._note(*event)
+                feed = self.feed
+            elif feed is not None:
+                feed(event)
                 if built:
                     yield from self._messages(built)
                     built.clear()
-            self.events += 1
-            yield from self._note(*block[i])
-            start = i + 1
-        if self.feed is not None and start < len(block):
-            deque(map(self.feed, block[start:] if start else block), 0)
-            if built:
-                yield from self._messages(built)
-                built.clear()
+        yield from self._finish()
 
     def _note(self, prefix: str, event: str, value: Any) -> Iterable[Record]:
         root, key = WATCHED[prefix]
