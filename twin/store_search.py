@@ -83,7 +83,8 @@ class Searchable:
             self.conn.execute(f"DROP TRIGGER {name}")
         for name in _ROW_TRIGGERS:
             sql = saved[name].replace(" ON messages BEGIN", f" ON messages WHEN old.id <= {int(last)} BEGIN", 1)
-            assert sql != saved[name], f"{name}: unexpected trigger SQL"
+            if sql == saved[name]:
+                raise RuntimeError(f"{name}: trigger SQL not as schema 5 wrote it; bulk_load needs updating")
             self.conn.execute(sql)
         self.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
         self.bulk_loading = True
