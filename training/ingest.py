@@ -103,25 +103,27 @@ def ingest_file(store: Store, path: Path, opts: IngestOptions, now: Callable[[],
     said: Owner | None = None
     names: dict[str, set[str]] = {}
     seen_names: dict[tuple[str, str | None], tuple[int, int]] = {}
-    touched: set[ChatKey] = set()
+    touched: set[tuple[str, str]] = set()  # (platform, chat_id): cheaper to hash than ChatKey
     platform = fmt
     # A counter with the rate on a terminal: the parsers stream, so the total is known only at the end.
     progress = tqdm(desc=path.name, unit=" msg", unit_scale=True, disable=not sys.stderr.isatty(), leave=False)
-    with store.transaction(), progress:
+    with store.transaction(), store.bulk_load(), progress:
         import_id = store.start_import(str(path), digest, fmt, now())
         batch: list[Message] = []
         changes = 0
         for record in parser_for(fmt)(path, opts.parse):
             if isinstance(record, Message):
+                # Per message only what cannot wait: the batch, the chat, each (sender, name)'s first and last
+                # time; `names` is read off `seen_names` at the end (the same senders in the same order).
                 batch.append(record)
-                uid = record.sender_id
-                names.setdefault(uid, set())
-                if record.sender_name:
-                    names[uid].add(record.sender_name)
+                touched.add((record.platform, record.chat_id))
                 ts = int(record.time.timestamp())
-                first, last = seen_names.get((uid, record.sender_name), (ts, ts))
-                seen_names[(uid, record.sender_name)] = (min(first, ts), max(last, ts))
-                touched.add(ChatKey(record.platform, record.chat_id))
+                pair = (record.sender_id, record.sender_name)
+                span = seen_names.get(pair)
+                if span is None:
+                    seen_names[pair] = (ts, ts)
+                elif ts < span[0] or ts > span[1]:
+                    seen_names[pair] = (min(span[0], ts), max(span[1], ts))
                 if len(batch) >= BATCH:
                     changes += store.insert_messages(batch, import_id)
                     summary.seen += len(batch)
@@ -141,12 +143,16 @@ def ingest_file(store: Store, path: Path, opts: IngestOptions, now: Callable[[],
         summary.seen += len(batch)
         if summary.seen == 0 and summary.chats == 0:
             raise ExportError(path, "the export holds no chats; check that you exported the right chat")
+        for uid, name in seen_names:
+            names.setdefault(uid, set())
+            if name:
+                names[uid].add(name)
         store.upsert_names(platform, seen_names)
         for uid in _resolve_owner(path, platform, said, opts, names):
             store.set_owner(platform, uid, next(iter(sorted(names.get(uid, ()))), None))
         summary.added = store.count_import_messages(import_id)
         summary.updated = changes - summary.added
-        resessionize(store, touched, opts.session_gap)
+        resessionize(store, [ChatKey(*key) for key in sorted(touched)], opts.session_gap)
         store.finish_import(
             import_id, now(), messages_seen=summary.seen, messages_added=summary.added,
             messages_updated=summary.updated, chats=summary.chats,

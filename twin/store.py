@@ -126,14 +126,15 @@ class Store(Searchable):
         `count_import_messages` tells added from updated. `source` is "import" for exports, "live" for what
         the relay saw (training leaves live messages out unless the owner opts in).
         """
-        rows = [
+        rows = [  # _ts written out: this runs once per message of an import
             (
-                m.platform, m.chat_id, m.id, m.sender_id, _ts(m.time), m.text, m.kind,
-                m.reply_to, int(m.forwarded), _ts(m.edited), import_id, source,
+                m.platform, m.chat_id, m.id, m.sender_id, int(m.time.timestamp()), m.text, m.kind,
+                m.reply_to, int(m.forwarded), None if m.edited is None else int(m.edited.timestamp()),
+                import_id, source,
             )
             for m in messages
         ]
-        bulk = len(rows) >= 64
+        bulk = len(rows) >= 64 and not self.bulk_loading  # bulk_load() indexes its rows itself
         if bulk:  # index the batch in one statement after it, not row by row (schema 4's comment says why)
             self.conn.execute("SAVEPOINT bulk_insert")
             last = self.conn.execute("SELECT COALESCE(max(id), 0) FROM messages").fetchone()[0]

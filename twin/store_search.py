@@ -8,6 +8,8 @@ by `twin recall CONTACT "text"` and every draft.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from twin.chat import ChatKey
@@ -44,10 +46,61 @@ def _hit(r: tuple) -> Hit:
     return Hit(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6])
 
 
+# The triggers that keep the index (schema 5) and what bulk_load does with each while it runs.
+_INSERT_TRIGGER = "messages_fts_ai"
+_ROW_TRIGGERS = ("messages_fts_au", "messages_fts_ad")  # an edit or a delete: index the old row's change
+# The page cache while a big import runs: with SQLite's default 2 MiB the three indexes of `messages` no longer fit
+# after ~100k messages, and every insert reads its pages back from the WAL (a 1M import spent ~15% more CPU).
+BULK_CACHE_KIB = 32 * 1024
+
+
 class Searchable:
     """The index's methods of `Store` (which gives `conn`, `get_meta`, `set_meta`, `transaction`)."""
 
     conn: sqlite3.Connection
+    bulk_loading: bool = False  # inside bulk_load(): Store.insert_messages leaves the indexing to it
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """A big import into `messages` (ingest), inside the caller's transaction: the insert trigger is off and the
+        rows added are indexed in one statement when the block ends, with the text they have then.
+
+        An edit or delete of a row stored before the block still goes through its trigger; of a row added inside
+        it, the trigger is skipped (`WHEN old.id <= last`), because that row is not in the index yet (FTS5's
+        'delete' of a row it does not hold corrupts the index) and the final statement indexes its last text.
+        At the end the triggers are put back exactly as the schema wrote them (their SQL read from
+        sqlite_master); if the block raises, the caller's rollback takes the trigger changes back with the rows,
+        so a killed or failed import leaves twin.db as it was.
+        """
+        if not self.conn.in_transaction:
+            raise RuntimeError("bulk_load() needs an open transaction (Store.transaction())")
+        saved = dict(self.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?)",
+            (_INSERT_TRIGGER, *_ROW_TRIGGERS)))
+        last = self.conn.execute("SELECT COALESCE(max(id), 0) FROM messages").fetchone()[0]
+        cache = self.conn.execute("PRAGMA cache_size").fetchone()[0]
+        for name in saved:
+            self.conn.execute(f"DROP TRIGGER {name}")
+        for name in _ROW_TRIGGERS:
+            sql = saved[name].replace(" ON messages BEGIN", f" ON messages WHEN old.id <= {int(last)} BEGIN", 1)
+            if sql == saved[name]:
+                raise RuntimeError(f"{name}: trigger SQL not as schema 5 wrote it; bulk_load needs updating")
+            self.conn.execute(sql)
+        self.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+        self.bulk_loading = True
+        try:
+            yield
+        finally:
+            self.bulk_loading = False
+            self.conn.execute(f"PRAGMA cache_size = {int(cache)}")
+        for name in _ROW_TRIGGERS:
+            self.conn.execute(f"DROP TRIGGER {name}")
+        for sql in saved.values():
+            self.conn.execute(sql)
+        # One statement for every new row: FTS5 flushes its pending terms at each statement's end, so this writes
+        # a few large segments where per-row triggers wrote one tiny segment per row.
+        self.conn.execute("INSERT INTO messages_fts (rowid, text) SELECT id, text FROM messages WHERE id > ?",
+                          (last,))
 
     def ensure_index(self, tokenize: str) -> bool:
         """Build the index with this tokeniser (twin.toml [memory] tokenize) when it was built with another;

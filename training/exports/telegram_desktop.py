@@ -318,7 +318,8 @@ def to_record(path: Path, chat: Chat, raw: Any, zone: tzinfo | None = None) -> M
         id=str(raw.get("id")),
         sender_id=sender,
         sender_name=raw.get("from") or None,
-        time=_time(path, chat, raw, "date", zone),
+        time=(datetime.fromtimestamp(int(unix), timezone.utc) if type(unix := raw.get("date_unixtime")) is str
+              and unix.isdigit() else _time(path, chat, raw, "date", zone)),  # the common case without a call
         text=text,
         kind=msg_kind,
         reply_to=str(reply_to) if reply_to is not None and "reply_to_peer_id" not in raw else None,
