@@ -12,8 +12,9 @@ A prompt longer than `max_prompt_tokens` is made to fit (`fit`), never refused: 
 an overlong persona's notes, then the middle of the incoming messages (`shorten`), so their end stays.
 
 The backend is asked for more candidates than wanted (as many as the share kept so far needs, at most
-`oversample` times: serving.oversampling), each is split into the burst's
-messages (`split_reply`), bad ones are dropped (`reject_reason`: empty, a role header or a speaker's "Name:",
+`oversample` times: serving.oversampling; decoding stops where the rest could not change what is kept:
+serving.candidates.Until), each is split into the burst's
+messages (serving.candidates: `split_reply`), bad ones are dropped (`reject_reason`: empty, a role header or a speaker's "Name:",
 a copy of the incoming message, a loop, far longer than the owner writes to this contact, an emoji flood),
 near-duplicates too (`similarity`); while fewer than n remain, it asks again with another seed, a bounded
 number of times. The result has n candidates when the model gave that many usable ones, else fewer, never
