@@ -10,13 +10,12 @@ Written under the key `memory` of the eval results (null for an adapter trained 
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from training.metrics import token_nlls
+from training.metrics import perplexity_of, token_nlls
 from training.dataset import Sample
 from twin.memory import WORD, fold
 from twin.prompts import Conversation, render
@@ -84,8 +83,7 @@ def compare(model: Any, tokenizer: Any, held_out: list[Sample], db, train_on: st
     without = token_nlls(model, rows_without, 4)
 
     def ppl(nlls) -> float | None:
-        tokens = sum(len(t) for t in nlls)
-        return math.exp(sum(float(t.sum()) for t in nlls) / tokens) if tokens else None
+        return perplexity_of(nlls) if any(len(t) for t in nlls) else None
 
     out = {
         "perplexity": {"with": ppl(with_memory), "without": ppl(without)},
