@@ -165,3 +165,40 @@ def test_packed_weights_give_the_tokens_of_transformers_generate(build):
         assert torch.allclose(q(x), torch.nn.functional.linear(x, q.base_layer.weight), atol=1e-5)
     assert not any("forward" in m.__dict__ for m in packed.packed)
     assert fast == reference
+
+
+PROMPTS = [PROMPT, PROMPT[:5], [1, 88, 3, 3, 40, 41, 2, 19, 70], PROMPT[3:], [1, 9]]  # lengths 12, 5, 9, 9, 2
+
+
+@pytest.mark.parametrize("build", [llama, gemma3], ids=["llama", "gemma3"])
+def test_each_prompt_left_padded_in_one_batch_gives_its_own_greedy_tokens(build):
+    """twin.decoding.sample_each (twin eval's replies): prompts of different lengths share a left-padded batch,
+    and each gets the tokens transformers' `generate` gives it alone, with no padding."""
+    from twin.decoding import sample_each
+
+    model = with_lora(build())
+    stops = list(range(3, 12))  # many stop tokens: rows end at different steps
+    reference = [plain_greedy(model, p, 16, stops) for p in PROMPTS]
+    assert sum(len(r) >= 3 for r in reference) >= 3  # real comparisons, not empty lists
+    assert len({len(r) for r in reference}) > 1  # rows end at different steps: some leave the batch early
+    for batch_rows in (16, 2):
+        assert sample_each(model, PROMPTS, max_new_tokens=16, temperature=0, top_p=1.0, seed=0, stops=stops,
+                           batch_rows=batch_rows) == reference
+
+
+def test_each_prompt_is_sampled_once_seeded_and_finished_rows_leave():
+    from twin.decoding import sample_each
+
+    model = llama()
+    shapes = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
+    kw = dict(max_new_tokens=20, temperature=1.5, top_p=0.9, stops=list(range(3, 12)))
+    try:
+        rows = sample_each(model, PROMPTS, seed=5, **kw)
+    finally:
+        hook.remove()
+    assert shapes[0] == (len(PROMPTS), len(PROMPT))  # one prefill, left-padded to the longest prompt
+    batch = [s[0] for s in shapes[1:]]
+    assert all(s[1] == 1 for s in shapes[1:]) and batch == sorted(batch, reverse=True) and len(set(batch)) > 1
+    assert len(rows) == len(PROMPTS) and not any(3 <= t < 12 for r in rows for t in r)
+    assert rows == sample_each(model, PROMPTS, seed=5, **kw) and rows != sample_each(model, PROMPTS, seed=6, **kw)

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 
 from twin.config import Config
-from twin.decoding import PackedLinears
-from twin.generation import Sampling, generate
+from twin.decoding import PackedLinears, sample_each
+from twin.generation import Sampling, stop_ids
 from twin.paths import Home
 from twin.prompts import DoesNotFit, prompt_ids
 from twin.text import figure
-from training import canaries, metrics
+from training import canaries, heldout, metrics
 from twin import adapters
 from training.dataset import Sample
 from training.job import rebuild_dataset
@@ -41,18 +41,25 @@ class EvalOptions:
 
 def reply_contexts(samples: list[Sample], tokenizer, max_tokens: int) -> tuple[list[list[int]], list[list[str]]]:
     """(prompt ids, the owner's real reply lines) for each held-out sample: the context before its last reply."""
-    prompts, real = [], []
-    for s in samples:
+    points = reply_points(samples, tokenizer, max_tokens)
+    return [prompt for _, prompt, _ in points], [real for _, _, real in points]
+
+
+def reply_points(samples: list[Sample], tokenizer, max_tokens: int) -> list[tuple[int, list[int], list[str]]]:
+    """(sample index, prompt ids, the owner's real reply lines) for each sample with a context before its last
+    reply that fits in `max_tokens`; the prompt is a prefix of the sample's ids."""
+    points = []
+    for k, s in enumerate(samples):
         turns = list(s.turns)
         last = max(i for i, t in enumerate(turns) if t.role == "owner" and t.target)
         if last == 0:
             continue  # the owner opened the session: there is no context to reply to
         try:
-            prompts.append(prompt_ids(s.conversation.persona, turns[:last], tokenizer, max_tokens))
+            points.append((k, prompt_ids(s.conversation.persona, turns[:last], tokenizer, max_tokens),
+                           list(turns[last].lines)))
         except DoesNotFit:
             continue
-        real.append(list(turns[last].lines))
-    return prompts, real
+    return points
 
 
 def reply_lines(text: str) -> list[str]:
@@ -60,19 +67,34 @@ def reply_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def completions(model, tokenizer, prompts, *, max_new_tokens: int, temperature: float, seed: int = 0) -> list[str]:
+    """One completion per prompt, decoded without special tokens, each ending at its end of turn: batches of
+    prompts with finished rows leaving them (twin.decoding.sample_each), top-p 0.9 when sampling."""
+    rows = sample_each(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=Sampling.top_p,
+                       seed=seed, stops=stop_ids(tokenizer))
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
+
+
 def sample_replies(model, tokenizer, prompts, opts: EvalOptions) -> list[list[str]]:
     """One sampled reply per prompt, as its messages (the eval's and the learn gate's sampling settings)."""
-    sampling = Sampling(n=1, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, seed=opts.seed)
-    return [reply_lines(c[0]) for c in generate(model, tokenizer, prompts, sampling)]
+    texts = completions(model, tokenizer, prompts, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
+                        seed=opts.seed)
+    return [reply_lines(t) for t in texts]
 
 
-def _side(model, tokenizer, held_out, prompts, real_lines, real_profile, opts: EvalOptions, planted) -> tuple[dict, list]:
-    """The metrics of one model (base or adapter) on the held-out set, and its `token_nlls` there."""
+def _side(model, tokenizer, held_out, points, real_profile, opts: EvalOptions, planted) -> tuple[dict, list]:
+    """The metrics of one model (base or adapter) on the held-out set, and its `token_nlls` there. One forward
+    per sample serves both its perplexity and its reply's prefill (training.heldout)."""
     t0 = time.perf_counter()
-    nlls = metrics.token_nlls(model, [(s.input_ids, s.loss_mask) for s in held_out])
+    prompt_lens: list[int | None] = [None] * len(held_out)
+    for k, prompt, _ in points:
+        prompt_lens[k] = len(prompt)
+    nlls, replies = heldout.nlls_and_replies(
+        model, [(s.input_ids, s.loss_mask) for s in held_out], prompt_lens, max_new_tokens=opts.max_new_tokens,
+        temperature=opts.temperature, top_p=Sampling.top_p, seed=opts.seed, stops=stop_ids(tokenizer))
     ppl = metrics.perplexity_of(nlls, f"{len(held_out)} held-out samples")
-    t1 = time.perf_counter()
-    generated = sample_replies(model, tokenizer, prompts, opts)
+    generated = [reply_lines(tokenizer.decode(replies[k], skip_special_tokens=True)) for k, _, _ in points]
+    real_lines = [real for _, _, real in points]
     nonempty = [g for g in generated if g] or [[""]]
     gen_messages = [m for g in generated for m in g]
     real_messages = [m for r in real_lines for m in r]
@@ -88,8 +110,7 @@ def _side(model, tokenizer, held_out, prompts, real_lines, real_profile, opts: E
     }
     if planted:
         side["canaries"] = [_canary_result(model, tokenizer, c) for c in planted]
-    log.info("eval side done in %.1f s (perplexity %.1f s, replies %.1f s)", time.perf_counter() - t0, t1 - t0,
-             time.perf_counter() - t1)
+    log.info("eval side done in %.1f s", time.perf_counter() - t0)
     return side, nlls
 
 
@@ -121,19 +142,18 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     drift = data.fingerprint != meta.get("data", {}).get("fingerprint")
     held_out = list(data.held_out)
     max_tokens = meta["dataset_options"]["max_tokens"]
-    prompts, real = reply_contexts(held_out, tokenizer, max_tokens)
-    if opts.limit is not None:
-        prompts, real = prompts[:opts.limit], real[:opts.limit]
+    points = reply_points(held_out, tokenizer, max_tokens)[:opts.limit]
+    real = [r for _, _, r in points]
     planted = [canaries.Canary(**c) for c in meta.get("canaries") or []]
     real_profile = metrics.style_profile(real)
     model = PeftModel.from_pretrained(base, str(adapter.path))
     with model.disable_adapter(), packed(model):
-        base_side, _ = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
+        base_side, _ = _side(model, tokenizer, held_out, points, real_profile, opts, planted)
     if next(model.parameters()).dtype == torch.float32:
         model.merge_adapter()  # the adapter's side runs at the base's cost (fp32: merging is exact enough)
     memory = None
     with packed(model):
-        adapter_side, adapter_nlls = _side(model, tokenizer, held_out, prompts, real, real_profile, opts, planted)
+        adapter_side, adapter_nlls = _side(model, tokenizer, held_out, points, real_profile, opts, planted)
         if meta["dataset_options"].get("memory_tokens"):
             from training.memory_eval import compare
 
@@ -145,7 +165,7 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
         "adapter": adapter_side,
         "base": base_side,
         "real": {"profile": real_profile, "distinct_2": metrics.distinct_n([" ".join(r) for r in real])},
-        "held_out": {"samples": len(held_out), "replies": len(prompts), "data_changed_since_training": drift},
+        "held_out": {"samples": len(held_out), "replies": len(points), "data_changed_since_training": drift},
         "ratios": {"perplexity": adapter_side["perplexity"] / base_side["perplexity"]},
         "memory": memory,
     }

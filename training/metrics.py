@@ -207,14 +207,26 @@ def token_nlls(model: Any, rows: Sequence[tuple[list[int], list[bool]]], batch_r
 
 def _target_logits(model: Any, ids, attention, target):
     """fp32 logits at the positions where `target` (shifted by one) is set, the head run on those alone."""
+    if (parts := decoder_of(model)) is None:
+        return model(input_ids=ids, attention_mask=attention).logits[:, :-1][target].float()
+    causal, decoder = parts
+    hidden = decoder(input_ids=ids, attention_mask=attention, use_cache=False)[0]
+    return head_logits(causal, hidden[:, :-1][target])
+
+
+def decoder_of(model: Any) -> tuple[Any, Any] | None:
+    """(the causal LM, its decoder) of a transformers or peft model that has a separate output head; else None."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not hasattr(causal, "get_decoder") or getattr(causal, "get_output_embeddings", lambda: None)() is None:
+        return None
+    return causal, causal.get_decoder()
+
+
+def head_logits(causal: Any, hidden: Any) -> Any:
+    """fp32 logits of the causal LM's output head on `hidden` (Gemma's final soft-capping included)."""
     import torch
 
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = causal.get_output_embeddings() if hasattr(causal, "get_output_embeddings") else None
-    if head is None or not hasattr(causal, "get_decoder"):
-        return model(input_ids=ids, attention_mask=attention).logits[:, :-1][target].float()
-    hidden = causal.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False)[0]
-    logits = head(hidden[:, :-1][target]).float()
+    logits = causal.get_output_embeddings()(hidden).float()
     if cap := getattr(causal.config, "final_logit_softcapping", None):
         logits = torch.tanh(logits / cap) * cap
     return logits

@@ -40,46 +40,126 @@ def sample_many(
     import torch
 
     device = next(model.parameters()).device
-    greedy = temperature <= 0
-    n = 1 if greedy else n
-    generator = torch.Generator(device=device).manual_seed(seed)
+    n = 1 if temperature <= 0 else n
     stop = torch.tensor(sorted(set(stops)), dtype=torch.long, device=device)
-    out: list[list[int]] = [[] for _ in range(n)]
     with torch.inference_mode():
         ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
         last_only = {"logits_to_keep": 1} if keeps_last_logits(model) else {}
         step = model(input_ids=ids, use_cache=True, **last_only)
-        cache = step.cache
-        logits = step.logits[:, -1, :].float()
+        cache, logits = step.cache, step.logits[:, -1, :]
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits = logits.expand(n, -1)
-        rows = list(range(n))  # which completion each batch row is
-        finished = 0  # completions 0..finished-1 have all ended
-        for t in range(max_new_tokens):
-            picked = logits.argmax(-1) if greedy else pick(logits, temperature, top_p, generator)
-            ended = torch.isin(picked, stop)
-            for r, (token, done) in enumerate(zip(picked.tolist(), ended.tolist())):
-                if not done:
-                    out[rows[r]].append(token)
-                    if settled is not None and settled(out[rows[r]]):
-                        ended[r] = True
-            if t == max_new_tokens - 1 or bool(ended.all()):
-                break
-            if enough is not None and bool(ended.any()):
-                live = {rows[r] for r in range(len(rows)) if not ended[r]}
-                done_before = finished
-                while finished < n and finished not in live:
-                    finished += 1
-                if finished > done_before and enough(out[:finished]):
-                    return out[:finished]
-            if bool(ended.any()):
-                keep = (~ended).nonzero().flatten()
-                cache.batch_select_indices(keep)
-                rows = [rows[i] for i in keep.tolist()]
-                picked = picked[keep]
-            step = model(input_ids=picked[:, None], cache=cache, use_cache=True)
-            logits = step.logits[:, -1, :].float()
+        return decode_rows(model, logits, cache, max_new_tokens, chooser(temperature, top_p, seed, device), stop,
+                           settled=settled, enough=enough)
+
+
+def sample_each(
+    model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float, top_p: float,
+    seed: int, stops: Sequence[int], batch_rows: int = 16,
+) -> list[list[int]]:
+    """One completion per prompt (token ids), as token ids cut before its first stop token (or at
+    `max_new_tokens`): `twin eval`'s held-out replies and the learn gate's.
+
+    Prompts go through in batches of `batch_rows` of similar length, left-padded, with an attention mask and
+    positions that skip the padding (as `generate` does), and the prefill computes the logits of the last
+    position only. A row leaves its batch as soon as it samples a stop token, so a batch costs its rows' own
+    lengths, not its longest row's at every step (transformers' `generate` keeps finished rows to the end).
+    Sampling is `pick`'s (temperature, then nucleus), one seeded generator for the whole call; temperature 0 is
+    greedy."""
+    import torch
+
+    device = next(model.parameters()).device
+    choose = chooser(temperature, top_p, seed, device)
+    stop = torch.tensor(sorted(set(stops)), dtype=torch.long, device=device)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_rows):
+                batch = order[start:start + batch_rows]
+                ids, mask = left_padded([prompts[i] for i in batch], device)
+                position = (mask.cumsum(-1) - 1).clamp(min=0)
+                last_only = {"logits_to_keep": 1} if keeps_last_logits(model) else {}
+                step = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, **last_only)
+                rows = decode_rows(model, step.logits[:, -1, :], step.cache, max_new_tokens, choose, stop, mask=mask,
+                                   position=position[:, -1:])
+                for i, tokens in zip(batch, rows):
+                    out[i] = tokens
+    finally:
+        model.train(was_training)
+    return out
+
+
+def chooser(temperature: float, top_p: float, seed: int, device: Any) -> Callable[[Any], Any]:
+    """logits (rows x vocab) -> one token per row: greedy at temperature 0, else `pick` on a generator seeded once."""
+    import torch
+
+    if temperature <= 0:
+        return lambda logits: logits.argmax(-1)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return lambda logits: pick(logits, temperature, top_p, generator)
+
+
+def left_padded(prompts: Sequence[Sequence[int]], device: Any) -> tuple[Any, Any]:
+    """(ids, attention mask) of the prompts left-padded to the longest one, padding id 0 (masked out)."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros((len(prompts), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[r, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def decode_rows(model: Any, logits: Any, cache: Any, max_new_tokens: int, choose: Callable[[Any], Any], stop: Any,
+                mask: Any = None, position: Any = None, settled: Callable[[list[int]], bool] | None = None,
+                enough: Callable[[list[list[int]]], bool] | None = None) -> list[list[int]]:
+    """The completions of a batch whose prompts are in `cache` (`logits`: the next token's at each row's last
+    prompt position), each cut before its first stop token; a row leaves the batch (and the cache) as soon as it
+    picks one, or once `settled(its tokens)` holds. Left-padded prompts come with their attention `mask` and
+    each row's last `position`; prompts without padding need neither. With `enough`, decoding ends as soon as
+    completions 0..k-1 have all ended and `enough(them)` holds, returning those k only (`sample_many`)."""
+    import torch
+
+    out: list[list[int]] = [[] for _ in range(len(logits))]
+    rows = list(range(len(logits)))  # which completion each batch row is
+    finished = 0  # completions 0..finished-1 have all ended
+    for t in range(max_new_tokens):
+        picked = choose(logits.float())
+        ended = torch.isin(picked, stop)
+        for r, (token, done) in enumerate(zip(picked.tolist(), ended.tolist())):
+            if not done:
+                out[rows[r]].append(token)
+                if settled is not None and settled(out[rows[r]]):
+                    ended[r] = True
+        if t == max_new_tokens - 1 or bool(ended.all()):
+            break
+        if enough is not None and bool(ended.any()):
+            live = {rows[r] for r in range(len(rows)) if not ended[r]}
+            done_before = finished
+            while finished < len(out) and finished not in live:
+                finished += 1
+            if finished > done_before and enough(out[:finished]):
+                return out[:finished]
+        if bool(ended.any()):
+            keep = (~ended).nonzero().flatten()
+            cache.batch_select_indices(keep)
+            rows = [rows[i] for i in keep.tolist()]
+            picked = picked[keep]
+            if mask is not None:
+                mask, position = mask[keep], position[keep]
+        padding = {}
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            position = position + 1
+            padding = {"attention_mask": mask, "position_ids": position}
+        step = model(input_ids=picked[:, None], cache=cache, use_cache=True, **padding)
+        logits = step.logits[:, -1, :]
     return out
 
 
