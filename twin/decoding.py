@@ -7,10 +7,15 @@ than the model), its KV cache is copied to k rows (`DynamicCache.batch_repeat_in
 decoded together, a row leaving the batch (`batch_select_indices`) as soon as it samples an end-of-turn token.
 All rows have the same prompt and no padding, so they need no attention mask.
 
+`sample_each` is the other shape, one completion for each of many prompts (`twin eval`'s held-out replies, the
+learn gate's drafts): batches of prompts left-padded with a mask and positions that skip the padding, each row
+leaving its batch at its end of turn, where `generate` keeps a batch's finished rows until its longest is done.
+Both end in `decode_rows`, which `training.heldout` also starts from a prefill of its own.
+
 Sampling is transformers' own rule (temperature, then nucleus `top_p`: the smallest set of most likely tokens
 whose mass reaches `top_p`, `TopPLogitsWarper`), computed without sorting the whole vocabulary when the
 nucleus lies among the `NUCLEUS_PROBE` most likely tokens (checked exactly: their mass reaches `top_p`),
-else by the full sort. Temperature 0 is greedy. Used by `serving.local_backend`; exercised by
+else by the full sort. Temperature 0 is greedy. Used by `serving.local_backend` and `twin eval`; exercised by
 
     twin draft --contact "Tomas Berg" --backend local "are we still on for saturday?"
     .venv/bin/python bench/draft.py --local-only
