@@ -345,6 +345,10 @@ def main() -> None:
                 latency["vllm"] = vllm["drafts"]
     if not args.no_baseline and not args.skip_local:
         report_today(today)
+    elif not args.skip_local:
+        ms = [m for m, _ in latency["local"]]
+        print(f"local: {len(ms)} drafts, p50 {pct(ms, 50):.0f} ms, p95 {pct(ms, 95):.0f} ms, "
+              f"{statistics.fmean(a for _, a in latency['local']):.2f} tries per draft")
     if vllm:
         report(latency, vllm, args)
     print(f"CPU pressure after: {cpu_pressure()}")
