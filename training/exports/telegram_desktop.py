@@ -30,8 +30,10 @@ Decisions (DESIGN.md, counting rules):
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,7 +42,7 @@ import ijson
 
 from twin.chat import Chat, Message, Owner, telegram_user, utc
 from twin.errors import ExportError
-from training.exports import Note, ParseOptions, Record, Skipped, open_json
+from training.exports import Note, ParseOptions, Record, Skipped, json_walk, open_json
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +95,39 @@ WATCHED: dict[str, tuple[str, str | None]] = {
        for key in ("user_id", "first_name", "last_name")},
 }
 
+# The prefixes of the messages themselves, which json_walk builds whole.
+WHOLE = frozenset(_join(root, "messages.item") for root in CHAT_ROOTS)
+
 
 def parse(path: Path, options: ParseOptions) -> Iterator[Record]:
-    """Each chat's `Chat` (or `Skipped("chat", type)`), then its messages, in file order; `Owner` when known."""
+    """Each chat's `Chat` (or `Skipped("chat", type)`), then its messages, in file order; `Owner` when known.
+
+    The fast pass (json_walk) reads plain JSON; at anything it cannot vouch for, and at any error, the file is
+    read again with ijson, and the records the fast pass already gave are passed over: the same records and
+    the same errors as ijson alone, whatever the file holds.
+    """
     path = Path(path)
+    reader = _Reader(path, options)
+    given = 0
+    with open_json(path) as f:
+        try:
+            for record in reader.read_fast(json_walk.events(f, WATCHED, WHOLE)):
+                given += 1
+                yield record
+        except Exception as e:  # noqa: BLE001 - ijson decides what the file is
+            log.info("reading the telegram export again with ijson (%s after %d records)", type(e).__name__, given)
+            reader = None
+    if reader is None:
+        records = _parse_events(path, options)
+        deque(islice(records, given), maxlen=0)
+        yield from records
+        return
+    log.info("read telegram export: %d chats, %d messages, %d chats skipped", reader.chats, reader.messages,
+             reader.chats_skipped)
+
+
+def _parse_events(path: Path, options: ParseOptions) -> Iterator[Record]:
+    """`parse` by ijson's events alone."""
     reader = _Reader(path, options)
     with open_json(path) as f:
         try:
@@ -157,6 +188,17 @@ class _Reader:
                 if built:
                     yield from self._messages(built)
                     built.clear()
+        yield from self._finish()
+
+    def read_fast(self, events: Iterable[tuple[str, str, Any]]) -> Iterator[Record]:
+        """`read` over json_walk's events: the watched ones, and the messages in lists."""
+        for prefix, event, value in events:
+            if event == "values":
+                if self.feed is not None:
+                    yield from self._messages(value)
+            else:
+                self.events += 1
+                yield from self._note(prefix, event, value)
         yield from self._finish()
 
     def _note(self, prefix: str, event: str, value: Any) -> Iterable[Record]:
