@@ -341,32 +341,35 @@ def to_record(path: Path, chat: Chat, raw: Any, zone: tzinfo | None = None) -> M
         return Skipped("service", str(raw.get("action") or "service"))
     if kind != "message":
         return Skipped("service", str(kind))  # "unsupported": an entry tdesktop could not export
-    if raw.get("id") is None:
+    mid = raw.get("id")
+    if mid is None:
         raise ExportError(path, f"chat {chat.id}: a message has no 'id'; {FIX}")
-    sender = _sender_id(raw.get("from_id"))
+    sender = raw.get("from_id")
+    sender = (sender or None) if type(sender) is str else _sender_id(sender)  # a string: the common case, no call
     if sender is None:
         return Skipped("message", "no sender")
     if chat.type == "bot" and sender == telegram_user(chat.id):
         return Skipped("bot", "bot")
-    text = text_of(raw)
-    msg_kind = kind_of(raw, text)
-    if msg_kind == "sticker":
-        text = str(raw.get("sticker_emoji") or "")
+    text = raw.get("text")
+    if type(text) is not str:
+        text = text_of(raw)
+    if "media_type" in raw or "photo" in raw or "file" in raw:
+        msg_kind = kind_of(raw, text)
+        if msg_kind == "sticker":
+            text = str(raw.get("sticker_emoji") or "")
+    else:  # kind_of without media fields
+        msg_kind = "text" if text else "placeholder"
+    unix = raw.get("date_unixtime")
     edited = raw.get("edited_unixtime")
     reply_to = raw.get("reply_to_message_id")
-    return Message(
-        platform=PLATFORM,
-        chat_id=chat.id,
-        id=str(raw.get("id")),
-        sender_id=sender,
-        sender_name=raw.get("from") or None,
-        time=(datetime.fromtimestamp(int(unix), timezone.utc) if type(unix := raw.get("date_unixtime")) is str
-              and unix.isdigit() else _time(path, chat, raw, "date", zone)),  # the common case without a call
-        text=text,
-        kind=msg_kind,
-        reply_to=str(reply_to) if reply_to is not None and "reply_to_peer_id" not in raw else None,
-        forwarded="forwarded_from" in raw,
-        edited=_time(path, chat, raw, "edited", zone) if edited is not None or "edited" in raw else None,
+    return Message(  # positional (a million calls): platform, chat_id, id, sender_id, sender_name, time, text, kind...
+        PLATFORM, chat.id, str(mid), sender, raw.get("from") or None,
+        datetime.fromtimestamp(int(unix), timezone.utc) if type(unix) is str and unix.isdigit() else
+        _time(path, chat, raw, "date", zone),  # the common case without a call
+        text, msg_kind,
+        str(reply_to) if reply_to is not None and "reply_to_peer_id" not in raw else None,  # reply_to
+        "forwarded_from" in raw,  # forwarded
+        _time(path, chat, raw, "edited", zone) if edited is not None or "edited" in raw else None,  # edited
     )
 
 
