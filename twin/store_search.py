@@ -48,7 +48,8 @@ def _hit(r: tuple) -> Hit:
 
 # The triggers that keep the index (schema 5) and what bulk_load does with each while it runs.
 _INSERT_TRIGGER = "messages_fts_ai"
-_ROW_TRIGGERS = ("messages_fts_au", "messages_fts_ad")  # an edit or a delete: index the old row's change
+_ROW_TRIGGERS = ("messages_fts_au", "messages_fts_ad")
+_LOOKUP_INDEXES = ("messages_chat_time", "messages_sender")  # an edit or a delete: index the old row's change
 # The page cache while a big import runs: with SQLite's default 2 MiB the three indexes of `messages` no longer fit
 # after ~100k messages, and every insert reads its pages back from the WAL (a 1M import spent ~15% more CPU).
 BULK_CACHE_KIB = 32 * 1024
@@ -87,12 +88,20 @@ class Searchable:
                 raise RuntimeError(f"{name}: trigger SQL not as schema 5 wrote it; bulk_load needs updating")
             self.conn.execute(sql)
         self.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+        # Into an empty table, the two lookup indexes are built once at the end (a sort) instead of row by row; the
+        # unique key stays, for the upsert. Their SQL is put back as the schema wrote it, like the triggers'.
+        indexes = {} if last else dict(self.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN (?, ?)", _LOOKUP_INDEXES))
+        for name in indexes:
+            self.conn.execute(f"DROP INDEX {name}")
         self.bulk_loading = True
         try:
             yield
         finally:
             self.bulk_loading = False
             self.conn.execute(f"PRAGMA cache_size = {int(cache)}")
+        for sql in indexes.values():
+            self.conn.execute(sql)
         for name in _ROW_TRIGGERS:
             self.conn.execute(f"DROP TRIGGER {name}")
         for sql in saved.values():
