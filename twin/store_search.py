@@ -64,12 +64,13 @@ class Searchable:
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
         """A big import into `messages` (ingest), inside the caller's transaction: the insert trigger is off and the
-        rows added are indexed in one statement when the block ends, with the text they have then.
+        rows added are indexed in one statement when the block ends, with the text they have then; into an empty
+        table, the two lookup indexes (`_LOOKUP_INDEXES`) are dropped too and built when the block ends.
 
         An edit or delete of a row stored before the block still goes through its trigger; of a row added inside
         it, the trigger is skipped (`WHEN old.id <= last`), because that row is not in the index yet (FTS5's
         'delete' of a row it does not hold corrupts the index) and the final statement indexes its last text.
-        At the end the triggers are put back exactly as the schema wrote them (their SQL read from
+        At the end the triggers and indexes are put back exactly as the schema wrote them (their SQL read from
         sqlite_master); if the block raises, the caller's rollback takes the trigger changes back with the rows,
         so a killed or failed import leaves twin.db as it was.
         """
