@@ -3,8 +3,9 @@
 Two shapes exist: a full account export (Settings → Advanced → Export Telegram data) is an object with
 `personal_information` and `chats.list` / `left_chats.list`; a single-chat export is the chat object itself
 (`name`, `type`, `id`, `messages`). Either can be gigabytes with a million messages in one chat, so the file
-is streamed: ijson's parse events are walked once, chat-level fields are noted as they pass, and only the
-events inside a `messages` array are handed to ijson's object builder, which returns one message at a time.
+is streamed: chat-level fields are noted as they pass, and each element of a `messages` array is built whole,
+one window of the text at a time, by json's C scanner (json_walk); a file that pass cannot vouch for is read
+again from ijson's parse events, whose `messages` events go to ijson's object builder (the same records).
 
 Decisions (DESIGN.md, counting rules):
 - Chat types: personal_chat → personal, private_group / private_supergroup → group, saved_messages → saved,
