@@ -68,7 +68,9 @@ def assert_index_exact(store: Store) -> list[tuple]:
 
 
 def triggers(store: Store) -> list[tuple]:
-    return store.conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY 1").fetchall()
+    """The triggers and indexes, which bulk_load changes while it runs (an empty store's lookup indexes too)."""
+    return store.conn.execute("SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'index') "
+                              "ORDER BY 1, 2").fetchall()
 
 
 def found(store: Store, chat: int, term: str) -> list[str]:
@@ -138,14 +140,35 @@ def test_a_failed_import_leaves_store_index_and_triggers_as_they_were(tmp_path):
         assert_index_exact(store)
 
 
-def test_an_import_interrupted_by_a_crash_leaves_the_old_file(tmp_path):
+def test_a_failed_first_import_leaves_the_empty_store_with_its_indexes(tmp_path):
+    """Into an empty store bulk_load drops the lookup indexes and builds them at the end: a failure puts them back."""
+    with Store.open(tmp_path / "twin.db") as store:
+        before, stats = triggers(store), store.stats()
+        assert {"messages_chat_time", "messages_sender"} <= {name for _, name, _ in before}
+        bad = export(tmp_path, "bad.json", {TOMAS: history(12_000)})
+        text = bad.read_text(encoding="utf-8")
+        bad.write_text(text[: len(text) * 3 // 4], encoding="utf-8")
+        with pytest.raises(ExportError):
+            ingest_file(store, bad, IngestOptions(), now)
+        assert triggers(store) == before and store.stats() == stats
+        ingest_file(store, export(tmp_path, "a.json", {TOMAS: history(300)}), IngestOptions(), now)
+        assert triggers(store) == before
+        plan = store.conn.execute("EXPLAIN QUERY PLAN SELECT time FROM messages WHERE platform = 'telegram' "
+                                  "AND chat_id = '2002' ORDER BY time").fetchall()
+        assert "messages_chat_time" in str(plan)
+        assert store.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["into-an-empty-store", "after-an-import"])
+def test_an_import_interrupted_by_a_crash_leaves_the_old_file(tmp_path, first):
     """A process killed mid-ingest: SQLite rolls the open transaction back when the next connection opens."""
     import subprocess
     import sys
 
     db = tmp_path / "twin.db"
     with Store.open(db) as store:
-        ingest_file(store, export(tmp_path, "a.json", {TOMAS: history(3000)}), IngestOptions(), now)
+        if not first:
+            ingest_file(store, export(tmp_path, "a.json", {TOMAS: history(3000)}), IngestOptions(), now)
         before, stats, index = triggers(store), store.stats(), snapshot(store)
     big = export(tmp_path, "big.json", {ANA: history(20_000, first=5000)})
     root = Path(__file__).resolve().parents[1]

@@ -48,7 +48,8 @@ def _hit(r: tuple) -> Hit:
 
 # The triggers that keep the index (schema 5) and what bulk_load does with each while it runs.
 _INSERT_TRIGGER = "messages_fts_ai"
-_ROW_TRIGGERS = ("messages_fts_au", "messages_fts_ad")  # an edit or a delete: index the old row's change
+_ROW_TRIGGERS = ("messages_fts_au", "messages_fts_ad")
+_LOOKUP_INDEXES = ("messages_chat_time", "messages_sender")  # an edit or a delete: index the old row's change
 # The page cache while a big import runs: with SQLite's default 2 MiB the three indexes of `messages` no longer fit
 # after ~100k messages, and every insert reads its pages back from the WAL (a 1M import spent ~15% more CPU).
 BULK_CACHE_KIB = 32 * 1024
@@ -63,12 +64,13 @@ class Searchable:
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
         """A big import into `messages` (ingest), inside the caller's transaction: the insert trigger is off and the
-        rows added are indexed in one statement when the block ends, with the text they have then.
+        rows added are indexed in one statement when the block ends, with the text they have then; into an empty
+        table, the two lookup indexes (`_LOOKUP_INDEXES`) are dropped too and built when the block ends.
 
         An edit or delete of a row stored before the block still goes through its trigger; of a row added inside
         it, the trigger is skipped (`WHEN old.id <= last`), because that row is not in the index yet (FTS5's
         'delete' of a row it does not hold corrupts the index) and the final statement indexes its last text.
-        At the end the triggers are put back exactly as the schema wrote them (their SQL read from
+        At the end the triggers and indexes are put back exactly as the schema wrote them (their SQL read from
         sqlite_master); if the block raises, the caller's rollback takes the trigger changes back with the rows,
         so a killed or failed import leaves twin.db as it was.
         """
@@ -87,12 +89,20 @@ class Searchable:
                 raise RuntimeError(f"{name}: trigger SQL not as schema 5 wrote it; bulk_load needs updating")
             self.conn.execute(sql)
         self.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+        # Into an empty table, the two lookup indexes are built once at the end (a sort) instead of row by row; the
+        # unique key stays, for the upsert. Their SQL is put back as the schema wrote it, like the triggers'.
+        indexes = {} if last else dict(self.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN (?, ?)", _LOOKUP_INDEXES))
+        for name in indexes:
+            self.conn.execute(f"DROP INDEX {name}")
         self.bulk_loading = True
         try:
             yield
         finally:
             self.bulk_loading = False
             self.conn.execute(f"PRAGMA cache_size = {int(cache)}")
+        for sql in indexes.values():
+            self.conn.execute(sql)
         for name in _ROW_TRIGGERS:
             self.conn.execute(f"DROP TRIGGER {name}")
         for sql in saved.values():

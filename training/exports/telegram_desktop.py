@@ -3,8 +3,9 @@
 Two shapes exist: a full account export (Settings → Advanced → Export Telegram data) is an object with
 `personal_information` and `chats.list` / `left_chats.list`; a single-chat export is the chat object itself
 (`name`, `type`, `id`, `messages`). Either can be gigabytes with a million messages in one chat, so the file
-is streamed: ijson's parse events are walked once, chat-level fields are noted as they pass, and only the
-events inside a `messages` array are handed to ijson's object builder, which returns one message at a time.
+is streamed: chat-level fields are noted as they pass, and each element of a `messages` array is built whole,
+one window of the text at a time, by json's C scanner (json_walk); a file that pass cannot vouch for is read
+again from ijson's parse events, whose `messages` events go to ijson's object builder (the same records).
 
 Decisions (DESIGN.md, counting rules):
 - Chat types: personal_chat → personal, private_group / private_supergroup → group, saved_messages → saved,
@@ -30,8 +31,10 @@ Decisions (DESIGN.md, counting rules):
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,7 +43,7 @@ import ijson
 
 from twin.chat import Chat, Message, Owner, telegram_user, utc
 from twin.errors import ExportError
-from training.exports import Note, ParseOptions, Record, Skipped, open_json
+from training.exports import Note, ParseOptions, Record, Skipped, json_walk, open_json
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +96,39 @@ WATCHED: dict[str, tuple[str, str | None]] = {
        for key in ("user_id", "first_name", "last_name")},
 }
 
+# The prefixes of the messages themselves, which json_walk builds whole.
+WHOLE = frozenset(_join(root, "messages.item") for root in CHAT_ROOTS)
+
 
 def parse(path: Path, options: ParseOptions) -> Iterator[Record]:
-    """Each chat's `Chat` (or `Skipped("chat", type)`), then its messages, in file order; `Owner` when known."""
+    """Each chat's `Chat` (or `Skipped("chat", type)`), then its messages, in file order; `Owner` when known.
+
+    The fast pass (json_walk) reads plain JSON; at anything it cannot vouch for, and at any error, the file is
+    read again with ijson, and the records the fast pass already gave are passed over: the same records and
+    the same errors as ijson alone, whatever the file holds.
+    """
     path = Path(path)
+    reader = _Reader(path, options)
+    given = 0
+    with open_json(path) as f:
+        try:
+            for record in reader.read_fast(json_walk.events(f, WATCHED, WHOLE)):
+                given += 1
+                yield record
+        except Exception as e:  # noqa: BLE001 - ijson decides what the file is
+            log.info("reading the telegram export again with ijson (%s after %d records)", type(e).__name__, given)
+            reader = None
+    if reader is None:
+        records = _parse_events(path, options)
+        deque(islice(records, given), maxlen=0)
+        yield from records
+        return
+    log.info("read telegram export: %d chats, %d messages, %d chats skipped", reader.chats, reader.messages,
+             reader.chats_skipped)
+
+
+def _parse_events(path: Path, options: ParseOptions) -> Iterator[Record]:
+    """`parse` by ijson's events alone."""
     reader = _Reader(path, options)
     with open_json(path) as f:
         try:
@@ -157,6 +189,17 @@ class _Reader:
                 if built:
                     yield from self._messages(built)
                     built.clear()
+        yield from self._finish()
+
+    def read_fast(self, events: Iterable[tuple[str, str, Any]]) -> Iterator[Record]:
+        """`read` over json_walk's events: the watched ones, and the messages in lists."""
+        for prefix, event, value in events:
+            if event == "values":
+                if self.feed is not None:
+                    yield from self._messages(value)
+            else:
+                self.events += 1
+                yield from self._note(prefix, event, value)
         yield from self._finish()
 
     def _note(self, prefix: str, event: str, value: Any) -> Iterable[Record]:
@@ -299,32 +342,35 @@ def to_record(path: Path, chat: Chat, raw: Any, zone: tzinfo | None = None) -> M
         return Skipped("service", str(raw.get("action") or "service"))
     if kind != "message":
         return Skipped("service", str(kind))  # "unsupported": an entry tdesktop could not export
-    if raw.get("id") is None:
+    mid = raw.get("id")
+    if mid is None:
         raise ExportError(path, f"chat {chat.id}: a message has no 'id'; {FIX}")
-    sender = _sender_id(raw.get("from_id"))
+    sender = raw.get("from_id")
+    sender = (sender or None) if type(sender) is str else _sender_id(sender)  # a string: the common case, no call
     if sender is None:
         return Skipped("message", "no sender")
     if chat.type == "bot" and sender == telegram_user(chat.id):
         return Skipped("bot", "bot")
-    text = text_of(raw)
-    msg_kind = kind_of(raw, text)
-    if msg_kind == "sticker":
-        text = str(raw.get("sticker_emoji") or "")
+    text = raw.get("text")
+    if type(text) is not str:
+        text = text_of(raw)
+    if "media_type" in raw or "photo" in raw or "file" in raw:
+        msg_kind = kind_of(raw, text)
+        if msg_kind == "sticker":
+            text = str(raw.get("sticker_emoji") or "")
+    else:  # kind_of without media fields
+        msg_kind = "text" if text else "placeholder"
+    unix = raw.get("date_unixtime")
     edited = raw.get("edited_unixtime")
     reply_to = raw.get("reply_to_message_id")
-    return Message(
-        platform=PLATFORM,
-        chat_id=chat.id,
-        id=str(raw.get("id")),
-        sender_id=sender,
-        sender_name=raw.get("from") or None,
-        time=(datetime.fromtimestamp(int(unix), timezone.utc) if type(unix := raw.get("date_unixtime")) is str
-              and unix.isdigit() else _time(path, chat, raw, "date", zone)),  # the common case without a call
-        text=text,
-        kind=msg_kind,
-        reply_to=str(reply_to) if reply_to is not None and "reply_to_peer_id" not in raw else None,
-        forwarded="forwarded_from" in raw,
-        edited=_time(path, chat, raw, "edited", zone) if edited is not None or "edited" in raw else None,
+    return Message(  # positional (a million calls): platform, chat_id, id, sender_id, sender_name, time, text, kind...
+        PLATFORM, chat.id, str(mid), sender, raw.get("from") or None,
+        datetime.fromtimestamp(int(unix), timezone.utc) if type(unix) is str and unix.isdigit() else
+        _time(path, chat, raw, "date", zone),  # the common case without a call
+        text, msg_kind,
+        str(reply_to) if reply_to is not None and "reply_to_peer_id" not in raw else None,  # reply_to
+        "forwarded_from" in raw,  # forwarded
+        _time(path, chat, raw, "edited", zone) if edited is not None or "edited" in raw else None,  # edited
     )
 
 
