@@ -128,10 +128,18 @@ def record(store: Store, uid: str, prompt: list[int], shown: str, final: str | N
     return d.id
 
 
-@pytest.fixture(scope="module")
-def trained_home(tmp_path_factory):
+SEEDS = (0, 1, 2, 3)  # training.seed: the parent's LoRA init and data order, and the child's DPO order
+
+
+def toml(seed: int) -> str:
+    return TOML.replace("[training]\n", f"[training]\nseed = {seed}\n")
+
+
+@pytest.fixture(scope="module", params=[0])
+def trained_home(tmp_path_factory, request):
     """A home with history, a parent adapter (twin-v1) that writes exclamation marks, and its greedy drafts
-    for 60 new prompts (not yet recorded as outcomes)."""
+    for 60 new prompts (not yet recorded as outcomes); trained at `training.seed` = the parameter (0 unless a test
+    parametrizes it indirectly)."""
     import torch
 
     from training.dataset import DatasetOptions
@@ -142,11 +150,11 @@ def trained_home(tmp_path_factory):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        root = tmp_path_factory.mktemp("learn")
+        root = tmp_path_factory.mktemp(f"learn-seed{request.param}")
         base_dir = root / "base"
         save_base(base_dir)
         home = Home(root / "home").ensure()
-        home.config.write_text(TOML)
+        home.config.write_text(toml(request.param))
         fill_store(home.db)
         cfg = load_config(home.config)
         data_opts = DatasetOptions.from_config(cfg.training, cfg.ingest, cfg.owner, cfg.contacts, cfg.telegram)
@@ -349,6 +357,7 @@ def test_twin_learn_dry_run_counts_and_trains_nothing(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("trained_home", SEEDS, indirect=True, ids=lambda s: f"seed{s}")
 @pytest.mark.xfail(strict=False, reason=(
     "twin learn's promotion here is seed- and machine-sensitive (known defect, issue 17's notes): with the "
     "tiny random-init parent (perplexity ~185) the child drops every '!' on every seed, but on seeds 0, 2, 3 "
@@ -368,7 +377,7 @@ def test_learning_from_edits_drops_the_feature_and_is_promoted(trained_home, tmp
             record(store, uid, prompt, shown, " ".join(shown.replace("!", " ").split()),
                    T0 + timedelta(days=40 + k), "twin-v1")
     with FakeOpenAI() as fake:
-        home.config.write_text(TOML + f'vllm_url = "{fake.url}"\n')
+        home.config.write_text(home.config.read_text() + f'vllm_url = "{fake.url}"\n')  # [drafting] ends it
         started = time.perf_counter()
         result = cli(home.root, "learn")
         seconds = time.perf_counter() - started
@@ -402,6 +411,7 @@ def test_learning_from_edits_drops_the_feature_and_is_promoted(trained_home, tmp
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("trained_home", SEEDS, indirect=True, ids=lambda s: f"seed{s}")
 def test_learning_from_shuffled_edits_is_not_promoted(trained_home, tmp_path):
     """Chosen and rejected swapped for a random half of the drafts: edits that mean nothing. (Also the JSON line
     the relay's scheduled `twin learn --json` reads.)"""
