@@ -11,6 +11,8 @@ Every settled draft (twin.outcomes) says something about the prompt it was draft
   passed over before it (source "copied"), it is never held out for the gate (nothing confirms the text went
   out), it never outranks a discarded draft, and where a pair or label of it contradicts one of a confirmed
   outcome, the confirmed one wins (two confirmed ones that contradict each other both go).
+For DPO, a pair of two versions of one reply (a light edit) also anchors each place where they part: the prompt
+and the chosen text up to there, then the chosen tokens ≻ the rejected ones (`dpo_rows`, `anchors`).
 A pair whose sides differ only trivially (whitespace, or one character: `twin.outcomes.edit_size`) is no
 preference. For KTO the same outcomes are labels without pairs: what went out is desirable; an edited draft,
 a passed-over or discarded candidate is undesirable. Expired, failed and pending drafts say nothing.
