@@ -1,7 +1,8 @@
 """`twin learn` on a tiny model: edits in, a better version out, promoted only when the gate says so.
 
 The story of the fixture: Mira used to end her messages with exclamation marks and stopped; her twin, trained
-on the old history, still writes them, and she deletes them from every draft before sending. After `twin learn`
+on the old history, still writes them, and she deletes them from every draft before sending (and where a draft
+says something else than she would, she sends what she would: `mira_sends`). After `twin learn`
 the twin's drafts for prompts it never trained on carry far fewer exclamation marks and the gate promotes the
 version; the same run on shuffled edits (chosen and rejected swapped at random) is not promoted.
 """
@@ -66,6 +67,15 @@ def owner_reply(kind: int, bang: bool) -> str:
     return text if bang else text.replace("!", "")
 
 
+def mira_sends(k: int) -> str:
+    """What Mira sends for the draft to outcome prompt k: her own answer to that question, without
+    exclamation marks. Mostly that is the draft with its '!'s deleted; but the tiny parent is weak (perplexity
+    ~185), and at some seeds it answers a coffee question with the rope, or repeats itself after a '!'
+    ("yes! see you then! see you then!"): sending that minus its '!'s would hold the child to a slip of the
+    parent's that came from the '!' itself, which no child without the '!' can repeat."""
+    return owner_reply(k % 3, bang=False)
+
+
 def fill_store(db: Path) -> None:
     """Two chats, SESSIONS sessions each, a day apart: the contact asks, Mira answers."""
     with Store.open(db) as store, store.transaction():
@@ -128,10 +138,18 @@ def record(store: Store, uid: str, prompt: list[int], shown: str, final: str | N
     return d.id
 
 
-@pytest.fixture(scope="module")
-def trained_home(tmp_path_factory):
+SEEDS = (0, 1, 2, 3)  # training.seed: the parent's LoRA init and data order, and the child's DPO order
+
+
+def toml(seed: int) -> str:
+    return TOML.replace("[training]\n", f"[training]\nseed = {seed}\n")
+
+
+@pytest.fixture(scope="module", params=[0])
+def trained_home(tmp_path_factory, request):
     """A home with history, a parent adapter (twin-v1) that writes exclamation marks, and its greedy drafts
-    for 60 new prompts (not yet recorded as outcomes)."""
+    for 60 new prompts (not yet recorded as outcomes); trained at `training.seed` = the parameter (0 unless a test
+    parametrizes it indirectly)."""
     import torch
 
     from training.dataset import DatasetOptions
@@ -142,11 +160,11 @@ def trained_home(tmp_path_factory):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        root = tmp_path_factory.mktemp("learn")
+        root = tmp_path_factory.mktemp(f"learn-seed{request.param}")
         base_dir = root / "base"
         save_base(base_dir)
         home = Home(root / "home").ensure()
-        home.config.write_text(TOML)
+        home.config.write_text(toml(request.param))
         fill_store(home.db)
         cfg = load_config(home.config)
         data_opts = DatasetOptions.from_config(cfg.training, cfg.ingest, cfg.owner, cfg.contacts, cfg.telegram)
@@ -349,12 +367,7 @@ def test_twin_learn_dry_run_counts_and_trains_nothing(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
-@pytest.mark.xfail(strict=False, reason=(
-    "twin learn's promotion here is seed- and machine-sensitive (known defect, issue 17's notes): with the "
-    "tiny random-init parent (perplexity ~185) the child drops every '!' on every seed, but on seeds 0, 2, 3 "
-    "(and on the 2026-12-02 AMD dev box at the default seed) greedy then ends the turn early ('sure' for "
-    "'sure coffee sounds good'), the edit distance rises and the gate rejects; seed 1 promotes. Next: anchor "
-    "each deletion point in preference.dpo_rows, then parametrize the seed."))
+@pytest.mark.parametrize("trained_home", SEEDS, indirect=True, ids=lambda s: f"seed{s}")
 def test_learning_from_edits_drops_the_feature_and_is_promoted(trained_home, tmp_path):
     """The bar: the owner deletes the exclamation marks from every draft; after `twin learn` the drafts for
     held-out prompts carry (far) fewer of them, the gate promotes the version, and a running vLLM loads it."""
@@ -365,10 +378,9 @@ def test_learning_from_edits_drops_the_feature_and_is_promoted(trained_home, tmp
     assert bang_share(drafts) >= 0.9, drafts[:5]  # the parent writes them
     with Store.open(home.db) as store:
         for k, ((uid, prompt), shown) in enumerate(zip(prompts, drafts)):
-            record(store, uid, prompt, shown, " ".join(shown.replace("!", " ").split()),
-                   T0 + timedelta(days=40 + k), "twin-v1")
+            record(store, uid, prompt, shown, mira_sends(k), T0 + timedelta(days=40 + k), "twin-v1")
     with FakeOpenAI() as fake:
-        home.config.write_text(TOML + f'vllm_url = "{fake.url}"\n')
+        home.config.write_text(home.config.read_text() + f'vllm_url = "{fake.url}"\n')  # [drafting] ends it
         started = time.perf_counter()
         result = cli(home.root, "learn")
         seconds = time.perf_counter() - started
@@ -402,6 +414,7 @@ def test_learning_from_edits_drops_the_feature_and_is_promoted(trained_home, tmp
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("trained_home", SEEDS, indirect=True, ids=lambda s: f"seed{s}")
 def test_learning_from_shuffled_edits_is_not_promoted(trained_home, tmp_path):
     """Chosen and rejected swapped for a random half of the drafts: edits that mean nothing. (Also the JSON line
     the relay's scheduled `twin learn --json` reads.)"""
@@ -411,8 +424,8 @@ def test_learning_from_shuffled_edits_is_not_promoted(trained_home, tmp_path):
     swapped = set(rng.sample(range(len(drafts)), len(drafts) // 2))
     with Store.open(home.db) as store:
         for k, ((uid, prompt), shown) in enumerate(zip(prompts, drafts)):
-            plain = " ".join(shown.replace("!", " ").split())
-            first, final = (plain, shown) if k in swapped else (shown, plain)
+            sent = mira_sends(k)
+            first, final = (sent, shown) if k in swapped else (shown, sent)
             record(store, uid, prompt, first, final, T0 + timedelta(days=40 + k), "twin-v1")
     out = json.loads(cli(home.root, "learn", "--json").stdout.strip().splitlines()[-1])
     gate = out["gate"]

@@ -156,6 +156,24 @@ def test_rows_for_trl_and_the_too_long_ones_dropped(tok):
     assert dropped == 2
 
 
+def test_a_light_edit_is_also_anchored_at_each_place_it_departs_from_the_draft(tok):
+    """The owner deleted the '!'s: besides the whole replies, a row for each deletion point says what comes
+    there instead (the next kept word, the end of the turn); a rewrite gets no anchors."""
+    p = build([outcome(1, "edited", "sure! coffee sounds good!", "sure coffee sounds good", prompt=(1, 2, 3)),
+               outcome(2, "written", "sure, 8?", "can't tonight, sorry", prompt=(4, 5))], 0.0)
+    rows, dropped = dpo_rows(p.pairs, tok, max_tokens=64)
+    ids = Completions(tok)
+    kept, draft = ids("sure coffee sounds good"), ids("sure! coffee sounds good!")
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert dropped == 0 and len(rows) == 4
+    assert rows[0] == {"prompt_ids": [1, 2, 3], "chosen_ids": kept, "rejected_ids": draft}
+    assert rows[3] == {"prompt_ids": [4, 5], "chosen_ids": ids("can't tonight, sorry"), "rejected_ids": ids("sure, 8?")}
+    first, last = rows[1], rows[2]
+    assert first == {"prompt_ids": [1, 2, 3] + kept[:1], "chosen_ids": kept[1:2], "rejected_ids": draft[1:2]}
+    assert (tok.decode(kept[:1]), tok.decode(draft[1:2]), tok.decode(kept[1:]).startswith(" co")) == ("sure", "!", True)
+    assert last == {"prompt_ids": [1, 2, 3] + kept[:-1], "chosen_ids": [end], "rejected_ids": draft[-2:-1]}
+    assert (tok.decode(kept[:-1]), tok.decode(draft[-2:-1])) == ("sure coffee sounds good", "!")
+
 def test_a_copied_draft_is_weaker_than_a_sent_one():
     same = (4, 4)
     p = build([

@@ -1,11 +1,13 @@
 """`twin learn`: the owner's edits, approvals and discards become a new adapter version, kept only if it is better.
 
 From the relay's draft outcomes (twin.outcomes, passed in by the caller, who reads them from the relay's ledger;
-→ training.preference): pairs (what went out ≻ the draft) for DPO, or desirable/undesirable replies for KTO
-when there are no pairs (or `learn.method = "kto"`), each with the exact prompt the draft was made from. The
-current adapter (the default one, or `--adapter`) is loaded as a trainable PEFT model and trained further with
-TRL's DPOTrainer or KTOTrainer; TRL keeps a frozen copy of it as the reference policy (its "ref" adapter); with
-DPO, the NLL of what went out is added (`learn.sft_weight`) so the drafts stay fluent. The result is the next
+→ training.preference): pairs (what went out ≻ the draft; a light edit also at each place it departs from the
+draft, so that the child learns what comes there instead, not only that the whole draft lost) for DPO, or
+desirable/undesirable replies for KTO when there are no pairs (or `learn.method = "kto"`), each with the exact
+prompt the draft was made from. The current adapter (the default one, or `--adapter`) is loaded as a trainable
+PEFT model and trained further with TRL's DPOTrainer or KTOTrainer; TRL keeps a frozen copy of it as the
+reference policy (its "ref" adapter); with DPO, the NLL of what went out is added (`learn.sft_weight`) so the
+drafts stay fluent. The result is the next
 version of the parent's name (`twin-v3` after `twin-v2`): the gate (training.gate) measures parent and child,
 its record and decision go into the new twin.json with the parent's name and the learning settings, and a
 promoted version becomes the default adapter (twin.adapters). A rejected one stays on disk for `twin adapters

@@ -11,6 +11,8 @@ Every settled draft (twin.outcomes) says something about the prompt it was draft
   passed over before it (source "copied"), it is never held out for the gate (nothing confirms the text went
   out), it never outranks a discarded draft, and where a pair or label of it contradicts one of a confirmed
   outcome, the confirmed one wins (two confirmed ones that contradict each other both go).
+For DPO, a pair of two versions of one reply (a light edit) also anchors each place where they part: the prompt
+and the chosen text up to there, then the chosen tokens ≻ the rejected ones (`dpo_rows`, `anchors`).
 A pair whose sides differ only trivially (whitespace, or one character: `twin.outcomes.edit_size`) is no
 preference. For KTO the same outcomes are labels without pairs: what went out is desirable; an edited draft,
 a passed-over or discarded candidate is undesirable. Expired, failed and pending drafts say nothing.
@@ -25,6 +27,7 @@ owner sent. Texts are normalised as drafting shows them: one message per line, b
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -227,8 +230,40 @@ class Completions:
         return self._ids[text]
 
 
+def anchors(chosen: Sequence[int], rejected: Sequence[int]) -> list[tuple[int, list[int], list[int]]]:
+    """Each place where `chosen` departs from `rejected`, token by token: (how many of chosen's tokens come
+    before it, chosen's tokens there, rejected's tokens there). A deletion from rejected is answered by the next
+    token chosen keeps, an insertion into it by the next token rejected had: both sides of an anchor start at the
+    same point of the same text and differ in their first token.
+
+    >>> anchors([1, 3, 4, 9], [1, 2, 3, 4, 2, 9])  # 2 deleted twice: after [1] comes 3, after [1, 3, 4] comes 9
+    [(1, [3], [2]), (3, [9], [2])]
+    >>> anchors([1, 5, 6, 3, 9], [1, 2, 3, 9]), anchors([1, 7, 2, 9], [1, 2, 9])  # a replacement, an insertion
+    ([(1, [5, 6], [2])], [(1, [7], [2])])
+    """
+    out = []
+    matcher = difflib.SequenceMatcher(None, rejected, chosen, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        ours, theirs = list(chosen[j1:j2] or chosen[j1:j1 + 1]), list(rejected[i1:i2] or rejected[i1:i1 + 1])
+        if ours and theirs:
+            out.append((j1, ours, theirs))
+    return out
+
+
 def dpo_rows(pairs: Sequence[Pair], tokenizer: Any, max_tokens: int) -> tuple[list[dict], int]:
-    """TRL's tokenized preference rows (prompt_ids, chosen_ids, rejected_ids); (rows, dropped as too long)."""
+    """TRL's tokenized preference rows (prompt_ids, chosen_ids, rejected_ids); (rows, dropped as too long).
+
+    Each pair is a row of the whole replies. A pair of two versions of one reply (a light edit,
+    twin.outcomes.edit_size: the owner deleted, replaced or added a few words) also gives a row for each place
+    where they part (`anchors`): the prompt and the chosen reply up to that place, then the owner's tokens there
+    ≻ the draft's. The whole-reply row alone says only "this sequence over that one": the draft's own words after
+    the edit point count against it too, and a small model learns to end the turn where the edit was (a draft
+    "sure! coffee sounds good!" edited to "sure coffee sounds good" taught "sure" and the end of the turn). The
+    anchored row says what comes after "sure" instead of "!": " coffee". A heavy edit (a rewrite) shares only
+    chance tokens with the draft, so it gets no anchors.
+    """
     ids = Completions(tokenizer)
     rows, dropped = [], 0
     for p in pairs:
@@ -237,6 +272,10 @@ def dpo_rows(pairs: Sequence[Pair], tokenizer: Any, max_tokens: int) -> tuple[li
             dropped += 1
             continue
         rows.append({"prompt_ids": list(p.prompt), "chosen_ids": chosen, "rejected_ids": rejected})
+        if edit_size(p.rejected, p.chosen) == "light":
+            rows += [{"prompt_ids": list(p.prompt) + chosen[:at], "chosen_ids": ours, "rejected_ids": theirs}
+                     for at, ours, theirs in anchors(chosen, rejected)
+                     if len(p.prompt) + at + max(len(ours), len(theirs)) <= max_tokens]
     return rows, dropped
 
 

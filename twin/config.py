@@ -192,7 +192,7 @@ class LearnConfig(Section):
     lr: float = Field(5e-5, gt=0)
     epochs: float = Field(2.0, gt=0)
     holdout_fraction: float = Field(0.2, ge=0, lt=1)  # the most recent outcomes, kept back for the gate
-    batch_size: int = Field(8, ge=1)  # pairs (DPO) or labelled replies (KTO) per optimizer step
+    batch_size: int = Field(8, ge=1)  # DPO rows (a pair or one of its anchors) or labelled replies (KTO) per step
     micro_batch: int = Field(4, ge=2)  # of them per forward pass; KTO needs two or more for its KL estimate
     # DPO plus this weight times the NLL of what went out (RPO, Pang et al. 2024): pure DPO lowers the likelihood
     # of the sent text too and drafts lose their fluency; 0 is plain DPO. KTO ignores it.
