@@ -46,20 +46,15 @@ def nlls_and_replies(
     choose = decoding.chooser(temperature, top_p, seed, device)
     stop = torch.tensor(sorted(set(stops)), dtype=torch.long, device=device)
     replies: dict[int, list[int]] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(with_prompt), batch_rows):
-                batch = with_prompt[start:start + batch_rows]
-                batch_nlls, logits, cache, mask, position = _read(model, [rows[i] for i in batch],
-                                                                  [prompt_lens[i] for i in batch])
-                done = decoding.decode_rows(model, logits, cache, max_new_tokens, choose, stop, mask=mask,
-                                            position=position)
-                for i, row_nlls, tokens in zip(batch, batch_nlls, done):
-                    nlls[i], replies[i] = row_nlls, tokens
-    finally:
-        model.train(was_training)
+    with decoding.evaluating(model):
+        for start in range(0, len(with_prompt), batch_rows):
+            batch = with_prompt[start:start + batch_rows]
+            batch_nlls, logits, cache, mask, position = _read(model, [rows[i] for i in batch],
+                                                              [prompt_lens[i] for i in batch])
+            done = decoding.decode_rows(model, logits, cache, max_new_tokens, choose, stop, mask=mask,
+                                        position=position)
+            for i, row_nlls, tokens in zip(batch, batch_nlls, done):
+                nlls[i], replies[i] = row_nlls, tokens
     return nlls, replies
 
 
@@ -92,9 +87,6 @@ def _read(model: Any, rows: list[tuple[list[int], list[bool]]], prompt_lens: lis
         more = decoder(input_ids=rest, attention_mask=whole_mask, position_ids=rest_position,
                        cache=copy.deepcopy(cache), use_cache=True).last_hidden_state
         hidden = torch.cat([hidden, more], dim=1)
-    all_ids = torch.cat([ids, rest], dim=1)
-    logp = torch.log_softmax(metrics.head_logits(causal, hidden[:, :-1][target[:, 1:]]), dim=-1)
-    nll = -logp.gather(1, all_ids[:, 1:][target[:, 1:]].unsqueeze(1)).squeeze(1).double().cpu().numpy()
-    ends = np.cumsum(target.sum(1).cpu().numpy())  # rows' targets lie in row order
-    per_row = [nll[(ends[r - 1] if r else 0): ends[r]] for r in range(len(rows))]
+    target = target[:, 1:]
+    per_row = metrics.nlls_per_row(metrics.head_logits(causal, hidden[:, :-1][target]), torch.cat([ids, rest], 1), target)
     return per_row, logits, cache, mask, position[:, -1:]

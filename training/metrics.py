@@ -172,37 +172,42 @@ def token_nlls(model: Any, rows: Sequence[tuple[list[int], list[bool]]], batch_r
     words) are then sums over a subset, with no second forward."""
     import torch
 
+    from twin.decoding import evaluating
+
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     out: list[np.ndarray] = [np.zeros(0)] * len(rows)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(order), batch_rows):
-                chunk = order[start : start + batch_rows]
-                width = max(len(rows[i][0]) for i in chunk)
-                if width < 2:
-                    continue
-                ids = torch.zeros((len(chunk), width), dtype=torch.long)
-                attention = torch.zeros_like(ids)
-                target = torch.zeros((len(chunk), width), dtype=torch.bool)
-                for r, i in enumerate(chunk):
-                    seq, mask = rows[i]
-                    ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-                    attention[r, : len(seq)] = 1
-                    target[r, : len(seq)] = torch.tensor(mask, dtype=torch.bool)
-                ids, attention, target = ids.to(device), attention.to(device), target[:, 1:].to(device)
-                # Only target positions go through the head and log-softmax, in float32: full-vocabulary
-                # logits at every position cost a fifth of a small model's forward and most of its memory.
-                logp = torch.log_softmax(_target_logits(model, ids, attention, target), dim=-1)
-                nll = -logp.gather(1, ids[:, 1:][target].unsqueeze(1)).squeeze(1).double().cpu().numpy()
-                ends = np.cumsum(target.sum(1).cpu().numpy())  # rows' targets lie in row order
-                for r, i in enumerate(chunk):
-                    out[i] = nll[(ends[r - 1] if r else 0) : ends[r]]
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(order), batch_rows):
+            chunk = order[start : start + batch_rows]
+            width = max(len(rows[i][0]) for i in chunk)
+            if width < 2:
+                continue
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            attention = torch.zeros_like(ids)
+            target = torch.zeros((len(chunk), width), dtype=torch.bool)
+            for r, i in enumerate(chunk):
+                seq, mask = rows[i]
+                ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                attention[r, : len(seq)] = 1
+                target[r, : len(seq)] = torch.tensor(mask, dtype=torch.bool)
+            ids, attention, target = ids.to(device), attention.to(device), target[:, 1:].to(device)
+            # Only target positions go through the head and log-softmax, in float32: full-vocabulary
+            # logits at every position cost a fifth of a small model's forward and most of its memory.
+            for i, row in zip(chunk, nlls_per_row(_target_logits(model, ids, attention, target), ids, target)):
+                out[i] = row
     return out
+
+
+def nlls_per_row(logits, ids, target) -> list[np.ndarray]:
+    """Per row of `ids`, the NLL in nats (float64) of each of its target tokens: `target` marks the predicted
+    positions (ids[:, 1:], already shifted by one) and `logits` are the fp32 logits before them, in row order."""
+    import torch
+
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(1, ids[:, 1:][target].unsqueeze(1)).squeeze(1).double().cpu().numpy()
+    ends = np.cumsum(target.sum(1).cpu().numpy())
+    return [nll[(ends[r - 1] if r else 0) : ends[r]] for r in range(len(ends))]
 
 
 def _target_logits(model: Any, ids, attention, target):

@@ -23,7 +23,8 @@ else by the full sort. Temperature 0 is greedy. Used by `serving.local_backend` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 NUCLEUS_PROBE = 256  # most likely tokens looked at first for the nucleus (top-p); the full sort only when short
@@ -79,23 +80,32 @@ def sample_each(
     stop = torch.tensor(sorted(set(stops)), dtype=torch.long, device=device)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
+    last_only = {"logits_to_keep": 1} if keeps_last_logits(model) else {}
+    with evaluating(model):
+        for start in range(0, len(order), batch_rows):
+            batch = order[start:start + batch_rows]
+            ids, mask = left_padded([prompts[i] for i in batch], device)
+            position = (mask.cumsum(-1) - 1).clamp(min=0)
+            step = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, **last_only)
+            rows = decode_rows(model, step.logits[:, -1, :], step.cache, max_new_tokens, choose, stop, mask=mask,
+                               position=position[:, -1:])
+            for i, tokens in zip(batch, rows):
+                out[i] = tokens
+    return out
+
+
+@contextlib.contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """The model in eval mode (no dropout) under `torch.inference_mode`, its own mode restored afterwards."""
+    import torch
+
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(order), batch_rows):
-                batch = order[start:start + batch_rows]
-                ids, mask = left_padded([prompts[i] for i in batch], device)
-                position = (mask.cumsum(-1) - 1).clamp(min=0)
-                last_only = {"logits_to_keep": 1} if keeps_last_logits(model) else {}
-                step = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, **last_only)
-                rows = decode_rows(model, step.logits[:, -1, :], step.cache, max_new_tokens, choose, stop, mask=mask,
-                                   position=position[:, -1:])
-                for i, tokens in zip(batch, rows):
-                    out[i] = tokens
+            yield
     finally:
         model.train(was_training)
-    return out
 
 
 def chooser(temperature: float, top_p: float, seed: int, device: Any) -> Callable[[Any], Any]:
