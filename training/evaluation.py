@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 
 from twin.config import Config
-from twin.decoding import PackedLinears, sample_each
-from twin.generation import Sampling, stop_ids
+from twin.decoding import PackedLinears
+from twin.generation import Sampling, generate, stop_ids
 from twin.paths import Home
 from twin.prompts import DoesNotFit, prompt_ids
 from twin.text import figure
@@ -67,19 +67,11 @@ def reply_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def completions(model, tokenizer, prompts, *, max_new_tokens: int, temperature: float, seed: int = 0) -> list[str]:
-    """One completion per prompt, decoded without special tokens, each ending at its end of turn: batches of
-    prompts with finished rows leaving them (twin.decoding.sample_each), top-p 0.9 when sampling."""
-    rows = sample_each(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=Sampling.top_p,
-                       seed=seed, stops=stop_ids(tokenizer))
-    return [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
-
-
 def sample_replies(model, tokenizer, prompts, opts: EvalOptions) -> list[list[str]]:
-    """One sampled reply per prompt, as its messages (the eval's and the learn gate's sampling settings)."""
-    texts = completions(model, tokenizer, prompts, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
-                        seed=opts.seed)
-    return [reply_lines(t) for t in texts]
+    """One sampled reply per prompt, as its messages: the learn gate's (`generate`'s random stream, which the
+    gate's checks were measured with; `twin eval` samples through training.heldout instead)."""
+    sampling = Sampling(n=1, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, seed=opts.seed)
+    return [reply_lines(c[0]) for c in generate(model, tokenizer, prompts, sampling)]
 
 
 def _side(model, tokenizer, held_out, points, real_profile, opts: EvalOptions, planted) -> tuple[dict, list]:

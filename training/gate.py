@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training import metrics
-from training.evaluation import EvalOptions, completions, reply_lines, sample_replies
+from training.evaluation import EvalOptions, reply_lines, sample_replies
+from twin.generation import Sampling, generate
 from twin.text import edit_ratio, figure
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,8 @@ def measure(model, tokenizer, data: GateData, opts: GateOptions = GateOptions())
     started = time.perf_counter()
     side: dict[str, Any] = {}
     if data.prompts:
-        greedy = completions(model, tokenizer, data.prompts, max_new_tokens=opts.max_new_tokens, temperature=0.0)
-        drafts = ["\n".join(reply_lines(text)) for text in greedy]
+        greedy = Sampling(n=1, max_new_tokens=opts.max_new_tokens, temperature=0.0)
+        drafts = ["\n".join(reply_lines(c[0])) for c in generate(model, tokenizer, data.prompts, greedy)]
         distances = [edit_ratio(d, s) for d, s in zip(drafts, data.sent)]
         side["outcomes"] = {
             "edit_distance": sum(distances) / len(distances),
