@@ -65,7 +65,7 @@ def _read(model: Any, rows: list[tuple[list[int], list[bool]]], prompt_lens: lis
     device = next(model.parameters()).device
     if bad := [n for (seq, _), n in zip(rows, prompt_lens) if not 0 < n <= len(seq)]:
         raise ValueError(f"nlls_and_replies: prompt length {bad[0]} is not within its row; pass 1..len(ids)")
-    ids, mask = decoding.left_padded([ids[:n] for (ids, _), n in zip(rows, prompt_lens)], device)
+    ids, mask, position = decoding.left_padded([ids[:n] for (ids, _), n in zip(rows, prompt_lens)], device)
     rest_width = max(len(r[0]) - n for r, n in zip(rows, prompt_lens))
     rest = torch.zeros((len(rows), rest_width), dtype=torch.long)
     rest_mask = torch.zeros_like(rest)
@@ -77,7 +77,6 @@ def _read(model: Any, rows: list[tuple[list[int], list[bool]]], prompt_lens: lis
         target[r, offset + 1 : offset + len(seq)] = torch.tensor(list(flags[1:]), dtype=torch.bool)
     rest, rest_mask, target = rest.to(device), rest_mask.to(device), target.to(device)
     causal, decoder = metrics.decoder_of(model)
-    position = (mask.cumsum(-1) - 1).clamp(min=0)
     out = decoder(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True)
     hidden, cache = out.last_hidden_state, out.cache
     logits = metrics.head_logits(causal, hidden[:, -1])

@@ -7,8 +7,8 @@ than the model), its KV cache is copied to k rows (`DynamicCache.batch_repeat_in
 decoded together, a row leaving the batch (`batch_select_indices`) as soon as it samples an end-of-turn token.
 All rows have the same prompt and no padding, so they need no attention mask.
 
-`sample_each` is the other shape, one completion for each of many prompts (`twin eval`'s held-out replies, the
-learn gate's drafts): batches of prompts left-padded with a mask and positions that skip the padding, each row
+`sample_each` is the other shape, one completion for each of many prompts (`twin eval`'s held-out replies, for a
+model without a separate head; training.heldout otherwise): batches of prompts left-padded with a mask and positions that skip the padding, each row
 leaving its batch at its end of turn, where `generate` keeps a batch's finished rows until its longest is done.
 Both end in `decode_rows`, which `training.heldout` also starts from a prefill of its own.
 
@@ -65,7 +65,8 @@ def sample_each(
     seed: int, stops: Sequence[int], batch_rows: int = 16,
 ) -> list[list[int]]:
     """One completion per prompt (token ids), as token ids cut before its first stop token (or at
-    `max_new_tokens`): `twin eval`'s held-out replies and the learn gate's.
+    `max_new_tokens`): what training.heldout's replies are checked against, and its path for a model without a
+    separate head.
 
     Prompts go through in batches of `batch_rows` of similar length, left-padded, with an attention mask and
     positions that skip the padding (as `generate` does), and the prefill computes the logits of the last
@@ -84,8 +85,7 @@ def sample_each(
     with evaluating(model):
         for start in range(0, len(order), batch_rows):
             batch = order[start:start + batch_rows]
-            ids, mask = left_padded([prompts[i] for i in batch], device)
-            position = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids, mask, position = left_padded([prompts[i] for i in batch], device)
             step = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, **last_only)
             rows = decode_rows(model, step.logits[:, -1, :], step.cache, max_new_tokens, choose, stop, mask=mask,
                                position=position[:, -1:])
@@ -118,8 +118,9 @@ def chooser(temperature: float, top_p: float, seed: int, device: Any) -> Callabl
     return lambda logits: pick(logits, temperature, top_p, generator)
 
 
-def left_padded(prompts: Sequence[Sequence[int]], device: Any) -> tuple[Any, Any]:
-    """(ids, attention mask) of the prompts left-padded to the longest one, padding id 0 (masked out)."""
+def left_padded(prompts: Sequence[Sequence[int]], device: Any) -> tuple[Any, Any, Any]:
+    """(ids, attention mask, positions) of the prompts left-padded to the longest one, padding id 0 (masked out),
+    each row's positions counting from 0 at its first real token (as `generate` does)."""
     import torch
 
     width = max(len(p) for p in prompts)
@@ -128,7 +129,8 @@ def left_padded(prompts: Sequence[Sequence[int]], device: Any) -> tuple[Any, Any
     for r, p in enumerate(prompts):
         ids[r, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
         mask[r, width - len(p):] = 1
-    return ids.to(device), mask.to(device)
+    ids, mask = ids.to(device), mask.to(device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def decode_rows(model: Any, logits: Any, cache: Any, max_new_tokens: int, choose: Callable[[Any], Any], stop: Any,
