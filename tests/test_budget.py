@@ -143,25 +143,28 @@ def test_chunked_head_loss_matches_cross_entropy_and_its_gradient(softcap):
     torch.testing.assert_close(chunked, hidden.grad, rtol=1e-5, atol=1e-7)
 
 
-def test_lean_dropout_is_dropout_then_lora_a_with_the_same_gradients():
-    """The same draw as nn.Dropout (on a CPU) from the same seed, so the same output and gradients."""
-    from training.lean_dropout import _DropoutLinear
+@pytest.mark.parametrize("p", [0.05, 0.25])  # kept as positions, and as a bool mask
+def test_lean_dropout_is_dropout_then_lora_a_with_the_same_gradients(monkeypatch, p):
+    """Output and gradients are those of dropout (the drawn positions zeroed, the rest scaled) then lora_A."""
+    from training import lean_dropout as ld
 
-    x = torch.randn(3, 5, 16, requires_grad=True)
+    drawn = []
+    draw = ld.drop_positions
+    monkeypatch.setattr(ld, "drop_positions", lambda *a: drawn.append(draw(*a)) or drawn[-1])
+    x = torch.randn(3, 50, 16, requires_grad=True)
     w = torch.randn(4, 16, requires_grad=True)
     torch.manual_seed(7)
-    y = _DropoutLinear.apply(x, w, 0.25)
+    y = ld._DropoutLinear.apply(x, w, p)
     y.pow(2).sum().backward()
     got = (y.detach(), x.grad.clone(), w.grad.clone())
     x.grad = w.grad = None
-    torch.manual_seed(7)
-    dropped = torch.nn.functional.dropout(x, 0.25, training=True)
-    expected = torch.nn.functional.linear(dropped, w)
+    keep = torch.ones(x.numel())
+    keep[drawn[0]] = 0
+    expected = torch.nn.functional.linear(x * keep.view(x.shape) / (1 - p), w)
     expected.pow(2).sum().backward()
     for a, b in zip(got, (expected.detach(), x.grad, w.grad)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    kept = (dropped != 0).float().mean()
-    assert 0.6 < kept < 0.9  # about 1 - p kept
+    assert abs(keep.mean() - (1 - p)) < 5 * (p * (1 - p) / x.numel()) ** 0.5  # about 1 - p kept
 
 
 def test_training_with_dropout_uses_the_lean_path_and_restores_peft(tmp_path):

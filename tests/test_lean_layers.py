@@ -1,6 +1,6 @@
-"""The exact swaps the trainer makes during its loop (training.lean_dropout, training.lean_mlp): the same
-gradients as the stock modules, the same dropout masks as peft's, fewer bytes kept for the backward, and the
-model as it was afterwards."""
+"""The swaps the trainer makes during its loop (training.lean_dropout, training.lean_mlp): the same gradients as
+the stock modules (for lean_dropout: given the same masks), dropout positions drawn as i.i.d. Bernoulli(p),
+fewer bytes kept for the backward, and the model as it was afterwards."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training import packing as pk  # noqa: E402
-from training.lean_dropout import DropoutLoraA, lean_dropout  # noqa: E402
+from training import lean_dropout as ld  # noqa: E402
+from training.lean_dropout import DropoutLoraA, drop_positions, lean_dropout  # noqa: E402
 from training.lean_mlp import lean_mlp  # noqa: E402
 from training.trainer import add_lora, train  # noqa: E402
 from test_trainer import VOCAB, Tokenizer, cfg, chat_samples, lora_weights, tiny_llama  # noqa: E402
@@ -121,18 +122,53 @@ def test_lean_mlp_leaves_an_unknown_activation_alone():
         assert switched == 0
 
 
-def test_lean_dropout_draws_peft_dropouts_masks_and_gives_its_gradients():
-    """With dropout on: the same masks (the same seeded draws, in the same order) and the same gradients."""
+def dropouts_own_draw(n, p, device=None):
+    """drop_positions as nn.Dropout draws its mask on a CPU (`bernoulli_(1 - p)` over the input, in order): with
+    it the lean path must compute exactly what peft's own dropout does."""
+    keep = torch.empty(n, dtype=torch.bool, device=device).bernoulli_(1 - p)
+    return (~keep).nonzero().squeeze(1)
+
+
+def test_drop_positions_drop_each_element_with_probability_p_independently(monkeypatch):
+    n = 400_000
+    for p in (0.05, 0.3, 0.9):
+        torch.manual_seed(0)
+        got = drop_positions(n, p)
+        assert got.dtype == torch.long and bool((got.diff() > 0).all()) and 0 <= got[0] and got[-1] < n
+        assert abs(len(got) - n * p) < 5 * (n * p * (1 - p)) ** 0.5
+        quarters = torch.bincount(got // (n // 4), minlength=4)  # no drift along the tensor
+        assert (quarters - n / 4 * p).abs().max() < 5 * (n / 4 * p * (1 - p)) ** 0.5
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[got] = True  # neighbours independent: P(both dropped) = p^2
+        both = (mask[1:] & mask[:-1]).sum().item()
+        assert abs(both - (n - 1) * p * p) < 5 * ((n - 1) * p * p) ** 0.5 + 5 * p * (n ** 0.5)
+    torch.manual_seed(1)
+    first, second = drop_positions(n, 0.05), drop_positions(n, 0.05)
+    torch.manual_seed(1)
+    assert torch.equal(drop_positions(n, 0.05), first) and not torch.equal(first, second)  # seeded, fresh each draw
+    monkeypatch.setattr(ld, "SPARE_SIGMAS", -30.0)  # the first batch of gaps falls short: the draw goes on
+    short = drop_positions(n, 0.05)
+    assert short[-1] >= n - 200 and abs(len(short) - n * 0.05) < 5 * (n * 0.05) ** 0.5
+    assert len(drop_positions(0, 0.05)) == 0 and len(drop_positions(3, 0.9)) <= 3
+
+
+def test_lean_dropout_gives_peft_dropouts_gradients_for_the_same_masks(monkeypatch):
+    """With dropout on and nn.Dropout's own draw in place of the sparse one: the same gradients as peft's modules,
+    fewer bytes kept; with the sparse draw, other masks (the same seed gives another stream)."""
     model = lora(tiny_llama(), dropout=0.3)
     pk.use_segment_attention(model.get_base_model())
     embeds, pos = packed_batch(64)
     stock, stock_bytes = grads(model, embeds, pos), saved_bytes(model, embeds, pos)
     with lean_dropout(model) as switched:
         assert switched == 2 * 7
-        lean, lean_bytes = grads(model, embeds, pos), saved_bytes(model, embeds, pos)
-        other = grads(model, embeds, pos, seed=6)
+        sparse = grads(model, embeds, pos)
+        with monkeypatch.context() as m:
+            m.setattr(ld, "drop_positions", dropouts_own_draw)
+            lean, lean_bytes = grads(model, embeds, pos), saved_bytes(model, embeds, pos)
+            other = grads(model, embeds, pos, seed=6)
     assert_same(lean, stock)
     assert not torch.allclose(other[2], stock[2], rtol=1e-3)  # another seed, other masks: the test can tell
+    assert not torch.allclose(sparse[2], stock[2], rtol=1e-3)
     assert lean_bytes < 0.75 * stock_bytes
 
 
@@ -144,11 +180,12 @@ def test_lean_dropout_without_dropout_switches_nothing():
 
 def test_training_runs_the_lean_layers_and_learns_what_peft_alone_learns(tmp_path, monkeypatch):
     """The trainer's loop uses both swaps, and a seeded run with dropout trains the same LoRA weights as one with
-    peft's own modules (the swaps turned off)."""
+    peft's own modules (the swaps turned off), given nn.Dropout's draw."""
     import contextlib
 
     from training import trainer as tr
 
+    monkeypatch.setattr(ld, "drop_positions", dropouts_own_draw)
     seen = set()
     model = add_lora(tiny_llama(), cfg(dropout=0.1))
     a = model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"]

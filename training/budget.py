@@ -25,8 +25,8 @@ GB = 1024**3
 # layer kept 17.1 x hidden + 5 x intermediate floats per token (saved_tensors_hooks, by storage) and the fit to
 # whole-run RSS was 28 + 6; with the lean swaps it keeps 9.6 + 3.25, and the fit is scaled by the same ratios.
 RUNTIME_BYTES = int(0.45 * GB)
-HIDDEN_COPIES = 16  # norms, q/k/v/o, rotary, attention, one LoRA input per group of projections, bool dropout masks
-INTERMEDIATE_COPIES = 4  # gate and up (training.lean_mlp), the product (down's LoRA input) and its bool mask
+HIDDEN_COPIES = 16  # norms, q/k/v/o, rotary, attention, one LoRA input per group of projections, dropout masks
+INTERMEDIATE_COPIES = 4  # gate and up (training.lean_mlp), the product (down's LoRA input) and its dropout mask
 HEAD_CHUNK = 256  # target positions whose logits exist at once (training.packing.HEAD_CHUNK)
 
 

@@ -5,10 +5,10 @@ whose next token is a target (training.packing); the loss is in fp32, averaged o
 optimizer step on every rank alike.
 
 Before the first step training.budget picks the micro-batch, accumulation and checkpointed decoder layers that fit
-`[training] max_memory_gb` (same rows per step). During the loop two exact swaps keep fewer bytes per decoder
-layer for the backward: LoRA dropout with a bool mask and no dropped copy (training.lean_dropout, the same
-masks as peft's nn.Dropout on a CPU) and the MLP's act(gate) * up keeping gate and up only (training.lean_mlp);
-the model is restored after, and the adapter is the same.
+`[training] max_memory_gb` (same rows per step). During the loop two swaps keep fewer bytes per decoder layer
+for the backward: LoRA dropout that keeps the dropped positions, drawn sparsely, and no dropped copy
+(training.lean_dropout: nn.Dropout's distribution, not its random stream) and the MLP's act(gate) * up keeping
+gate and up only (training.lean_mlp, exact); the model is restored after, and the adapter keeps its format.
 
 The same code runs under `accelerate launch` or torchrun (DDP: deploy/accelerate/); on one process
 Accelerator is a no-op. Checkpoints (`run_dir/checkpoint-<step>/`) hold the adapter, optimizer, scheduler,
