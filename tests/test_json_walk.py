@@ -25,7 +25,7 @@ def outcome(parse, path: Path) -> tuple[list, str | None]:
     try:
         for record in parse(path, OPTIONS):
             got.append(record)
-    except Exception as e:  # noqa: BLE001 - a crash must be the same crash (a list as media_type: TypeError)
+    except Exception as e:  # noqa: BLE001 - a crash must be the same crash on both paths
         return got, f"{type(e).__name__}: {e}"
     return got, None
 

@@ -167,6 +167,33 @@ def test_a_big_batch_is_indexed_at_once_and_leaves_no_flag():
     assert store.conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
 
 
+def test_a_big_batch_with_a_message_twice_and_edited_keeps_the_index_exact():
+    """A batch holding one message twice, the second time edited (an export that repeats it): the edit's trigger
+    must not 'delete' from the index a row the batch has not indexed yet (FTS5 then reports the database as
+    malformed), and the index ends with the edited text, as a full rebuild would make it."""
+    from dataclasses import replace
+
+    store = Store.open(None)
+    with store.transaction():
+        store.upsert_chat(Chat("telegram", "2002", "personal"))
+        store.insert_messages([msg(1000, "user2002", T0, "stored before the batch")])
+    batch = [msg(i, "user2002", T0 + i, f"note {i} about Biscuit") for i in range(100)]
+    batch.append(replace(msg(7, "user2002", T0 + 7, "note 7 about the crag"), edited=utc(T0 + 50)))
+    batch.append(replace(msg(1000, "user2002", T0, "edited after it was stored"), edited=utc(T0 + 60)))
+    with store.transaction():
+        assert store.insert_messages(batch) == 102
+    store.conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
+    key = store.find_chat("telegram:2002").key
+    assert [h.text for h in store.search(key, '"crag"', T0 + 1000)] == ["note 7 about the crag"]
+    assert len(store.search(key, '"biscuit"', T0 + 1000, limit=500)) == 99
+    assert [h.text for h in store.search(key, '"edited"', T0 + 1000)] == ["edited after it was stored"]
+    assert store.search(key, '"stored" "before"', T0 + 1000) == []
+    kept = store.conn.execute("SELECT rowid, text FROM messages_fts ORDER BY rowid").fetchall()
+    with store.transaction():
+        store.conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+    assert store.conn.execute("SELECT rowid, text FROM messages_fts ORDER BY rowid").fetchall() == kept
+
+
 def test_a_failed_batch_leaves_neither_rows_nor_the_bulk_flag():
     store = Store.open(None)
     with store.transaction():

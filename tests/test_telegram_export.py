@@ -275,6 +275,7 @@ def test_photo_keeps_its_caption(tmp_path):
 @pytest.mark.parametrize(("media_type", "kind"), [
     ("voice_message", "voice"), ("video_message", "video"), ("video_file", "video"), ("animation", "video"),
     ("audio_file", "file"), ("something_new", "file"), (None, "file"),
+    (["voice_message"], "file"), ({"type": "voice"}, "file"),  # not a string (a newer or a hand-made export)
 ])
 def test_document_kinds(tmp_path, media_type, kind):
     extra = {"file": "files/x.bin", "mime_type": "application/octet-stream"}

@@ -134,32 +134,32 @@ class Store(Searchable):
             )
             for m in messages
         ]
-        bulk = len(rows) >= 64 and not self.bulk_loading  # bulk_load() indexes its rows itself
-        if bulk:  # index the batch in one statement after it, not row by row (schema 4's comment says why)
-            self.conn.execute("SAVEPOINT bulk_insert")
-            last = self.conn.execute("SELECT COALESCE(max(id), 0) FROM messages").fetchone()[0]
-            self.conn.execute("INSERT INTO meta (key, value) VALUES ('memory_bulk', '1')")
+        if len(rows) < 64 or self.bulk_loading:  # a few rows go through the triggers; bulk_load() indexes its own
+            return self._upsert_messages(rows)
+        # A batch is indexed in one statement after it, not row by row (schema 4's comment says why), through
+        # bulk_load, which also keeps an edit of a row added in the same batch away from the index.
+        self.conn.execute("SAVEPOINT bulk_insert")
         try:
-            cur = self.conn.executemany(
-                "INSERT INTO messages (platform, chat_id, msg_id, sender_id, time, text, kind, reply_to, "
-                "forwarded, edited, import_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (platform, chat_id, msg_id) DO UPDATE SET text = excluded.text, "
-                "kind = excluded.kind, edited = excluded.edited "
-                "WHERE excluded.edited IS NOT NULL AND (messages.edited IS NULL OR excluded.edited > messages.edited)",
-                rows,
-            )
-        except BaseException:
-            if bulk:  # the batch and its flag go together; the caller's transaction decides the rest
-                self.conn.execute("ROLLBACK TO bulk_insert")
-                self.conn.execute("RELEASE bulk_insert")
-            raise
-        changed = max(cur.rowcount, 0)
-        if bulk:
-            self.conn.execute("DELETE FROM meta WHERE key = 'memory_bulk'")
-            self.conn.execute("INSERT INTO messages_fts (rowid, text) SELECT id, text FROM messages WHERE id > ?",
-                              (last,))
+            with self.bulk_load():
+                changed = self._upsert_messages(rows)
+        except BaseException:  # the batch and the triggers' changes go together; the caller's transaction decides the rest
+            self.conn.execute("ROLLBACK TO bulk_insert")
             self.conn.execute("RELEASE bulk_insert")
-        return changed  # rows of `messages` only: the index's triggers write more (total_changes)
+            raise
+        self.conn.execute("RELEASE bulk_insert")
+        return changed
+
+    def _upsert_messages(self, rows: list[tuple]) -> int:
+        """The rows inserted or updated (of `messages` only: the index's triggers write more, total_changes)."""
+        cur = self.conn.executemany(
+            "INSERT INTO messages (platform, chat_id, msg_id, sender_id, time, text, kind, reply_to, "
+            "forwarded, edited, import_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (platform, chat_id, msg_id) DO UPDATE SET text = excluded.text, "
+            "kind = excluded.kind, edited = excluded.edited "
+            "WHERE excluded.edited IS NOT NULL AND (messages.edited IS NULL OR excluded.edited > messages.edited)",
+            rows,
+        )
+        return max(cur.rowcount, 0)
 
     def count_import_messages(self, import_id: int) -> int:
         return self.conn.execute("SELECT count(*) FROM messages WHERE import_id = ?", (import_id,)).fetchone()[0]

@@ -405,7 +405,7 @@ def kind_of(raw: dict[str, Any], text: str) -> str:
     if "photo" in raw:
         return "photo"
     if media is not None or "file" in raw:
-        return MEDIA_KINDS.get(media, "file")
+        return MEDIA_KINDS.get(media, "file") if isinstance(media, str) or media is None else "file"
     return "text" if text else "placeholder"
 
 
