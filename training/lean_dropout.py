@@ -13,10 +13,10 @@ the same distribution as nn.Dropout's (each element dropped with probability p, 
 independently for every projection), drawn from torch's generator, so a seeded run is repeatable; it is
 another stream than nn.Dropout's, so the masks differ from peft's own. On SmolLM2-135M with peft's default
 p = 0.05 the dense draw and the bool-mask arithmetic took a third of a CPU training step (154 against 231
-tokens/s with dropout off; docs/benchmarks.md, "Training speed"). The positions take 8 bytes per dropped
-element, 0.4 bytes per element at p = 0.05; above p = 1/8 a bool mask (1 byte) is kept instead.
+tokens/s with dropout off; docs/benchmarks.md, "Training memory", session 7). The positions take 8 bytes per
+dropped element, 0.4 bytes per element at p = 0.05; above p = 1/8 a bool mask (1 byte) is kept instead.
 
-Used by training.trainer during the training loop (`with lean_dropout(model):`); the saved adapter is unchanged.
+Used by training.trainer during the training loop (`with lean_dropout(model):`); the saved adapter keeps its format.
 """
 from __future__ import annotations
 

@@ -142,7 +142,7 @@ class Store(Searchable):
         try:
             with self.bulk_load():
                 changed = self._upsert_messages(rows)
-        except BaseException:  # the batch and the triggers' changes go together; the caller's transaction decides the rest
+        except BaseException:  # the batch and the triggers' changes go back together; the rest is the caller's
             self.conn.execute("ROLLBACK TO bulk_insert")
             self.conn.execute("RELEASE bulk_insert")
             raise
