@@ -97,6 +97,34 @@ def test_train_then_eval(tmp_path, base_dir):
     m = res["memory"]
     assert m["samples"] == 2 and set(m) >= {"perplexity", "fact_perplexity", "fact_words"}
     assert m["perplexity"]["with"] > 1 and m["perplexity"]["without"] > 1
+    assert res["base_from"] is None and res["base_key"]
+
+
+def test_a_second_eval_on_the_same_data_reuses_the_base_side(tmp_path, base_dir, monkeypatch):
+    """The base side depends on the base, the held-out data and the options, not on the adapter: twin-v2's eval
+    takes it from twin-v1's, and computes it again with other options or with --fresh."""
+    from training import heldout
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "twin.toml").write_text('[training]\nmicro_batch_rows = 2\ngrad_accum = 1\nmax_tokens = 256\n')
+    fill_store(home / "twin.db")
+    for steps in ("2", "1"):
+        twin(home, "train", "--base-model", str(base_dir), "--max-steps", steps)
+    passes = []
+    real = heldout.nlls_and_replies
+    monkeypatch.setattr(heldout, "nlls_and_replies", lambda *a, **k: passes.append(1) or real(*a, **k))
+    first = json.loads(twin(home, "eval", "twin-v1", "--json", "--limit", "2").stdout)
+    assert first["base_from"] is None and len(passes) == 2  # base and adapter
+    second = json.loads(twin(home, "eval", "twin-v2", "--json", "--limit", "2").stdout)
+    assert second["base_from"] == "twin-v1" and len(passes) == 3  # the adapter's side only
+    assert second["base"] == first["base"] and second["base_key"] == first["base_key"]
+    assert second["adapter"]["perplexity"] != first["adapter"]["perplexity"]
+    assert "base column reused from twin-v1" in twin(home, "eval", "twin-v2", "--limit", "2").stdout
+    fresh = json.loads(twin(home, "eval", "twin-v2", "--json", "--limit", "2", "--fresh").stdout)
+    assert fresh["base_from"] is None and fresh["base"] == first["base"]  # computed again: the same numbers
+    other = json.loads(twin(home, "eval", "twin-v2", "--json", "--limit", "1").stdout)
+    assert other["base_from"] is None and other["base_key"] != first["base_key"]  # other options
 
 
 def test_memory_off_trains_format_v1_and_eval_has_no_memory_block(tmp_path, base_dir):

@@ -8,16 +8,26 @@ On the held-out sessions (the most recent of each chat, rebuilt exactly as train
 - with planted canaries (`twin train --canaries`), their exposure and whether greedy decoding leaks them;
 - for an adapter trained with memory, the same adapter with and without the memory block (training/memory_eval.py).
 Base and adapter side by side, as JSON, in the adapter's twin.json, and as `eval.png` beside it.
+
+The base side depends only on the base model, the held-out data and the options, not on the adapter: an adapter
+of the same base evaluated on the same held-out samples with the same options and canaries reuses it from that
+adapter's twin.json (`base_key` there, `base_from` in the results; `fresh=True` computes it again). That halves a
+second `twin eval` after a retrain.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import time
-from dataclasses import dataclass
+from array import array
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from twin.config import Config
+from twin.errors import ConfigError
 from twin.decoding import PackedLinears
 from twin.generation import Sampling, generate, stop_ids
 from twin.paths import Home
@@ -118,8 +128,46 @@ def packed(model) -> contextlib.AbstractContextManager:
     return PackedLinears(model).active() if PackedLinears.usable(model) else contextlib.nullcontext()
 
 
-def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOptions = EvalOptions()) -> dict:
-    """Evaluate an adapter against its base; writes the results into its twin.json and eval.png."""
+def base_key(base, meta: dict, held_out: list[Sample], points, opts: EvalOptions) -> str:
+    """A digest of everything the base side's results depend on: twin's version, the base model (its name and
+    its weight files' sizes and times, or the hub revision), dtype and device, the options, the planted canaries,
+    and the held-out samples' tokens, targets and reply points. Nothing of it is stored but the digest."""
+    from twin import __version__
+
+    where = Path(str(getattr(base.config, "_name_or_path", "") or ""))
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in where.glob("*")
+                   if f.suffix in (".safetensors", ".bin")) if where.is_dir() else []
+    first = next(base.parameters())
+    digest = hashlib.sha256(json.dumps({
+        "twin": __version__, "base_model": meta.get("base_model"), "weights": files,
+        "revision": getattr(base.config, "_commit_hash", None), "dtype": str(first.dtype),
+        "device": first.device.type, "packed": PackedLinears.usable(base), "options": asdict(opts),
+        "canaries": meta.get("canaries") or [], "points": [(k, len(prompt), real) for k, prompt, real in points],
+    }, sort_keys=True, default=str).encode())
+    for s in held_out:
+        digest.update(array("q", s.input_ids).tobytes())
+        digest.update(bytes(map(bool, s.loss_mask)))
+    return digest.hexdigest()[:32]
+
+
+def reusable_base(adapters_dir: Path, key: str, skip: str) -> tuple[str, dict] | None:
+    """(adapter name, its eval's base side) from an earlier eval with the same `base_key`, if any."""
+    for other in reversed(adapters.list_adapters(adapters_dir)):
+        if other.name == skip:
+            continue
+        try:
+            done = other.meta.get("eval") or {}
+        except ConfigError:
+            continue  # an unreadable twin.json is that adapter's problem, not this eval's
+        if done.get("base_key") == key and isinstance(done.get("base"), dict):
+            return other.name, done["base"]
+    return None
+
+
+def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOptions = EvalOptions(),
+             fresh: bool = False) -> dict:
+    """Evaluate an adapter against its base; writes the results into its twin.json and eval.png. The base side
+    comes from an earlier eval with the same base, data and options unless `fresh`."""
     import torch
     from peft import PeftModel
 
@@ -138,9 +186,15 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     real = [r for _, _, r in points]
     planted = [canaries.Canary(**c) for c in meta.get("canaries") or []]
     real_profile = metrics.style_profile(real)
+    key = base_key(base, meta, held_out, points, opts)
+    earlier = None if fresh else reusable_base(home.adapters, key, adapter.name)
     model = PeftModel.from_pretrained(base, str(adapter.path))
-    with model.disable_adapter(), packed(model):
-        base_side, _ = _side(model, tokenizer, held_out, points, real_profile, opts, planted)
+    if earlier:
+        base_side = earlier[1]
+        log.info("base side reused from %s's eval (same base, held-out data and options)", earlier[0])
+    else:
+        with model.disable_adapter(), packed(model):
+            base_side, _ = _side(model, tokenizer, held_out, points, real_profile, opts, planted)
     if next(model.parameters()).dtype == torch.float32:
         model.merge_adapter()  # the adapter's side runs at the base's cost (fp32: merging is exact enough)
     memory = None
@@ -160,6 +214,8 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
         "held_out": {"samples": len(held_out), "replies": len(points), "data_changed_since_training": drift},
         "ratios": {"perplexity": adapter_side["perplexity"] / base_side["perplexity"]},
         "memory": memory,
+        "base_key": key,
+        "base_from": earlier[0] if earlier else None,
     }
     meta["eval"] = results
     adapters.write_json_atomic(adapter.path / "twin.json", meta)

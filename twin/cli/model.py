@@ -73,15 +73,20 @@ def train(ctx: Context, base_model, max_steps, epochs, time_budget, name, resume
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--limit", type=click.IntRange(min=1), default=64, show_default=True,
               help="Held-out conversations to generate replies for.")
+@click.option("--fresh", is_flag=True,
+              help="Compute the base model's side again, even where an earlier eval on the same data has it.")
 @pass_ctx
-def eval_(ctx: Context, adapter: str | None, as_json: bool, limit: int) -> None:
+def eval_(ctx: Context, adapter: str | None, as_json: bool, limit: int, fresh: bool) -> None:
     """Compare an adapter with its base model on held-out conversations (default: the newest adapter).
+
+    The base model's side is reused from an earlier eval of the same base on the same held-out data with the
+    same options (it does not depend on the adapter); --fresh computes it again.
 
     \b
     Example:
         twin eval twin-v2 --json
     """
-    _eval(ctx, adapter, as_json, limit, sys.stdout)
+    _eval(ctx, adapter, as_json, limit, sys.stdout, fresh)
 
 
 def train_reply_model(ctx: Context, directory: Path, out) -> Path:
@@ -122,10 +127,10 @@ def reply_model_eval(ctx: Context, adapter_dir: Path | None) -> dict | None:
                               int(cfg.ingest.session_gap_minutes * 60), cfg.telegram.train_on_live)
 
 
-def _eval(ctx: Context, adapter: str | None, as_json: bool, limit: int, out) -> None:
+def _eval(ctx: Context, adapter: str | None, as_json: bool, limit: int, out, fresh: bool = False) -> None:
     from training.evaluation import EvalOptions, evaluate, format_table
 
-    results = evaluate(ctx.home, ctx.config, adapter, EvalOptions(limit=limit))
+    results = evaluate(ctx.home, ctx.config, adapter, EvalOptions(limit=limit), fresh=fresh)
     results["reply_model"] = reply_model_eval(ctx, ctx.home.adapters / results["name"])
     if as_json:
         click.echo(json.dumps(results, indent=2), file=out)
@@ -133,6 +138,9 @@ def _eval(ctx: Context, adapter: str | None, as_json: bool, limit: int, out) -> 
     click.echo(f"{results['name']}: {results['held_out']['samples']} held-out conversations, "
                f"{results['held_out']['replies']} replies generated", file=out)
     table(["metric", "base", "adapter"], format_table(results), out)
+    if results["base_from"]:
+        click.echo(f"base column reused from {results['base_from']}'s eval (same base, held-out data and options; "
+                   "--fresh computes it again)", file=out)
     if rm := results["reply_model"]:
         click.echo(f"reply model: {rm['bursts']} held-out bursts, precision {rm['precision']}, recall "
                    f"{rm['recall']}, cards saved {rm['saved_share']} at threshold {rm['threshold']:.2f}", file=out)
