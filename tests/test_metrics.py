@@ -195,6 +195,24 @@ def test_perplexity_equals_exp_mean_nll_by_hand():
     assert 0.8 * len(ALPHABET) < got < 1.2 * len(ALPHABET)  # a fresh model is near uniform
 
 
+def test_token_nlls_make_the_head_logits_a_chunk_at_a_time(monkeypatch):
+    """The head runs on at most NLL_CHUNK target positions at once, and the NLLs are those of the whole batch by
+    hand (a 262k-vocabulary model's logits for every target of a batch would be gigabytes)."""
+    model = tiny_llama().eval()
+    rng = random.Random(3)
+    rows = [(ids, [i > 0 for i in range(len(ids))])
+            for ids in ([rng.randrange(len(ALPHABET)) for _ in range(n)] for n in (9, 14, 5))]
+    widest = []
+    head = metrics.head_logits
+    monkeypatch.setattr(metrics, "head_logits",
+                        lambda causal, hidden: widest.append(len(hidden)) or head(causal, hidden))
+    monkeypatch.setattr(metrics, "NLL_CHUNK", 4)
+    got = metrics.token_nlls(model, rows, batch_rows=3)
+    assert max(widest) == 4 and sum(widest) == 8 + 13 + 4  # every target once, four at a time
+    for (ids, _), nll in zip(rows, got):
+        assert nll == pytest.approx(by_hand_nll(model, ids), rel=1e-5)
+
+
 def test_perplexity_with_a_peft_model_and_bad_input():
     from peft import LoraConfig, get_peft_model
 

@@ -87,5 +87,6 @@ def _read(model: Any, rows: list[tuple[list[int], list[bool]]], prompt_lens: lis
                        cache=copy.deepcopy(cache), use_cache=True).last_hidden_state
         hidden = torch.cat([hidden, more], dim=1)
     target = target[:, 1:]
-    per_row = metrics.nlls_per_row(metrics.head_logits(causal, hidden[:, :-1][target]), torch.cat([ids, rest], 1), target)
+    labels = torch.cat([ids, rest], 1)[:, 1:][target]
+    per_row = metrics.nlls_per_row(metrics.target_nlls(causal, hidden[:, :-1][target], labels), target)
     return per_row, logits, cache, mask, position[:, -1:]

@@ -194,29 +194,46 @@ def token_nlls(model: Any, rows: Sequence[tuple[list[int], list[bool]]], batch_r
             ids, attention, target = ids.to(device), attention.to(device), target[:, 1:].to(device)
             # Only target positions go through the head and log-softmax, in float32: full-vocabulary
             # logits at every position cost a fifth of a small model's forward and most of its memory.
-            for i, row in zip(chunk, nlls_per_row(_target_logits(model, ids, attention, target), ids, target)):
+            for i, row in zip(chunk, nlls_per_row(_target_nlls(model, ids, attention, target), target)):
                 out[i] = row
     return out
 
 
-def nlls_per_row(logits, ids, target) -> list[np.ndarray]:
-    """Per row of `ids`, the NLL in nats (float64) of each of its target tokens: `target` marks the predicted
-    positions (ids[:, 1:], already shifted by one) and `logits` are the fp32 logits before them, in row order."""
+def nlls_per_row(nll, target) -> list[np.ndarray]:
+    """`nll` (one value per set position of `target`, in row order) split by row, as float64 arrays."""
+    values = nll.double().cpu().numpy()
+    ends = np.cumsum(target.sum(1).cpu().numpy())
+    return [values[(ends[r - 1] if r else 0) : ends[r]] for r in range(len(ends))]
+
+
+NLL_CHUNK = 512  # target positions whose fp32 logits exist at once (Gemma's 262k vocabulary: 0.5 GB)
+
+
+def target_nlls(causal: Any, hidden: Any, labels: Any) -> Any:
+    """The NLL of each label under the causal LM's head at `hidden` (one row per target position), the logits
+    made NLL_CHUNK rows at a time: a batch's full-vocabulary logits for all its targets are never whole (with
+    Gemma 3, 3,000 targets would be 3 GB, twice over with the log-softmax)."""
     import torch
 
-    logp = torch.log_softmax(logits, dim=-1)
-    nll = -logp.gather(1, ids[:, 1:][target].unsqueeze(1)).squeeze(1).double().cpu().numpy()
-    ends = np.cumsum(target.sum(1).cpu().numpy())
-    return [nll[(ends[r - 1] if r else 0) : ends[r]] for r in range(len(ends))]
+    parts = [_nll(head_logits(causal, hidden[s : s + NLL_CHUNK]), labels[s : s + NLL_CHUNK])
+             for s in range(0, len(hidden), NLL_CHUNK)]
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
-def _target_logits(model: Any, ids, attention, target):
-    """fp32 logits at the positions where `target` (shifted by one) is set, the head run on those alone."""
+def _nll(logits: Any, labels: Any) -> Any:
+    import torch
+
+    return -torch.log_softmax(logits, dim=-1).gather(1, labels.unsqueeze(1)).squeeze(1)
+
+
+def _target_nlls(model: Any, ids, attention, target):
+    """The NLLs at the positions where `target` (shifted by one) is set, the head run on those alone."""
+    labels = ids[:, 1:][target]
     if (parts := decoder_of(model)) is None:
-        return model(input_ids=ids, attention_mask=attention).logits[:, :-1][target].float()
+        return _nll(model(input_ids=ids, attention_mask=attention).logits[:, :-1][target].float(), labels)
     causal, decoder = parts
     hidden = decoder(input_ids=ids, attention_mask=attention, use_cache=False)[0]
-    return head_logits(causal, hidden[:, :-1][target])
+    return target_nlls(causal, hidden[:, :-1][target], labels)
 
 
 def decoder_of(model: Any) -> tuple[Any, Any] | None:
