@@ -21,6 +21,7 @@ from serving.local_backend import LocalBackend
 from serving.openai_api import OpenAIClient
 from serving.vllm_backend import VLLMBackend, load_tokenizer
 from twin.adapters import find_adapter
+from twin.decoding import Precision
 from twin.errors import ConfigError
 from twin.models import EMBEDDED_SPEC, resolve_base_model
 
@@ -45,6 +46,7 @@ class BackendSettings:
     timeout_s: float = 60.0
     retries: int = 3
     device: str | None = None
+    precision: Precision = "auto"  # the in-process model's, on a CPU (twin.decoding.cpu_precision)
 
 
 def open_backend(kind: Kind, settings: BackendSettings) -> Backend:
@@ -59,7 +61,7 @@ def open_backend(kind: Kind, settings: BackendSettings) -> Backend:
         return VLLMBackend(client, load_tokenizer(resolve_base_model(spec, settings.models_dir)),
                            base_name=settings.served_base, adapters_dir=settings.adapters_dir)
     return LocalBackend(resolve_base_model(spec, settings.models_dir), settings.adapters_dir,
-                        base_spec=spec or EMBEDDED_SPEC, device=settings.device)
+                        base_spec=spec or EMBEDDED_SPEC, device=settings.device, precision=settings.precision)
 
 
 def vllm_answers(url: str, timeout: float) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 from serving.backends import check_adapter
 from twin.adapters import find_adapter
 from twin.models import load_base
-from twin.decoding import PackedLinears, sample_many
+from twin.decoding import PackedLinears, Precision, cpu_precision, merges, sample_many
 from twin.generation import stop_ids
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, base: Path | str, adapters_dir: Path | None = None, base_spec: str | None = None,
-                 device: str | None = None, max_adapters: int = 4):
+                 device: str | None = None, max_adapters: int = 4, precision: Precision = "auto"):
         import torch
 
         started = time.monotonic()
@@ -58,10 +58,11 @@ class LocalBackend:
         self._peft: Any = None
         self._loaded: OrderedDict[str, None] = OrderedDict()
         self._merged: str | None = None  # the adapter merged into the base weights now
-        self._merges = next(self.base.parameters()).dtype == torch.float32  # exact enough to undo
+        self.precision = cpu_precision(precision)  # of the packed projections (twin.decoding.PackedLinears)
+        self._merges = merges(self.base, self.precision)  # fp32 weights, exact enough to undo; not for bf16 packs
         self._stops = stop_ids(self.tokenizer)
         self._packs: tuple[Any, PackedLinears] | None = None  # (which weights, their packed copies)
-        self._packs_ok = PackedLinears.usable(self.base)
+        self._packs_ok = PackedLinears.usable(self.base, self.precision)
         self._lock = threading.Lock()
         log.info("local backend: base loaded on %s in %.1f s", self.device, time.monotonic() - started)
 
@@ -110,18 +111,19 @@ class LocalBackend:
 
     def _packed(self, model: Any, adapter: str | None) -> contextlib.AbstractContextManager:
         """The weights as they are now (the base, or `adapter` merged into it), packed for oneDNN's CPU kernels
-        (twin.decoding.PackedLinears: a decode step in about two thirds of the time); packed again only when
-        they change. Nothing on a GPU, for bf16 weights, or without oneDNN."""
+        (twin.decoding.PackedLinears: a decode step in about two thirds of the time; in bf16 where the CPU has
+        it natively, `[drafting] precision`); packed again only when they change. Nothing on a GPU, for bf16
+        weights, or without oneDNN."""
         if not self._packs_ok:
             return contextlib.nullcontext()
-        key = adapter if self._merged == adapter else ("unmerged", adapter)
+        key = self._merged  # what is merged into the weights (None: the base's own)
         if self._packs is None or self._packs[0] != key:
             self._packs = None  # the old copies go before the new ones are made
             started = time.monotonic()
-            self._packs = (key, PackedLinears(model))
-            log.info("packed %d projections for oneDNN in %.1f s", len(self._packs[1].packed),
+            self._packs = (key, PackedLinears(model, self.precision))
+            log.info("packed %d projections for oneDNN (%s) in %.1f s", len(self._packs[1].packed), self.precision,
                      time.monotonic() - started)
-        return self._packs[1].active()
+        return self._packs[1].active(beside=None if self._merged == adapter else adapter)
 
     def _unmerge(self) -> None:
         """Take the merged adapter's weights out of the base again (exact up to float rounding)."""

@@ -167,6 +167,49 @@ def test_packed_weights_give_the_tokens_of_transformers_generate(build):
     assert fast == reference
 
 
+@pytest.mark.parametrize("build", [llama, gemma3], ids=["llama", "gemma3"])
+def test_bf16_projections_give_the_tokens_of_transformers_with_bf16_projections(build):
+    """PackedLinears(model, "bf16"), where the CPU has native bf16 the local backend's default: each projection
+    of the layers on a bf16 copy of its weight, its input rounded to bf16 and its output back in fp32, the
+    output head fp32, and the adapter not merged but beside the packed base, in fp32. Greedy, it gives the tokens
+    of transformers' `generate` through peft's unmerged adapter with the same projections computed by
+    `F.linear` in bf16."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from twin.decoding import PackedLinears, merges
+
+    model = with_lora(build())
+    if not PackedLinears.usable(model, "bf16"):
+        pytest.skip("this torch has no oneDNN bf16 linear ops")
+    assert not merges(model, "bf16") and merges(model, "fp32")
+    head = model.get_base_model().get_output_embeddings()
+    layers = [m for n, m in model.named_modules() if type(m) is nn.Linear and "lora_" not in n and m is not head]
+    for m in layers:
+        m.forward = lambda x, m=m: F.linear(x.bfloat16(), m.weight.bfloat16(), None).float()
+    try:
+        reference = plain_greedy(model, PROMPT, 24, [STOP, 4])
+    finally:
+        for m in layers:
+            del m.forward
+    assert len(reference) >= 3
+    packed = PackedLinears(model, "bf16")
+    assert packed.packed[head][2] == torch.float32 and {packed.packed[m][2] for m in layers} == {torch.bfloat16}
+    q = model.get_base_model().model.layers[0].self_attn.q_proj  # peft's wrapper around the packed base layer
+    with packed.active(beside="default"):
+        assert "forward" in q.__dict__  # the adapter's part runs in the same call, not through peft's wrapper
+        x = torch.randn(2, 5, 32)
+        lora = F.linear(F.linear(x, q.lora_A["default"].weight), q.lora_B["default"].weight) * q.scaling["default"]
+        expected = F.linear(x.bfloat16(), q.base_layer.weight.bfloat16()).float() + lora
+        assert torch.allclose(q(x), expected, atol=1e-5)
+        [fast] = sample_many(model, PROMPT, n=3, max_new_tokens=24, temperature=0, top_p=1.0, seed=0, stops=[STOP, 4])
+    assert not any("forward" in m.__dict__ for m in [*packed.packed, q])
+    assert fast == reference
+    with model.disable_adapter(), packed.active():  # the base alone: peft's wrappers skip the adapter
+        x = torch.randn(2, 5, 32)
+        assert torch.allclose(q(x), F.linear(x.bfloat16(), q.base_layer.weight.bfloat16()).float(), atol=1e-5)
+
+
 PROMPTS = [PROMPT, PROMPT[:5], [1, 88, 3, 3, 40, 41, 2, 19, 70], PROMPT[3:], [1, 9]]  # lengths 12, 5, 9, 9, 2
 
 

@@ -178,7 +178,8 @@ def test_auto_falls_back_to_local_when_no_server_answers(home):
 
 @pytest.fixture(scope="module")
 def local(home):
-    backend = LocalBackend(home / "models" / "tiny", home / "adapters", max_adapters=2)
+    # fp32: merged adapters and the exact tokens of transformers (bf16 projections: the test below)
+    backend = LocalBackend(home / "models" / "tiny", home / "adapters", max_adapters=2, precision="fp32")
     yield backend
     backend.close()
 
@@ -203,11 +204,11 @@ def test_packed_weights_follow_the_adapter_in_use(home, monkeypatch):
     when another adapter is merged: the same greedy answers as a backend that never packs."""
     import serving.local_backend as local_backend
 
-    packing = LocalBackend(home / "models" / "tiny", home / "adapters")
+    packing = LocalBackend(home / "models" / "tiny", home / "adapters", precision="fp32")
     if not packing._packs_ok:
         pytest.skip("this torch has no oneDNN linear ops")
-    monkeypatch.setattr(local_backend.PackedLinears, "usable", staticmethod(lambda model: False))
-    plain = LocalBackend(home / "models" / "tiny", home / "adapters")
+    monkeypatch.setattr(local_backend.PackedLinears, "usable", staticmethod(lambda model, precision="fp32": False))
+    plain = LocalBackend(home / "models" / "tiny", home / "adapters", precision="fp32")
     try:
         for adapter in ("a-v1", None, "b-v1", "a-v1"):
             assert greedy(packing, adapter) == greedy(plain, adapter)
@@ -236,11 +237,30 @@ def test_local_backend_drafts_the_tokens_of_plain_transformers_and_peft(local, h
     for adapter in ("a-v1", "b-v1", None, "a-v1", None, "b-v1"):
         assert greedy(local, adapter) == [expected[adapter]]
         assert local._merged == adapter
-    unmerged = LocalBackend(home / "models" / "tiny", home / "adapters")
+    unmerged = LocalBackend(home / "models" / "tiny", home / "adapters", precision="fp32")
     unmerged._merges = False  # as with bf16 weights: the adapter beside the weights, never merged
     for adapter in ("a-v1", None, "b-v1"):
         assert greedy(unmerged, adapter) == [expected[adapter]] and unmerged._merged is None
     unmerged.close()
+
+
+def test_bf16_projections_pack_the_base_once_and_run_each_adapter_beside_it(home):
+    """With bf16 projections (`[drafting] precision`, "auto" where the CPU has native bf16) the backend never
+    merges: the base is packed once, each adapter runs beside it in fp32 (twin.decoding.merges), and switching
+    adapters back and forth gives the same answers, different for each adapter and for the base."""
+    backend = LocalBackend(home / "models" / "tiny", home / "adapters", precision="bf16")
+    if not backend._packs_ok:
+        pytest.skip("this torch has no oneDNN bf16 linear ops")
+    try:
+        first = {adapter: greedy(backend, adapter) for adapter in ("a-v1", None, "b-v1")}
+        packs = backend._packs
+        assert len(set(map(tuple, first.values()))) == 3
+        for adapter in ("b-v1", "a-v1", None, "a-v1"):
+            assert greedy(backend, adapter) == first[adapter]
+            assert backend._merged is None and backend._packs is packs  # packed once, never merged
+        assert packs[1].precision == "bf16"
+    finally:
+        backend.close()
 
 
 def test_local_backend_unloads_the_adapter_used_longest_ago(home):

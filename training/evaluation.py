@@ -17,7 +17,6 @@ second `twin eval` after a retrain.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from twin.config import Config
 from twin.errors import ConfigError
-from twin.decoding import PackedLinears
+from twin.decoding import PackedLinears, cpu_precision, merges
 from twin.generation import Sampling, generate, stop_ids
 from twin.paths import Home
 from twin.prompts import DoesNotFit, prompt_ids
@@ -122,13 +121,7 @@ def _canary_result(model, tokenizer, canary) -> dict:
             "leaked": canaries.leaks(model, tokenizer, ids, canary.secret)}
 
 
-def packed(model) -> contextlib.AbstractContextManager:
-    """The model's weights as they are now packed for oneDNN's CPU kernels (twin.decoding.PackedLinears), or
-    nothing to do (a GPU, bf16 weights, no oneDNN)."""
-    return PackedLinears(model).active() if PackedLinears.usable(model) else contextlib.nullcontext()
-
-
-def base_key(base, meta: dict, held_out: list[Sample], points, opts: EvalOptions) -> str:
+def base_key(base, meta: dict, held_out: list[Sample], points, opts: EvalOptions, precision: str) -> str:
     """A digest of everything the base side's results depend on: twin's version, the base model (its name and
     its weight files' sizes and times, or the hub revision), dtype and device, the options, the planted canaries,
     and the held-out samples' tokens, targets and reply points. Nothing of it is stored but the digest."""
@@ -141,7 +134,8 @@ def base_key(base, meta: dict, held_out: list[Sample], points, opts: EvalOptions
     digest = hashlib.sha256(json.dumps({
         "twin": __version__, "base_model": meta.get("base_model"), "weights": files,
         "revision": getattr(base.config, "_commit_hash", None), "dtype": str(first.dtype),
-        "device": first.device.type, "packed": PackedLinears.usable(base), "options": asdict(opts),
+        "device": first.device.type, "packed": PackedLinears.usable(base, precision), "precision": precision,
+        "options": asdict(opts),
         "canaries": meta.get("canaries") or [], "points": [(k, len(prompt), real) for k, prompt, real in points],
     }, sort_keys=True, default=str).encode())
     for s in held_out:
@@ -168,7 +162,6 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
              fresh: bool = False) -> dict:
     """Evaluate an adapter against its base; writes the results into its twin.json and eval.png. The base side
     comes from an earlier eval with the same base, data and options unless `fresh`."""
-    import torch
     from peft import PeftModel
 
     from twin.models import load_base
@@ -186,19 +179,26 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     real = [r for _, _, r in points]
     planted = [canaries.Canary(**c) for c in meta.get("canaries") or []]
     real_profile = metrics.style_profile(real)
-    key = base_key(base, meta, held_out, points, opts)
+    precision = cpu_precision(cfg.drafting.precision)  # what drafts will run at, so what is measured
+    key = base_key(base, meta, held_out, points, opts, precision)
     earlier = None if fresh else reusable_base(home.adapters, key, adapter.name)
     model = PeftModel.from_pretrained(base, str(adapter.path))
+    packs = None  # the weights as they are now, packed for oneDNN's CPU kernels (twin.decoding.PackedLinears)
     if earlier:
         base_side = earlier[1]
         log.info("base side reused from %s's eval (same base, held-out data and options)", earlier[0])
     else:
-        with model.disable_adapter(), packed(model):
+        packs = PackedLinears(model, precision)
+        with model.disable_adapter(), packs.active():
             base_side, _ = _side(model, tokenizer, held_out, points, real_profile, opts, planted)
-    if next(model.parameters()).dtype == torch.float32:
+    merged = merges(model, precision)
+    if merged:
         model.merge_adapter()  # the adapter's side runs at the base's cost (fp32: merging is exact enough)
+        packs = None  # made for the weights before the merge
+    if packs is None:
+        packs = PackedLinears(model, precision)
     memory = None
-    with packed(model):
+    with packs.active(beside=None if merged else model.active_adapter):
         adapter_side, adapter_nlls = _side(model, tokenizer, held_out, points, real_profile, opts, planted)
         if meta["dataset_options"].get("memory_tokens"):
             from training.memory_eval import compare
@@ -215,6 +215,7 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
         "ratios": {"perplexity": adapter_side["perplexity"] / base_side["perplexity"]},
         "memory": memory,
         "base_key": key,
+        "precision": precision if PackedLinears.usable(base, precision) else str(next(base.parameters()).dtype)[6:],
         "base_from": earlier[0] if earlier else None,
     }
     meta["eval"] = results

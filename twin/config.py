@@ -123,6 +123,9 @@ class DraftingConfig(Section):
     # No card for a burst the reply model (trained by `twin train`, beside the adapter) judges "no reply due";
     # they are counted in /status and the digest, and /draft <contact> asks for a card anyway.
     skip_no_reply: bool = True
+    # The in-process model's projections on a CPU (drafts, and `twin eval`, which measures what drafts see):
+    # "auto" is bf16 where the CPU has native bf16 units (AMX, AVX512-BF16), else fp32.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class MemoryConfig(Section):
@@ -279,6 +282,7 @@ TEMPLATE = """\
 # n = 3                           # candidates per draft
 # temperature = 0.8
 # skip_no_reply = true            # no card for "ok 👍", "thanks!": what you would not answer (see /status)
+# precision = "auto"              # in-process on a CPU: bf16 where the CPU has it natively, else "fp32"
 
 [memory]
 # enabled = true                  # recall earlier conversations in drafts and training (format twin-chat v2)

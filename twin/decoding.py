@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 NUCLEUS_PROBE = 256  # most likely tokens looked at first for the nucleus (top-p); the full sort only when short
 
@@ -219,6 +219,39 @@ def nucleus(logits: Any, temperature: float, top_p: float) -> tuple[Any, Any]:
     return probs.masked_fill(before >= top_p, 0.0), where
 
 
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16), where oneDNN's bf16 kernels run
+    at about twice the fp32 rate; elsewhere bf16 is emulated and slower than fp32."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported() and cpu is not None
+                and (cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()))
+
+
+def cpu_precision(choice: Precision) -> str:
+    """"fp32" or "bf16": what `[drafting] precision` asks for, "auto" being bf16 where the CPU has it natively."""
+    if choice == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return choice
+
+
+def merges(model: Any, precision: str) -> bool:
+    """Whether an adapter is best merged into the weights before generating: for fp32 weights (merging and
+    unmerging bf16 ones loses bits at every switch), unless the projections run on bf16 copies. An adapter's
+    change to a weight is often under half a bf16 step of it (for 75% of SmolLM2's weights after 3 demo steps,
+    29% after 26), so merged and then rounded to bf16 it would come out coarsened (held-out perplexity 1.4% off
+    after 3 steps, against 0.02% for the base alone: the "Evaluation" section of docs/benchmarks.md); beside
+    the weights, in fp32, it stays whole."""
+    import torch
+
+    fp32 = next(model.parameters()).dtype == torch.float32
+    return fp32 and not (precision == "bf16" and PackedLinears.usable(model, precision))
+
+
 class PackedLinears:
     """A model's fp32 linear weights reordered once for oneDNN (`torch.ops.mkldnn`), used inside `active()`.
 
@@ -226,53 +259,106 @@ class PackedLinears:
     dev box (2 cores, SmolLM2-135M, 4 rows), all 211 projections took 105 ms through F.linear against 58 ms
     with weights packed for oneDNN, and a decode step 146-187 ms against 87-108 ms (docs/benchmarks.md). Same
     fp32 arithmetic in another order (differences around 1e-6 of the output): greedy tokens are unchanged in
-    the tests. The packed copies are made once per set of weights: after a merge or an unmerge they are stale,
-    and the owner (serving.local_backend) makes new ones. LoRA's own A and B matrices stay as they are.
-    Where oneDNN is missing, or off the CPU, or the weights are not fp32, `usable` is False and nothing is packed.
+    the tests.
+
+    With `precision="bf16"` the projections inside the layers are packed as bf16 copies instead (half the bytes
+    a decode step reads, and the CPU's bf16 units for a prefill): each takes its input rounded to bf16 and
+    gives its output back in fp32, so the residual stream, the norms, attention and the output head (a token's
+    logits) stay fp32. The weights themselves stay fp32, so merging an adapter stays exact. The embedded bases
+    are dequantised from 4-bit GGUF files, whose rounding is about 60 times bf16's (rms, SmolLM2's projections;
+    docs/benchmarks.md has what bf16 changes in the held-out metrics and the next-token distributions).
+
+    The packed copies are made once per set of weights: after a merge or an unmerge they are stale, and the
+    owner (serving.local_backend) makes new ones. LoRA's own A and B matrices stay as they are (in bf16 an
+    adapter is not merged but runs beside the packed base, see `merges`). Where oneDNN is missing, or off the
+    CPU, or the weights are not fp32, `usable` is False and nothing is packed: `active()` changes nothing.
     """
 
     ROWS_HINT = 4  # rows oneDNN tunes the layout for (any number of rows works)
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, precision: str = "fp32"):
         import torch
         from torch import nn
 
-        self.packed = {
-            module: torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), self.ROWS_HINT)
-            for name, module in model.named_modules()
-            if type(module) is nn.Linear and "lora_" not in name and module.weight.dtype == torch.float32
-            and module.weight.device.type == "cpu"
-        }
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        head = base.get_output_embeddings()
+        self.precision = precision
+        self.model = model  # peft may wrap its projections later (in place): `active` looks again
+        self.packed: dict[Any, tuple[Any, Any, Any]] = {}
+        for name, module in model.named_modules() if self.usable(model, precision) else ():
+            if (type(module) is not nn.Linear or "lora_" in name or module.weight.dtype != torch.float32
+                    or module.weight.device.type != "cpu"):
+                continue
+            half = precision == "bf16" and module is not head
+            dtype = torch.bfloat16 if half else torch.float32
+            bias = None if module.bias is None else module.bias.detach().to(dtype)
+            weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().to(dtype), self.ROWS_HINT)
+            self.packed[module] = (weight, bias, dtype)
 
     @staticmethod
-    def usable(model: Any) -> bool:
+    def usable(model: Any, precision: str = "fp32") -> bool:
         import torch
 
         weight = next(model.parameters())
         return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-                and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+                and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+                and (precision != "bf16" or torch.ops.mkldnn._is_mkldnn_bf16_supported()))
 
-    def active(self) -> Any:
-        """A context in which each packed module's forward runs on its packed weight."""
+    def active(self, beside: str | None = None) -> Any:
+        """A context in which each packed module's forward runs on its packed weight. With `beside`, the name of
+        a loaded adapter that is not merged (`merges`), each of its plain LoRA projections runs as one call: the
+        packed base projection plus the adapter's own two fp32 products (`_packed_lora`), without peft's
+        wrapper; for inference only (no LoRA dropout). Without it peft's wrappers run as they are, around the
+        packed modules (adapters merged, or disabled)."""
         import contextlib
         import functools
 
+        wrappers = [m for m in self.model.modules()
+                    if hasattr(m, "lora_A") and getattr(m, "base_layer", None) in self.packed]
+        fused = {module: _lora_factors(module, beside) for module in wrappers if beside is not None}
+        fused = {module: factors for module, factors in fused.items() if factors}
+
         @contextlib.contextmanager
         def scope():
-            for module, weight in self.packed.items():
-                module.forward = functools.partial(_packed_linear, weight, module.bias)
+            for module, (weight, bias, dtype) in self.packed.items():
+                module.forward = functools.partial(_packed_linear, weight, bias, dtype)
+            for module, (down, up, scale) in fused.items():
+                module.forward = functools.partial(_packed_lora, *self.packed[module.base_layer], down, up, scale)
             try:
                 yield
             finally:
-                for module in self.packed:
+                for module in [*self.packed, *fused]:
                     module.__dict__.pop("forward", None)
 
         return scope()
 
 
-def _packed_linear(weight: Any, bias: Any, x: Any) -> Any:
+def _lora_factors(module: Any, adapter: str) -> tuple[Any, Any, float] | None:
+    """(A, B, scaling) of a plain LoRA projection's `adapter` in peft's wrapper `module`, or None where the
+    wrapper does more than add `scaling * B(A(x))` (merged, DoRA, a LoRA bias, dropout still on) or lacks it."""
+    from torch import nn
+
+    if (adapter not in module.lora_A or getattr(module, "merged", False) or module.use_dora.get(adapter)
+            or getattr(module, "lora_bias", {}).get(adapter) or module.training
+            or type(module.lora_A[adapter]) is not nn.Linear or type(module.lora_B[adapter]) is not nn.Linear
+            or module.lora_A[adapter].bias is not None or module.lora_B[adapter].bias is not None):
+        return None
+    return module.lora_A[adapter].weight.detach(), module.lora_B[adapter].weight.detach(), module.scaling[adapter]
+
+
+def _packed_linear(weight: Any, bias: Any, dtype: Any, x: Any) -> Any:
     import torch
 
     flat = x.reshape(-1, x.shape[-1])
-    y = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")
+    y = torch.ops.mkldnn._linear_pointwise(flat.to(dtype), weight, bias, "none", [], "")
+    return y.to(x.dtype).reshape(*x.shape[:-1], y.shape[-1])
+
+
+def _packed_lora(weight: Any, bias: Any, dtype: Any, down: Any, up: Any, scale: float, x: Any) -> Any:
+    """The packed base projection of x plus `scale * x A^T B^T`, the adapter's part computed in x's dtype."""
+    import torch
+
+    flat = x.reshape(-1, x.shape[-1])
+    y = torch.ops.mkldnn._linear_pointwise(flat.to(dtype), weight, bias, "none", [], "").to(x.dtype)
+    y = torch.addmm(y, torch.nn.functional.linear(flat, down), up.t(), alpha=scale)
     return y.reshape(*x.shape[:-1], y.shape[-1])

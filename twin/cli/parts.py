@@ -62,6 +62,6 @@ def drafting_parts(home: Home, cfg: Config, opts: DraftOptions) -> DraftingParts
     backend = open_backend(opts.backend or cfg.drafting.backend, BackendSettings(
         models_dir=home.models, adapters_dir=home.adapters, base_model=cfg.serve.base_model,
         adapter=adapter.name if adapter else None, vllm_url=vllm_url(cfg),
-        api_key=os.environ.get("TWIN_VLLM_API_KEY"),
+        api_key=os.environ.get("TWIN_VLLM_API_KEY"), precision=cfg.drafting.precision,
     ))
     return DraftingParts(backend, adapter.name if adapter else None, settings)
