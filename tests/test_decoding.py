@@ -210,6 +210,67 @@ def test_bf16_projections_give_the_tokens_of_transformers_with_bf16_projections(
         assert torch.allclose(q(x), F.linear(x.bfloat16(), q.base_layer.weight.bfloat16()).float(), atol=1e-5)
 
 
+@pytest.mark.parametrize("build", [llama, gemma3], ids=["llama", "gemma3"])
+def test_bf16_mlps_run_as_one_call_for_long_inputs_with_the_adapter_added_before_rounding(build):
+    """In bf16 each MLP `down(act(gate(x)) * up(x))` runs as one call on inputs of at least MLP_ROWS tokens (a
+    prefill), its inner activations in bf16 and the adapter's change (here on down_proj) added to the
+    projection's sums before the output is rounded; shorter inputs go through the projections one by one."""
+    from torch.nn import functional as F
+
+    from twin.decoding import MLP_ROWS, PackedLinears
+
+    model = with_lora(build())
+    if not PackedLinears.usable(model, "bf16"):
+        pytest.skip("this torch has no oneDNN bf16 linear ops")
+    packed = PackedLinears(model, "bf16")
+    layers = model.get_base_model().model.layers
+    assert packed._mlps == [layer.mlp for layer in layers]
+    mlp = layers[0].mlp
+    gate, up, down = mlp.gate_proj, mlp.up_proj, mlp.down_proj.base_layer
+    lora_a, lora_b = mlp.down_proj.lora_A["default"].weight, mlp.down_proj.lora_B["default"].weight
+    scale = mlp.down_proj.scaling["default"]
+
+    def by_hand(x, adapter=True):
+        h = x.reshape(-1, 32).bfloat16()
+        inner = mlp.act_fn(F.linear(h, gate.weight.bfloat16())) * F.linear(h, up.weight.bfloat16())
+        change = F.linear(F.linear(inner, lora_a.bfloat16()), (lora_b * scale).bfloat16()) * adapter
+        return (F.linear(inner.float(), down.weight.bfloat16().float()) + change.float()).reshape(*x.shape[:-1], -1)
+
+    long, short = torch.randn(2, MLP_ROWS // 2 + 3, 32), torch.randn(1, 5, 32)
+    with torch.no_grad():
+        reference = {x.shape: mlp(x) for x in (long, short)}  # fp32, through peft's wrapper
+    with torch.inference_mode(), packed.active(beside="default"):
+        assert "forward" in mlp.__dict__
+        fast = mlp(long)
+        assert fast.dtype == torch.float32 and torch.allclose(fast, by_hand(long), rtol=2e-2, atol=2e-3)
+        assert torch.allclose(fast, reference[long.shape], rtol=5e-2, atol=5e-3)
+        assert (fast - by_hand(long, adapter=False)).abs().mean() > 10 * (fast - by_hand(long)).abs().mean()
+        assert torch.allclose(mlp(short), reference[short.shape], rtol=5e-2, atol=5e-3)
+
+
+def test_an_mlp_of_another_form_is_not_run_as_one():
+    """`_find_mlps` checks each MLP's own forward against the formula it would replace it with: an MLP that
+    multiplies the other way round (act on up, not on gate) keeps its own forward."""
+    from torch import nn
+
+    from twin.decoding import PackedLinears
+
+    class Swapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate_proj, self.up_proj, self.down_proj = nn.Linear(32, 64), nn.Linear(32, 64), nn.Linear(64, 32)
+            self.act_fn = nn.SiLU()
+
+        def forward(self, x):
+            return self.down_proj(self.act_fn(self.up_proj(x)) * self.gate_proj(x))
+
+    model = llama()
+    if not PackedLinears.usable(model, "bf16"):
+        pytest.skip("this torch has no oneDNN bf16 linear ops")
+    model.model.layers[1].mlp = Swapped()
+    assert PackedLinears(model, "bf16")._mlps == [model.model.layers[0].mlp]
+
+
 PROMPTS = [PROMPT, PROMPT[:5], [1, 88, 3, 3, 40, 41, 2, 19, 70], PROMPT[3:], [1, 9]]  # lengths 12, 5, 9, 9, 2
 
 
