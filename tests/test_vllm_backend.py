@@ -263,6 +263,26 @@ def test_bf16_projections_pack_the_base_once_and_run_each_adapter_beside_it(home
         backend.close()
 
 
+def test_precision_comes_from_drafting_precision_and_auto_follows_the_cpu(home, tmp_path):
+    from twin.config import load_config
+    from twin.decoding import cpu_precision, native_bf16
+
+    assert cpu_precision("auto") == ("bf16" if native_bf16() else "fp32")
+    assert cpu_precision("fp32") == "fp32" and cpu_precision("bf16") == "bf16"
+    path = tmp_path / "twin.toml"
+    path.write_text('[drafting]\nprecision = "fp32"\n')
+    assert load_config(path).drafting.precision == "fp32"
+    path.write_text('[drafting]\nprecision = "fp16"\n')
+    with pytest.raises(ConfigError, match=r"drafting.precision") as e:
+        load_config(path)
+    assert str(path) in str(e.value)
+    backend = open_backend("local", settings(home, f"http://127.0.0.1:{closed_port()}", precision="fp32"))
+    try:
+        assert backend.precision == "fp32" and backend._merges  # fp32: adapters merged, as before
+    finally:
+        backend.close()
+
+
 def test_local_backend_unloads_the_adapter_used_longest_ago(home):
     backend = LocalBackend(home / "models" / "tiny", home / "adapters", max_adapters=1)
     first = greedy(backend, "a-v1")

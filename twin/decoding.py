@@ -27,7 +27,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
-MLP_ROWS = 64  # tokens from which an MLP runs as one call in bf16 (`_packed_mlp`): about where it starts to pay
+MLP_ROWS = 1024  # tokens from which an MLP runs as one call in bf16 (`_packed_mlp`): batches of long prompts
 NUCLEUS_PROBE = 256  # most likely tokens looked at first for the nucleus (top-p); the full sort only when short
 
 
@@ -389,9 +389,9 @@ class PackedLinears:
             return None
         if part:
             down, up, scale = part
-            key = (projection, beside)
-            if self._half_factors.get(key, (None,))[0] is not down:  # made once per loaded adapter
-                self._half_factors[key] = (down, down.to(torch.bfloat16), (up * scale).to(torch.bfloat16))
+            key, source = (projection, beside), projection.lora_A[beside].weight
+            if self._half_factors.get(key, (None,))[0] is not source:  # made once per loaded adapter
+                self._half_factors[key] = (source, down.to(torch.bfloat16), (up * scale).to(torch.bfloat16))
             part = self._half_factors[key][1:]
         return (*self.packed[projection.base_layer][:2], part or None)
 
@@ -441,10 +441,10 @@ def _packed_mlp(gate: tuple, up: tuple, down: tuple, act: Any, own: Callable[[An
     B) in bf16 give the adapter's change, which oneDNN adds to the projection's fp32 sums before its one rounding
     to bf16 (`_linear_pointwise.binary`), so the adapter is not rounded away with the weights.
 
-    It pays where the activations are large, a prefill (SmolLM2 on the dev box: 16 x 400 tokens in 2.54 s
-    against 3.45 s through the projections one by one); below `MLP_ROWS` rows (decode steps, short prompts)
-    the bf16 products of the small adapter factors cost more than that saves, and the MLP's `own` forward runs,
-    through the packed projections."""
+    It pays where the activations are large, a batch of long prompts (SmolLM2 on the dev box: 16 x 400 tokens
+    in 2.54 s against 3.45 s through the projections one by one: `twin eval`). Below `MLP_ROWS` tokens (decode
+    steps, a draft's prompt) it gains little or loses (a decode step of 3 rows: 45 against 41 ms; drafts p50
+    530 against 474 ms), and the MLP's `own` forward runs, through the packed projections."""
     import torch
 
     if x.numel() < MLP_ROWS * x.shape[-1]:
