@@ -5,7 +5,9 @@ a draft asks for it (`PeftModel.from_pretrained`, then `load_adapter`), and swit
 reloading the base. The adapter in use is merged into the base weights (`merge_adapter`: a draft then costs
 what the base alone costs, no LoRA matmuls beside each projection) and unmerged before another one is merged or
 the base drafts alone; only fp32 weights are merged, since merging and unmerging bf16 weights loses bits at
-every switch (in bf16, on CUDA, the adapter runs beside the weights as peft does). At most `max_adapters`
+every switch (in bf16, on CUDA, the adapter runs beside the weights as peft does). Where the projections run
+on bf16 copies (`[drafting] precision`, by default on a CPU with native bf16) nothing is merged either: the
+base is packed once and the adapter runs beside it in fp32 (twin.decoding.merges). At most `max_adapters`
 stay loaded; the one used longest ago goes first. Generation is `twin.decoding.sample_many`: the prompt's
 prefill once for all candidates, each stopped at the end of the owner's turn. torch, transformers and peft are
 imported when a backend is made, never before.

@@ -265,7 +265,7 @@ class PackedLinears:
     With `precision="bf16"` the projections inside the layers are packed as bf16 copies instead (half the bytes
     a decode step reads, and the CPU's bf16 units for a prefill): each takes its input rounded to bf16 and
     gives its output back in fp32, so the residual stream, the norms, attention and the output head (a token's
-    logits) stay fp32. The weights themselves stay fp32, so merging an adapter stays exact. The embedded bases
+    logits) stay fp32. The model's own weights stay fp32 and are not touched. The embedded bases
     are dequantised from 4-bit GGUF files, whose rounding is about 60 times bf16's (rms, SmolLM2's projections;
     docs/benchmarks.md has what bf16 changes in the held-out metrics and the next-token distributions).
 
