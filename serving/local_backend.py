@@ -122,7 +122,7 @@ class LocalBackend:
         if self._packs is None or self._packs[0] != key:
             self._packs = None  # the old copies go before the new ones are made
             started = time.monotonic()
-            self._packs = (key, PackedLinears(model, self.precision))
+            self._packs = (key, PackedLinears(model, self.precision, sampled_head=True))
             log.info("packed %d projections for oneDNN (%s) in %.1f s", len(self._packs[1].packed), self.precision,
                      time.monotonic() - started)
         return self._packs[1].active(beside=None if self._merged == adapter else adapter)

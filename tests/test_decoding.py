@@ -248,6 +248,35 @@ def test_bf16_mlps_run_as_one_call_for_long_inputs_with_the_adapter_added_before
         assert torch.allclose(mlp(short), reference[short.shape], rtol=5e-2, atol=5e-3)
 
 
+def test_a_sampled_bf16_head_gives_fp32_logits_for_the_tokens_sampling_looks_at(monkeypatch):
+    """PackedLinears(..., sampled_head=True), the local backend's: the output head on a bf16 copy, and the
+    HEAD_REFINE most likely tokens of each row computed again from the fp32 weights; over HEAD_REFINE_ROWS
+    positions the fp32 head runs. The eval's packing (sampled_head=False) keeps the head fp32 throughout."""
+    import twin.decoding as decoding
+    from torch.nn import functional as F
+
+    model = llama()
+    if not decoding.PackedLinears.usable(model, "bf16"):
+        pytest.skip("this torch has no oneDNN bf16 linear ops")
+    monkeypatch.setattr(decoding, "HEAD_REFINE", 8)
+    head = model.get_output_embeddings()
+    assert decoding.PackedLinears(model, "bf16").packed[head][2] == torch.float32
+    packed = decoding.PackedLinears(model, "bf16", sampled_head=True)
+    assert packed.packed[head][2] == torch.bfloat16
+    x = torch.randn(3, 32) * 4
+    exact = F.linear(x, head.weight)
+    with torch.inference_mode(), packed.active():
+        logits = head(x)
+        many = head(torch.randn(decoding.HEAD_REFINE_ROWS + 1, 32))
+        assert many.dtype == torch.float32
+    top = logits.topk(8, dim=-1).indices
+    assert torch.allclose(logits.gather(-1, top), exact.gather(-1, top), atol=1e-5)  # refined: fp32
+    rest = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, top, False)
+    assert torch.allclose(logits[rest], exact[rest], rtol=2e-2, atol=2e-2)  # bf16 elsewhere
+    assert not torch.allclose(logits[rest], exact[rest], atol=1e-5)
+    assert set(top[0].tolist()) == set(exact[0].topk(8).indices.tolist())
+
+
 def test_an_mlp_of_another_form_is_not_run_as_one():
     """`_find_mlps` checks each MLP's own forward against the formula it would replace it with: an MLP that
     multiplies the other way round (act on up, not on gate) keeps its own forward."""
