@@ -215,7 +215,8 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
         "ratios": {"perplexity": adapter_side["perplexity"] / base_side["perplexity"]},
         "memory": memory,
         "base_key": key,
-        "precision": precision if PackedLinears.usable(base, precision) else str(next(base.parameters()).dtype)[6:],
+        "precision": precision if PackedLinears.usable(base, precision)
+        else str(next(base.parameters()).dtype).removeprefix("torch."),  # a GPU's: the weights' own
         "base_from": earlier[0] if earlier else None,
     }
     meta["eval"] = results
