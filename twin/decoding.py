@@ -230,9 +230,11 @@ def native_bf16() -> bool:
     at about twice the fp32 rate; elsewhere bf16 is emulated and slower than fp32."""
     import torch
 
-    cpu = getattr(torch, "cpu", None)
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported() and cpu is not None
-                and (cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()))
+    def has(check: str) -> bool:  # torch.cpu's probes, present in the torch versions twin accepts, or not
+        return bool(getattr(getattr(torch, "cpu", None), check, lambda: False)())
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and (has("_is_amx_tile_supported")
+                                                                    or has("_is_avx512_bf16_supported"))
 
 
 def cpu_precision(choice: Precision) -> str:
