@@ -123,8 +123,9 @@ def _canary_result(model, tokenizer, canary) -> dict:
 
 def base_key(base, meta: dict, held_out: list[Sample], points, opts: EvalOptions, precision: str) -> str:
     """A digest of everything the base side's results depend on: twin's version, the base model (its name and
-    its weight files' sizes and times, or the hub revision), dtype and device, the options, the planted canaries,
-    and the held-out samples' tokens, targets and reply points. Nothing of it is stored but the digest."""
+    its weight files' sizes and times, or the hub revision), dtype and device, the precision its projections
+    run at (`run_precision`), the options, the planted canaries, and the held-out samples' tokens, targets and
+    reply points. Nothing of it is stored but the digest."""
     from twin import __version__
 
     where = Path(str(getattr(base.config, "_name_or_path", "") or ""))
@@ -134,14 +135,21 @@ def base_key(base, meta: dict, held_out: list[Sample], points, opts: EvalOptions
     digest = hashlib.sha256(json.dumps({
         "twin": __version__, "base_model": meta.get("base_model"), "weights": files,
         "revision": getattr(base.config, "_commit_hash", None), "dtype": str(first.dtype),
-        "device": first.device.type, "packed": PackedLinears.usable(base, precision), "precision": precision,
-        "options": asdict(opts),
+        "device": first.device.type, "precision": precision, "options": asdict(opts),
         "canaries": meta.get("canaries") or [], "points": [(k, len(prompt), real) for k, prompt, real in points],
     }, sort_keys=True, default=str).encode())
     for s in held_out:
         digest.update(array("q", s.input_ids).tobytes())
         digest.update(bytes(map(bool, s.loss_mask)))
     return digest.hexdigest()[:32]
+
+
+def run_precision(model, precision: str) -> str:
+    """What the projections run at: `precision` ("fp32", "bf16") where they are packed for the CPU, else the
+    weights' own dtype ("bfloat16" on a GPU)."""
+    if PackedLinears.usable(model, precision):
+        return precision
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
 def reusable_base(adapters_dir: Path, key: str, skip: str) -> tuple[str, dict] | None:
@@ -180,7 +188,7 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
     planted = [canaries.Canary(**c) for c in meta.get("canaries") or []]
     real_profile = metrics.style_profile(real)
     precision = cpu_precision(cfg.drafting.precision)  # what drafts will run at, so what is measured
-    key = base_key(base, meta, held_out, points, opts, precision)
+    key = base_key(base, meta, held_out, points, opts, run_precision(base, precision))
     earlier = None if fresh else reusable_base(home.adapters, key, adapter.name)
     model = PeftModel.from_pretrained(base, str(adapter.path))
     packs = None  # the weights as they are now, packed for oneDNN's CPU kernels (twin.decoding.PackedLinears)
@@ -215,8 +223,7 @@ def evaluate(home: Home, cfg: Config, adapter_name: str | None, opts: EvalOption
         "ratios": {"perplexity": adapter_side["perplexity"] / base_side["perplexity"]},
         "memory": memory,
         "base_key": key,
-        "precision": precision if PackedLinears.usable(base, precision)
-        else str(next(base.parameters()).dtype).removeprefix("torch."),  # a GPU's: the weights' own
+        "precision": run_precision(base, precision),
         "base_from": earlier[0] if earlier else None,
     }
     meta["eval"] = results

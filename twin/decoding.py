@@ -328,12 +328,12 @@ class PackedLinears:
             runs[head] = functools.partial(_sampled_head, *self.packed[head][:2], head.weight, head.bias)
         wrappers = [m for m in self.model.modules()
                     if hasattr(m, "lora_A") and getattr(m, "base_layer", None) in self.packed]
-        for module in wrappers:
-            part = _adapter_part(module, beside)
+        adds = {module: _adapter_part(module, beside) for module in wrappers}  # what each wrapper adds
+        for module, part in adds.items():
             if part is not None:
                 runs[module] = functools.partial(_packed_lora, *self.packed[module.base_layer], part)
         for mlp in self._mlps:
-            parts = [self._half_part(p, beside) for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj)]
+            parts = [self._half_part(p, adds, beside) for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj)]
             if all(part is not None for part in parts):
                 own = functools.partial(type(mlp).forward, mlp)
                 runs[mlp] = functools.partial(_packed_mlp, *parts, mlp.act_fn, own)
@@ -384,14 +384,15 @@ class PackedLinears:
                 found.append(module)
         return found
 
-    def _half_part(self, projection: Any, beside: str | None) -> tuple[Any, Any, Any] | None:
+    def _half_part(self, projection: Any, adds: dict[Any, Any], beside: str | None) -> tuple[Any, Any, Any] | None:
         """(packed bf16 weight, its bias, the adapter's (A, scaled B) in bf16 or None) for one of an MLP's
-        projections, or None where it cannot run so (its wrapper does more than add a plain adapter)."""
+        projections, or None where it cannot run so (its wrapper does more than add a plain adapter: `adds`,
+        each wrapper's `_adapter_part`)."""
         import torch
 
         if projection in self.packed:
             return (*self.packed[projection][:2], None)
-        part = _adapter_part(projection, beside)
+        part = adds.get(projection)
         if part is None:
             return None
         if part:
