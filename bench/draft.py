@@ -21,6 +21,7 @@ ratios are from the same run.
     .venv/bin/python bench/draft.py --drafts 20 --n 3 --max-tokens 64
     .venv/bin/python bench/draft.py --home ~/twin --adapter mira-v3   # an existing home and adapter
     .venv/bin/python bench/draft.py --local-only --drafts 10          # in-process, against today's path
+    .venv/bin/python bench/draft.py --home H --local-only --no-baseline --drafts 40 --seeds 3   # steadier p50
 """
 
 from __future__ import annotations
@@ -301,9 +302,12 @@ def main() -> None:
     p.add_argument("--local-only", action="store_true", help="time the in-process backend only (no vLLM)")
     p.add_argument("--no-baseline", action="store_true", help="skip today's path (the in-process baseline)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, the cores)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="times each conversation is drafted, with another seed each time (default 1): what a draft "
+                        "costs depends on how long its sampled candidates run, so more seeds steady the percentiles")
     args = p.parse_args()
-    if min(args.drafts, args.n, args.max_tokens, args.concurrency) < 1:
-        p.error("--drafts, --n, --max-tokens and --concurrency must be at least 1")
+    if min(args.drafts, args.n, args.max_tokens, args.concurrency, args.seeds) < 1:
+        p.error("--drafts, --n, --max-tokens, --concurrency and --seeds must be at least 1")
 
     import torch
 
@@ -322,9 +326,10 @@ def main() -> None:
         adapter = find_adapter(home.adapters, args.adapter)
         base = resolve_base_model(adapter.meta.get("base_model"), home.models)
         todo = cases(home.db, args.drafts + 1)  # the first one warms up
-        print(f"adapter {adapter.name} on {Path(str(base)).name}; {args.drafts} drafts, n={args.n}, max "
-              f"{args.max_tokens} new tokens; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-              f"torch threads {torch.get_num_threads()}; CPU pressure before: {cpu_pressure()}")
+        todo = todo[:1] + todo[1:] * args.seeds  # each draft's seed is 1000 + its place here
+        print(f"adapter {adapter.name} on {Path(str(base)).name}; {args.drafts} drafts x {args.seeds} seeds, "
+              f"n={args.n}, max {args.max_tokens} new tokens; {os.cpu_count()} CPUs "
+              f"({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}; CPU pressure before: {cpu_pressure()}")
         latency: dict[str, list[tuple[float, int]]] = {}
         with Store.open(home.db) as store:
             if not args.skip_local:  # first, and closed before vLLM starts: the two never share the CPU

@@ -14,8 +14,8 @@ Both end in `decode_rows`, which `training.heldout` also starts from a prefill o
 
 Sampling is transformers' own rule (temperature, then nucleus `top_p`: the smallest set of most likely tokens
 whose mass reaches `top_p`, `TopPLogitsWarper`), computed without sorting the whole vocabulary when the
-nucleus lies among the `NUCLEUS_PROBE` most likely tokens (checked exactly: their mass reaches `top_p`),
-else by the full sort. Temperature 0 is greedy. Used by `serving.local_backend` and `twin eval`; exercised by
+nucleus lies among the `NUCLEUS_PROBE` most likely tokens, or among 8 or 64 times as many (checked exactly:
+their mass reaches `top_p`), else by the full sort. Temperature 0 is greedy. Used by `serving.local_backend` and `twin eval`; exercised by
 
     twin draft --contact "Tomas Berg" --backend local "are we still on for saturday?"
     .venv/bin/python bench/draft.py --local-only
@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 MLP_ROWS = 1024  # tokens from which an MLP runs as one call in bf16 (`_packed_mlp`): batches of long prompts
-NUCLEUS_PROBE = 256  # most likely tokens looked at first for the nucleus (top-p); the full sort only when short
+NUCLEUS_PROBE = 256  # most likely tokens looked at first for the nucleus (top-p), then 8x as many, and so on
+NUCLEUS_WIDER = 8  # how many times more tokens each further probe looks at; the full sort past a quarter of them
 HEAD_REFINE = 2 * NUCLEUS_PROBE  # tokens per row whose logits a bf16 head for sampling computes again in fp32
 HEAD_REFINE_ROWS = 64  # positions up to which it does (decode steps, a prefill's last position)
 
@@ -206,6 +207,11 @@ def nucleus(logits: Any, temperature: float, top_p: float) -> tuple[Any, Any]:
     The nucleus is transformers' (`TopPLogitsWarper`): a token stays when the mass of the tokens more likely
     than it is below `top_p`, so the most likely one always stays. The probabilities are not renormalised
     (`torch.multinomial` does not need it).
+
+    The probes: the `NUCLEUS_PROBE` most likely tokens, and while their mass falls short of `top_p` in a row,
+    `NUCLEUS_WIDER` times as many, up to the full sort. A draft's nucleus often needs more than the first
+    probe (a quarter of Gemma 3's steps, half of SmolLM2's, on the sample export) but rarely more than 2,048
+    tokens; sorting Gemma's 262,144 and sampling over them all took about 55 ms a step, the wider probe 3 ms.
     """
     import torch
 
@@ -213,11 +219,17 @@ def nucleus(logits: Any, temperature: float, top_p: float) -> tuple[Any, Any]:
     vocab = scaled.shape[-1]
     if top_p >= 1.0:
         return torch.softmax(scaled, -1), torch.arange(vocab, device=scaled.device).expand_as(scaled)
-    top, where = scaled.topk(min(NUCLEUS_PROBE, vocab), dim=-1)  # sorted, most likely first
-    probs = torch.exp(top - torch.logsumexp(scaled, -1, keepdim=True))
-    if top.shape[-1] < vocab and bool((probs.sum(-1) < top_p).any()):  # the nucleus reaches past the probe
-        top, where = scaled.sort(dim=-1, descending=True)
-        probs = torch.softmax(top, -1)
+    total = torch.logsumexp(scaled, -1, keepdim=True)
+    size = min(NUCLEUS_PROBE, vocab)
+    while True:
+        if size * 4 > vocab:
+            top, where = scaled.sort(dim=-1, descending=True)
+        else:
+            top, where = scaled.topk(size, dim=-1)  # sorted, most likely first
+        probs = torch.exp(top - total)
+        if top.shape[-1] == vocab or not bool((probs.sum(-1) < top_p).any()):  # the nucleus is inside
+            break
+        size *= NUCLEUS_WIDER
     before = probs.cumsum(-1) - probs  # the mass of the more likely tokens
     return probs.masked_fill(before >= top_p, 0.0), where
 
@@ -230,11 +242,16 @@ def native_bf16() -> bool:
     at about twice the fp32 rate; elsewhere bf16 is emulated and slower than fp32."""
     import torch
 
-    def has(check: str) -> bool:  # torch.cpu's probes, present in the torch versions twin accepts, or not
-        return bool(getattr(getattr(torch, "cpu", None), check, lambda: False)())
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and (_cpu_has("_is_amx_tile_supported")
+                                                                    or _cpu_has("_is_avx512_bf16_supported"))
 
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and (has("_is_amx_tile_supported")
-                                                                    or has("_is_avx512_bf16_supported"))
+
+def _cpu_has(check: str) -> bool:
+    """One of torch.cpu's probes (`_is_avx512_supported`, ...): present in the torch versions twin accepts, or
+    not, then False."""
+    import torch
+
+    return bool(getattr(getattr(torch, "cpu", None), check, lambda: False)())
 
 
 def cpu_precision(choice: Precision) -> str:
@@ -294,12 +311,18 @@ class PackedLinears:
             if (type(module) is not nn.Linear or "lora_" in name or module.weight.dtype != torch.float32
                     or module.weight.device.type != "cpu"):
                 continue
-            half = precision == "bf16" and (module is not head or sampled_head)
+            if module is head and (not sampled_head or module.out_features <= HEAD_REFINE):
+                half = False  # the eval's head, and one that the refinement alone covers, stay fp32
+            elif module is head and (rows := _int8_rows(module.weight.detach())) is not None:
+                self.packed[module] = (rows, None if module.bias is None else module.bias.detach(), torch.int8)
+                continue
+            else:
+                half = precision == "bf16"
             dtype = torch.bfloat16 if half else torch.float32
             bias = None if module.bias is None else module.bias.detach().to(dtype)
             weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().to(dtype), self.ROWS_HINT)
             self.packed[module] = (weight, bias, dtype)
-        self._sampled_head = head if sampled_head and head in self.packed and precision == "bf16" else None
+        self._sampled_head = head if head in self.packed and self.packed[head][2] != torch.float32 else None
         self._mlps = self._find_mlps() if precision == "bf16" else []
         self._half_factors: dict[tuple, tuple] = {}  # (wrapper, adapter) -> (its A, A and scaled B in bf16)
 
@@ -443,18 +466,62 @@ def _packed_lora(weight: Any, bias: Any, dtype: Any, part: tuple[Any, ...], x: A
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
+def _int8_rows(weight: Any) -> tuple[Any, Any, Any] | None:
+    """`weight` (fp32, out x in) as int8 rows, each with its own scale, packed for oneDNN's int8 linear (the
+    CPU's VNNI or AMX units): (packed rows, scales, zero points), a quarter of the fp32 bytes. None where the op
+    is missing or fails its check, the rows' product on a random input against the fp32 one, and on a CPU
+    without AVX-512 or VNNI: oneDNN limited to AVX2 took 116 ms for Gemma 3's head against 34 ms in fp32 (8-11
+    ms with AVX-512 or VNNI)."""
+    import torch
+
+    if not (_cpu_has("_is_avx512_supported") or _cpu_has("_is_vnni_supported")):
+        return None
+    try:
+        scales = (weight.abs().amax(1) / 127).clamp(min=1e-12)
+        rows = torch.empty(weight.shape, dtype=torch.int8)
+        for start in range(0, len(weight), 16384):  # a slice at a time: no fp32 copy of the whole head
+            part = slice(start, start + 16384)
+            rows[part] = torch.round(weight[part] / scales[part, None]).clamp(-127, 127).to(torch.int8)
+        packed = (torch.ops.onednn.qlinear_prepack(rows, [PackedLinears.ROWS_HINT, weight.shape[1]]), scales,
+                  torch.zeros(len(weight), dtype=torch.long))
+        x = torch.randn(2, weight.shape[1], generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            error = _int8_linear(packed, x) - x @ weight.t()
+            size = (x @ weight.t()).pow(2).mean().sqrt()
+    except (AttributeError, RuntimeError, NotImplementedError):  # no oneDNN int8 ops in this torch, or not here
+        return None
+    return packed if bool(error.pow(2).mean().sqrt() < 0.05 * size) else None
+
+
+def _int8_linear(rows: tuple[Any, Any, Any], x: Any) -> Any:
+    """x (rows x in, fp32) times `_int8_rows`' weight, in fp32: x rounded to 8 bits with one scale for all of
+    its rows, the products summed in int32 and scaled back."""
+    import torch
+
+    packed, scales, zeros = rows
+    scale = max(float(x.abs().max()) / 127, 1e-30)
+    qx = (torch.round(x / scale).clamp(-127, 127) + 128).to(torch.uint8)
+    return torch.ops.onednn.qlinear_pointwise(qx.contiguous(), scale, 128, packed, scales, zeros, None, 1.0, 0,
+                                              torch.float32, "none", [], "")
+
+
 def _sampled_head(weight: Any, bias: Any, exact: Any, exact_bias: Any, x: Any) -> Any:
-    """Logits for sampling: the output head on its packed bf16 copy, then the `HEAD_REFINE` most likely tokens'
-    logits of each row computed again from the fp32 weights (`exact`), so the tokens sampling picks from (the
-    nucleus, NUCLEUS_PROBE of them) have fp32 logits; the rest keep bf16 ones, which only enter the softmax's
-    sum. A bf16 head reads half the bytes: for Gemma 3's 262,144 x 640, 14 against 29 ms a decode step. For
-    more than `HEAD_REFINE_ROWS` positions the fp32 head runs instead."""
+    """Logits for sampling: the output head on its int8 rows (`_int8_rows`) or its packed bf16 copy, then the
+    `HEAD_REFINE` most likely tokens' logits of each row computed again from the fp32 weights (`exact`), so the
+    tokens sampling mostly picks from (the nucleus, NUCLEUS_PROBE of them or more) have fp32 logits; the rest
+    keep the rounded ones, which only enter the softmax's sum, and the greedy token is the fp32 head's. For
+    Gemma 3's 262,144 x 640 a decode step's head took 29 ms in fp32, 15 ms in bf16 and 8 ms in int8 (a quarter
+    of the bytes). For more than `HEAD_REFINE_ROWS` positions the fp32 head runs instead."""
     import torch
 
     flat = x.reshape(-1, x.shape[-1])
     if len(flat) > HEAD_REFINE_ROWS:
         return torch.nn.functional.linear(x, exact, exact_bias)
-    logits = torch.ops.mkldnn._linear_pointwise(flat.to(torch.bfloat16), weight, bias, "none", [], "").to(x.dtype)
+    if isinstance(weight, tuple):
+        logits = _int8_linear(weight, flat.float()).to(x.dtype)
+        logits = logits if bias is None else logits + bias
+    else:
+        logits = torch.ops.mkldnn._linear_pointwise(flat.to(torch.bfloat16), weight, bias, "none", [], "").to(x.dtype)
     top = logits.topk(min(HEAD_REFINE, logits.shape[-1]), dim=-1).indices
     again = torch.einsum("rd,rkd->rk", flat, exact[top])
     if exact_bias is not None:
