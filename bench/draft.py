@@ -302,6 +302,8 @@ def main() -> None:
     p.add_argument("--local-only", action="store_true", help="time the in-process backend only (no vLLM)")
     p.add_argument("--no-baseline", action="store_true", help="skip today's path (the in-process baseline)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, the cores)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="the in-process model's projections, as [drafting] precision (default auto)")
     p.add_argument("--seeds", type=int, default=1,
                    help="times each conversation is drafted, with another seed each time (default 1): what a draft "
                         "costs depends on how long its sampled candidates run, so more seeds steady the percentiles")
@@ -334,7 +336,7 @@ def main() -> None:
         with Store.open(home.db) as store:
             if not args.skip_local:  # first, and closed before vLLM starts: the two never share the CPU
                 backend = open_backend("local", BackendSettings(models_dir=home.models, adapters_dir=home.adapters,
-                                                                adapter=adapter.name))
+                                                                adapter=adapter.name, precision=args.precision))
                 try:
                     if args.no_baseline:
                         latency["local"] = time_drafts(store, backend, todo, args, adapter.name)
