@@ -331,7 +331,8 @@ def main() -> None:
         todo = todo[:1] + todo[1:] * args.seeds  # each draft's seed is 1000 + its place here
         print(f"adapter {adapter.name} on {Path(str(base)).name}; {args.drafts} drafts x {args.seeds} seeds, "
               f"n={args.n}, max {args.max_tokens} new tokens; {os.cpu_count()} CPUs "
-              f"({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}; CPU pressure before: {cpu_pressure()}")
+              f"({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}; "
+              f"CPU pressure before: {cpu_pressure()}")
         latency: dict[str, list[tuple[float, int]]] = {}
         with Store.open(home.db) as store:
             if not args.skip_local:  # first, and closed before vLLM starts: the two never share the CPU

@@ -15,7 +15,8 @@ Both end in `decode_rows`, which `training.heldout` also starts from a prefill o
 Sampling is transformers' own rule (temperature, then nucleus `top_p`: the smallest set of most likely tokens
 whose mass reaches `top_p`, `TopPLogitsWarper`), computed without sorting the whole vocabulary when the
 nucleus lies among the `NUCLEUS_PROBE` most likely tokens, or among 8 or 64 times as many (checked exactly:
-their mass reaches `top_p`), else by the full sort. Temperature 0 is greedy. Used by `serving.local_backend` and `twin eval`; exercised by
+their mass reaches `top_p`), else by the full sort. Temperature 0 is greedy. Used by `serving.local_backend`
+and `twin eval`; exercised by
 
     twin draft --contact "Tomas Berg" --backend local "are we still on for saturday?"
     .venv/bin/python bench/draft.py --local-only
@@ -30,7 +31,7 @@ from typing import Any, Literal
 MLP_ROWS = 1024  # tokens from which an MLP runs as one call in bf16 (`_packed_mlp`): batches of long prompts
 NUCLEUS_PROBE = 256  # most likely tokens looked at first for the nucleus (top-p), then 8x as many, and so on
 NUCLEUS_WIDER = 8  # how many times more tokens each further probe looks at; the full sort past a quarter of them
-HEAD_REFINE = 2 * NUCLEUS_PROBE  # tokens per row whose logits a bf16 head for sampling computes again in fp32
+HEAD_REFINE = 2 * NUCLEUS_PROBE  # tokens per row whose logits an int8 or bf16 head for sampling computes again in fp32
 HEAD_REFINE_ROWS = 64  # positions up to which it does (decode steps, a prefill's last position)
 
 
@@ -477,17 +478,17 @@ def _int8_rows(weight: Any) -> tuple[Any, Any, Any] | None:
     if not (_cpu_has("_is_avx512_supported") or _cpu_has("_is_vnni_supported")):
         return None
     try:
-        scales = (weight.abs().amax(1) / 127).clamp(min=1e-12)
+        scales = (torch.maximum(weight.amax(1), -weight.amin(1)) / 127).clamp(min=1e-12)  # no |weight| copy
         rows = torch.empty(weight.shape, dtype=torch.int8)
         for start in range(0, len(weight), 16384):  # a slice at a time: no fp32 copy of the whole head
             part = slice(start, start + 16384)
-            rows[part] = torch.round(weight[part] / scales[part, None]).clamp(-127, 127).to(torch.int8)
+            rows[part] = torch.round(weight[part] / scales[part, None]).clamp_(-127, 127)
         packed = (torch.ops.onednn.qlinear_prepack(rows, [PackedLinears.ROWS_HINT, weight.shape[1]]), scales,
                   torch.zeros(len(weight), dtype=torch.long))
         x = torch.randn(2, weight.shape[1], generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            error = _int8_linear(packed, x) - x @ weight.t()
-            size = (x @ weight.t()).pow(2).mean().sqrt()
+            want = x @ weight.t()
+            error, size = _int8_linear(packed, x) - want, want.pow(2).mean().sqrt()
     except (AttributeError, RuntimeError, NotImplementedError):  # no oneDNN int8 ops in this torch, or not here
         return None
     return packed if bool(error.pow(2).mean().sqrt() < 0.05 * size) else None
