@@ -289,6 +289,34 @@ def test_a_sampled_head_gives_fp32_logits_for_the_tokens_sampling_looks_at(monke
     assert 1e-4 < error < 0.05  # int8 elsewhere: about 1% of the logits' size, rows and inputs rounded
 
 
+def test_a_bf16_head_serves_where_int8_rows_cannot(monkeypatch):
+    """Where oneDNN's int8 linear is missing (`_int8_rows` None) and the projections are bf16, the sampled head
+    runs on a bf16 copy, its HEAD_REFINE most likely tokens refined from fp32 as with int8 rows; in fp32 the
+    head then stays fp32."""
+    import twin.decoding as decoding
+    from torch.nn import functional as F
+
+    model = llama()
+    if not decoding.PackedLinears.usable(model, "bf16"):
+        pytest.skip("this torch has no oneDNN bf16 linear ops")
+    monkeypatch.setattr(decoding, "HEAD_REFINE", 8)
+    monkeypatch.setattr(decoding, "_int8_rows", lambda weight: None)
+    head = model.get_output_embeddings()
+    assert decoding.PackedLinears(model, "fp32", sampled_head=True).packed[head][2] == torch.float32
+    packed = decoding.PackedLinears(model, "bf16", sampled_head=True)
+    assert packed.packed[head][2] == torch.bfloat16
+    x = torch.randn(3, 32) * 4
+    exact = F.linear(x, head.weight)
+    with torch.inference_mode(), packed.active():
+        logits = head(x)
+    top = logits.topk(8, dim=-1).indices
+    assert torch.allclose(logits.gather(-1, top), exact.gather(-1, top), atol=1e-5)  # refined: fp32
+    rest = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, top, False)
+    assert torch.allclose(logits[rest], exact[rest], rtol=2e-2, atol=2e-2)  # bf16 elsewhere
+    assert not torch.allclose(logits[rest], exact[rest], atol=1e-5)
+    assert set(top[0].tolist()) == set(exact[0].topk(8).indices.tolist())
+
+
 def test_an_mlp_of_another_form_is_not_run_as_one():
     """`_find_mlps` checks each MLP's own forward against the formula it would replace it with: an MLP that
     multiplies the other way round (act on up, not on gate) keeps its own forward."""
