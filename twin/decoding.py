@@ -480,8 +480,9 @@ def _int8_rows(weight: Any) -> tuple[Any, Any, Any] | None:
     try:
         scales = (torch.maximum(weight.amax(1), -weight.amin(1)) / 127).clamp(min=1e-12)  # no |weight| copy
         rows = torch.empty(weight.shape, dtype=torch.int8)
-        for start in range(0, len(weight), 16384):  # a slice at a time: no fp32 copy of the whole head
-            part = slice(start, start + 16384)
+        step = 16384  # rows rounded at a time: no fp32 copy of the whole head
+        for start in range(0, len(weight), step):
+            part = slice(start, start + step)
             rows[part] = torch.round(weight[part] / scales[part, None]).clamp_(-127, 127)
         packed = (torch.ops.onednn.qlinear_prepack(rows, [PackedLinears.ROWS_HINT, weight.shape[1]]), scales,
                   torch.zeros(len(weight), dtype=torch.long))
