@@ -4,6 +4,8 @@ chunked head loss, and a run that cannot fit stopping before it starts."""
 from __future__ import annotations
 
 import doctest
+import sys
+from dataclasses import replace
 
 import pytest
 
@@ -53,6 +55,18 @@ def test_checkpointing_asked_for_is_kept():
     assert (plan.micro_batch_rows, plan.checkpointed_layers) == (2, 30)
 
 
+def test_a_mixed_precision_plan_counts_the_bf16_weight_copies_and_fewer_activation_bytes():
+    mixed = replace(SMOL, mixed=True, projection_params=106_168_320)
+    for rows, layers in ((1, 0), (2, 0), (1, 30)):
+        fp32, bf16 = estimate_peak(SMOL, 1024, rows, layers), estimate_peak(mixed, 1024, rows, layers)
+        acts = estimate_peak(SMOL, 1024, rows, layers) - estimate_peak(SMOL, 64, rows, layers)
+        acts_mixed = estimate_peak(mixed, 1024, rows, layers) - estimate_peak(mixed, 64, rows, layers)
+        assert acts_mixed < acts and bf16 - fp32 < mixed.projection_params * 2
+    plan = choose(mixed, 1024, 2, 1, 3 * GB)  # the demo's settings: no checkpointing needed
+    assert (plan.micro_batch_rows, plan.checkpointed_layers) == (1, 0) and plan.peak_bytes < 2.95 * GB
+    assert "no activation checkpointing, bf16 mixed precision; about 2.9 GB of 3.0 GB" in plan.describe()
+
+
 def test_too_small_budget_names_the_need():
     with pytest.raises(budget.DoesNotFit, match=r"needs about 1\.3 GB \(1 row of 1024 tokens, all 30 layers"):
         choose(SMOL, 1024, 2, 1, GB)
@@ -69,6 +83,19 @@ def test_a_run_that_cannot_fit_stops_before_the_first_step(tmp_path):
     assert not list(tmp_path.iterdir())  # no checkpoint written: nothing ran
     after = lora_weights(model)
     assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_freed_memory_goes_back_after_a_micro_batch():
+    import psutil
+
+    trim = budget.return_freed_memory()
+    assert trim is not None
+    blocks = [bytearray(1 << 20) for _ in range(200)]  # 1 MB each: under the mmap threshold, from the heap
+    del blocks[:199]  # freed, but below the last one: glibc keeps them unless trimmed
+    before = psutil.Process().memory_info().rss
+    trim()
+    assert psutil.Process().memory_info().rss < before - 100 * (1 << 20)
 
 
 def tr_model():

@@ -10,6 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from helpers import tiny_tokenizer
 from twin.chat import Chat, Message
 from twin.cli import main
+from twin.decoding import native_bf16
 from twin.store import Store
 
 OWNER = "user1"
@@ -74,6 +75,8 @@ def test_train_then_eval(tmp_path, base_dir):
     assert meta["data"]["train_samples"] + meta["data"]["held_out_samples"] == 24
     assert meta["data"]["held_out_samples"] == 2  # the most recent session of each chat
     assert meta["hyperparameters"]["r"] == 16 and meta["training"]["steps"] == 4
+    ran = "bf16 mixed" if native_bf16() else "fp32"  # "auto": mixed where the CPU multiplies bf16 natively
+    assert meta["hyperparameters"]["precision"] == "auto" and meta["training"]["precision"] == ran
     assert meta["dataset_options"]["notes"] == ["Tomas Berg"]  # which contacts had notes; not the notes
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["r"] == 16 and config["lora_alpha"] == 32 and not config.get("modules_to_save")

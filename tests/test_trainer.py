@@ -63,8 +63,10 @@ def chat_samples(n=12, seed=0, lo=8, hi=60) -> list[Sample]:
 
 
 def cfg(**kw) -> TrainingConfig:
+    """Settings for the tiny model; fp32 unless asked, so that exact comparisons hold on every CPU ("auto" is
+    bf16 mixed precision where the CPU has bf16 natively)."""
     base = dict(max_tokens=128, micro_batch_rows=2, grad_accum=2, lr=5e-3, dropout=0.0, progress=False,
-                max_steps=2, warmup_ratio=0.0)
+                max_steps=2, warmup_ratio=0.0, precision="fp32")
     return TrainingConfig(**(base | kw))
 
 
@@ -99,6 +101,44 @@ def test_loss_falls_on_a_repeated_sample(tmp_path):
     history = result.loss_history
     assert len(history) == 10
     assert history[-1] < 0.85 * history[0] and history[-1] < min(history[:5]), history
+
+
+def test_bf16_mixed_precision_runs_the_products_in_bf16_and_learns_what_fp32_learns(tmp_path):
+    """`precision = "bf16"` on fp32 weights: the projections multiply in bf16 (dropout's lean path included), the
+    LoRA weights and their optimizer stay fp32, and ten steps bring the loss down as far as fp32 training does.
+    (Adam's first updates are the gradients' signs, which bf16 flips where a gradient is near 0, so the weights
+    themselves are compared through what they do.)"""
+    sample = chat_samples(1, seed=3, lo=40, hi=40)[0]
+    runs, seen = {}, {}
+    for precision in ("fp32", "bf16"):
+        settings = cfg(max_steps=10, micro_batch_rows=1, grad_accum=1, lr=1e-2, dropout=0.1, precision=precision)
+        model = tr.add_lora(tiny_llama(), settings)
+        q = model.base_model.model.model.layers[0].self_attn.q_proj
+        seen[precision] = set()
+        q.base_layer.register_forward_hook(
+            lambda m, args, out, p=precision: seen[p].add(out.dtype) if torch.is_grad_enabled() else None)
+        runs[precision] = train(model, Tokenizer(), [sample] * 4, settings, tmp_path / precision)
+        assert all(p.dtype == torch.float32 for n, p in runs[precision].model.named_parameters() if "lora_" in n)
+    assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
+    fp32, bf16 = runs["fp32"], runs["bf16"]
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16 mixed")
+    assert bf16.loss_history != fp32.loss_history  # the products did run in bf16
+    assert bf16.loss_history[0] == pytest.approx(fp32.loss_history[0], rel=1e-2)
+    assert bf16.loss_history[-1] < 0.85 * bf16.loss_history[0]
+    assert bf16.loss_history[-1] == pytest.approx(fp32.loss_history[-1], rel=0.05)
+
+
+def test_auto_precision_is_bf16_mixed_only_on_fp32_weights_where_the_cpu_has_bf16(monkeypatch):
+    from twin import decoding
+
+    model = tr.add_lora(tiny_llama(), cfg())
+    for native, want in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(decoding, "native_bf16", lambda native=native: native)
+        assert tr.mixed_precision(model, cfg(precision="auto"), "cpu") is want
+    assert tr.mixed_precision(model, cfg(precision="bf16"), "cpu") is torch.bfloat16
+    assert tr.mixed_precision(model, cfg(precision="fp32"), "cpu") is None
+    assert tr.mixed_precision(tr.add_lora(tiny_llama().to(torch.bfloat16), cfg()), cfg(precision="bf16"),
+                              "cpu") is None  # bf16 weights set the precision themselves
 
 
 def test_rank_outside_vllms_set_is_refused():
@@ -190,6 +230,41 @@ def test_selected_logits_loss_equals_the_full_logits_loss(attn):
                          use_cache=False).loss
         selected = pk.TargetLoss(model)(**batch) / batch["targets"][:, 1:].sum()
     torch.testing.assert_close(selected, full, rtol=1e-5, atol=1e-6)
+
+
+def test_a_width_multiple_pads_each_row_with_a_block_of_its_own():
+    data = pk.prepare(chat_samples(8, seed=1), cfg(), VOCAB)
+    plain = pk.collate(data, [0, 1], pad_id=0, device="cpu")
+    rounded = pk.collate(data, [0, 1], pad_id=0, device="cpu", multiple=64)
+    width = plain["input_ids"].shape[1]
+    assert rounded["input_ids"].shape[1] == -(-width // 64) * 64 > width
+    for key in ("input_ids", "position_ids", "targets"):
+        assert torch.equal(rounded[key][:, :width], plain[key])
+    assert not rounded["targets"][:, width:].any() and torch.equal(rounded["input_ids"][:, width:],
+                                                                  torch.zeros_like(rounded["input_ids"][:, width:]))
+    model = tiny_llama_with(pk.SEGMENT_ATTENTION).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(pk.TargetLoss(model)(**rounded), pk.TargetLoss(model)(**plain), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_under_cpu_autocast_attention_and_the_head_loss_stay_fp32():
+    """The trainer's bf16 autocast leaves attention and the loss's logits in fp32 (training.packing): the same
+    results as fp32 inputs without autocast."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 30, 16).to(torch.bfloat16) for _ in range(3))
+    pos = torch.cat([torch.arange(12), torch.arange(18)])[None]
+    module = type("Attention", (), {"is_causal": True, "num_key_value_groups": 1, "training": False})()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = pk.segment_attention(module, q, k, v, None, position_ids=pos)
+    plain, _ = pk.segment_attention(module, q.float(), k.float(), v.float(), None, position_ids=pos)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, plain)
+
+    head = torch.nn.Linear(16, 50, bias=False).requires_grad_(False)
+    hidden, labels = torch.randn(37, 16), torch.randint(0, 50, (37,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed_loss = pk.head_loss(hidden, head, labels, chunk=8)
+    assert torch.equal(mixed_loss, pk.head_loss(hidden, head, labels, chunk=8))
 
 
 def test_training_leaves_the_attention_implementation_as_it_was(tmp_path):

@@ -11,10 +11,12 @@ about a third more compute for that layer). A run that fits no plan stops before
 The estimate is `fixed + weights + activations`, with the per-token activation bytes of one decoder layer
 measured on SmolLM2-135M (fp32, LoRA on every projection, dropout on, training.lean_dropout and training.lean_mlp as the
 trainer runs them) and scaled by the model's widths; see docs/benchmarks.md ("Training memory") for the measurements
-it was fitted to.
+it was fitted to. Under bf16 mixed precision (training.trainer.mixed_precision) a layer keeps MIXED_SHARE of
+those bytes, and the bf16 copies of the decoder's projections count with the weights.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 GB = 1024**3
@@ -27,6 +29,9 @@ GB = 1024**3
 RUNTIME_BYTES = int(0.45 * GB)
 HIDDEN_COPIES = 16  # norms, q/k/v/o, rotary, attention, one LoRA input per group of projections, dropout masks
 INTERMEDIATE_COPIES = 4  # gate and up (training.lean_mlp), the product (down's LoRA input) and its dropout mask
+# Under bf16 autocast a SmolLM2 layer kept 30.1 against 39.2 KB per token (saved_tensors_hooks, 0.77), and its
+# bf16 weight copies besides; 0.85 fits the demo's whole-run peak (docs/benchmarks.md, "Training memory").
+MIXED_SHARE = 0.85
 HEAD_CHUNK = 256  # target positions whose logits exist at once (training.packing.HEAD_CHUNK)
 
 
@@ -41,18 +46,28 @@ class Shape:
     params: int  # all parameters, trainable or not
     trainable: int  # the LoRA weights (AdamW keeps two more copies, and each has a gradient)
     dtype_bytes: int = 4
+    # Under torch.autocast (training.trainer.mixed_precision) the kept activations are partly bf16, and each
+    # decoder layer keeps bf16 copies of its projections' weights for the backward.
+    mixed: bool = False
+    projection_params: int = 0  # the decoder layers' frozen linear weights (what autocast copies)
 
     @classmethod
-    def of(cls, model) -> "Shape":
+    def of(cls, model, mixed=None) -> "Shape":
+        """The model's shape; `mixed`: the autocast dtype its forward runs at, if any."""
+        from torch import nn
+
         causal = model.get_base_model() if hasattr(model, "get_base_model") else model
         c = causal.config
         c = getattr(c, "text_config", None) or c
         first = next(model.parameters())
+        decoder = causal.get_decoder() if hasattr(causal, "get_decoder") else causal
+        projections = sum(m.weight.numel() for m in decoder.modules()
+                          if isinstance(m, nn.Linear) and not m.weight.requires_grad)
         return cls(layers=c.num_hidden_layers, hidden=c.hidden_size,
                    intermediate=getattr(c, "intermediate_size", None) or 4 * c.hidden_size, vocab=c.vocab_size,
                    params=sum(p.numel() for p in model.parameters()),
                    trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   dtype_bytes=first.element_size())
+                   dtype_bytes=first.element_size(), mixed=mixed is not None, projection_params=projections)
 
 
 @dataclass(frozen=True)
@@ -63,18 +78,21 @@ class Plan:
     layers: int
     peak_bytes: int  # the estimate
     budget_bytes: int
+    mixed: bool = False  # the forward in bf16 mixed precision (Shape.mixed)
 
     def describe(self) -> str:
         """One line for the terminal: what was chosen and why it fits."""
         ck = ("no activation checkpointing" if not self.checkpointed_layers else
               f"activation checkpointing on {self.checkpointed_layers} of {self.layers} layers")
+        mixed = ", bf16 mixed precision" if self.mixed else ""
         return (f"memory plan: {self.micro_batch_rows} row(s) per micro-batch x {self.grad_accum} accumulation, "
-                f"{ck}; about {self.peak_bytes / GB:.1f} GB of {self.budget_bytes / GB:.1f} GB")
+                f"{ck}{mixed}; about {self.peak_bytes / GB:.1f} GB of {self.budget_bytes / GB:.1f} GB")
 
 
 def layer_bytes(shape: Shape, tokens: int) -> int:
     """Bytes one decoder layer keeps for its backward over `tokens` tokens when not checkpointed."""
-    return tokens * shape.dtype_bytes * (HIDDEN_COPIES * shape.hidden + INTERMEDIATE_COPIES * shape.intermediate)
+    floats = tokens * (HIDDEN_COPIES * shape.hidden + INTERMEDIATE_COPIES * shape.intermediate)
+    return int(floats * (shape.dtype_bytes * MIXED_SHARE if shape.mixed else shape.dtype_bytes))
 
 
 def estimate_peak(shape: Shape, row_tokens: int, micro_batch_rows: int, checkpointed: int) -> int:
@@ -87,6 +105,8 @@ def estimate_peak(shape: Shape, row_tokens: int, micro_batch_rows: int, checkpoi
     """
     tokens = row_tokens * micro_batch_rows
     weights = shape.params * shape.dtype_bytes + shape.trainable * 4 * 4  # weights; LoRA grads + AdamW moments
+    if shape.mixed:
+        weights += shape.projection_params * 2  # the bf16 copies of the projections kept for the backward
     one_layer = layer_bytes(shape, tokens)
     inputs = tokens * shape.hidden * shape.dtype_bytes  # what a checkpointed layer keeps
     acts = (shape.layers - checkpointed) * one_layer + checkpointed * inputs + (one_layer if checkpointed else 0)
@@ -120,7 +140,7 @@ def choose(shape: Shape, row_tokens: int, micro_batch_rows: int, grad_accum: int
         for m in sizes:
             peak = estimate_peak(shape, row_tokens, m, k)
             if peak <= budget_bytes:
-                return Plan(m, rows // m, k, shape.layers, peak, budget_bytes)
+                return Plan(m, rows // m, k, shape.layers, peak, budget_bytes, shape.mixed)
     least = estimate_peak(shape, row_tokens, 1, shape.layers)
     raise DoesNotFit(f"needs about {least / GB:.1f} GB (1 row of {row_tokens} tokens, "
                      f"all {shape.layers} layers checkpointed)")
@@ -144,30 +164,37 @@ def budget_bytes(max_memory_gb: float | None, device="cpu") -> int:
     return free_bytes()
 
 
-def return_freed_memory() -> bool:
-    """Make glibc give freed activations back to the OS (Linux only); True if it could be set.
+MMAP_THRESHOLD = 16 << 20  # bytes: larger blocks get their own mapping, returned to the OS when freed
 
-    glibc raises its mmap threshold (up to 32 MB) each time a large block is freed, after which a training
-    step's activation tensors (a few MB each) come from the heap and stay in the RSS after they are freed: on
-    SmolLM2 one 1024-token forward and backward peaked at 3.97 GB that way against 2.62 GB with the threshold
-    fixed at 1 MB (docs/benchmarks.md, "Training memory"). Fixing it (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD) costs
-    page faults on each allocation, about a tenth more CPU time in that measurement. Kept with the lean layers:
-    one forward and backward of an 8-layer SmolLM2-shaped model peaked 384 MiB above a base of 1,342 MiB with
-    glibc's defaults (the base held what the first step had freed) against 462 above 733 with the threshold fixed.
+
+def return_freed_memory() -> Callable[[], None] | None:
+    """Keep freed activations from staying in the process (glibc on Linux only): a function that gives the
+    heap's free pages back to the OS, for the trainer to call after each micro-batch; None elsewhere.
+
+    glibc raises its mmap threshold (up to 32 MB) each time a large block is freed, after which a step's
+    activation tensors come from the heap and stay in the RSS after they are freed, and the heap fragments as
+    row shapes change: RSS grew step after step. Earlier the threshold was fixed at 1 MB, which kept the peak
+    (2.62 GB for the demo's plan) at the price of a page fault on each allocation: measured again with the lean
+    layers and bf16 products, a 1024-token row took 4.50 s against 2.83 s with glibc's defaults (fp32), 3.91
+    against 2.07 (bf16). Now the thresholds are MMAP_THRESHOLD and `malloc_trim(0)` runs after each micro-batch:
+    the demo's 8 fp32 steps at 292 tokens/s against 231 for the 1 MB threshold, with a flat RSS between steps and
+    a peak of 2.96 against 2.62 GB (docs/benchmarks.md, "Training memory", session 10).
     """
     import ctypes
     import ctypes.util
     import sys
 
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
+        return None
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    return bool(mallopt(m_mmap_threshold, 1 << 20)) and bool(mallopt(m_trim_threshold, 1 << 20))
+    if not (mallopt(m_mmap_threshold, MMAP_THRESHOLD) and mallopt(m_trim_threshold, MMAP_THRESHOLD)):
+        return None
+    return lambda: malloc_trim(0) and None
 
 
 def apply_checkpointing(model, layers: int) -> int:

@@ -119,7 +119,7 @@ def train_adapter(home: Home, training: TrainingConfig, data_opts: DatasetOption
         "hyperparameters": hyperparameters(t),
         "training": {"steps": result.steps, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
                      "final_loss": result.final_loss, "stopped_by": result.stopped_by,
-                     "memory_plan": result.memory_plan},
+                     "memory_plan": result.memory_plan, "precision": result.precision},
         "canaries": [asdict(c) for c in canaries],
         "eval": None,
     })

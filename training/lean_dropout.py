@@ -62,6 +62,7 @@ class _DropoutLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, dropped, weight, scale = ctx.saved_tensors
+        g = g.to(weight.dtype)  # under torch.autocast the forward's product, and so g, is bf16; r is small
         # Scaled where nn.Dropout scales (the input-wide tensors), so the rounding is the same as peft's.
         dx = dw = None
         if ctx.needs_input_grad[0]:

@@ -68,6 +68,9 @@ def head_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor, softc
     computes each chunk's gradient as it goes, so a 49k- or 262k-vocabulary fp32 logits tensor is never whole
     and never kept for the backward. Anything else takes the plain path.
     """
+    if hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):  # the loss from fp32 logits, as without autocast
+            return head_loss(hidden.float(), head, labels, softcap, chunk)
     weight = getattr(head, "weight", None)
     if type(head) is not nn.Linear or head.bias is not None or weight.requires_grad:
         logits = head(hidden).float()
@@ -126,6 +129,13 @@ def segment_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if query.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # Under the trainer's bf16 autocast (training.trainer.mixed_precision) attention stays fp32 on a CPU:
+        # torch's bf16 flash kernel was slower there (414 against 323 ms per 1024-token row on SmolLM2) and
+        # keeps kernels for every new sample length it meets, ~25 MB more resident per micro-batch.
+        with torch.autocast("cpu", enabled=False):
+            return segment_attention(module, query.float(), key.float(), value.float(), attention_mask,
+                                     dropout, scaling, position_ids, **kwargs)
     length = query.shape[2]
     if position_ids is None or length == 1 or key.shape[2] != length or kwargs.get("sliding_window"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -260,12 +270,13 @@ def epoch_steps(data: Prepared, cfg: TrainingConfig, epoch: int, world: int) -> 
     return [micro[i : i + per_step] for i in range(0, len(micro), per_step)]
 
 
-def collate(data: Prepared, row_ids: list[int], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """A micro-batch: rows of concatenated samples, positions restarting per sample, padded to the longest row.
+def collate(data: Prepared, row_ids: list[int], pad_id: int, device, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """A micro-batch: rows of concatenated samples, positions restarting per sample, padded to the longest row
+    (rounded up to a `multiple` of tokens).
 
     Padding is a block of its own (positions from 0, never a target), so it changes nothing for the samples.
     """
-    width = max(data.row_tokens[r] for r in row_ids)
+    width = -(-max(data.row_tokens[r] for r in row_ids) // multiple) * multiple
     ids, pos, tgt = [], [], []
     for r in row_ids:
         x, p, t = [], [], []

@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,15 +44,18 @@ from training.packing import (
     TrainingError, Sample, TargetLoss, use_segment_attention, check_packing, Prepared, prepare, epoch_steps, collate,
 )
 from twin.config import VLLM_LORA_RANKS, TrainingConfig
+from twin.decoding import cpu_precision
 
 log = logging.getLogger(__name__)
+
+MIXED_ROW_MULTIPLE = 64  # tokens: a few distinct widths for oneDNN's kernels (Run.row_multiple)
 
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # What twin.json's "hyperparameters" and a checkpoint's "config" hold, in this order (the adapter format).
 HYPERPARAMETERS = ("r", "alpha", "dropout", "target_modules", "lr", "weight_decay", "warmup_ratio", "max_grad_norm",
                    "grad_accum", "micro_batch_rows", "max_tokens", "epochs", "max_steps", "time_budget_s", "seed",
-                   "gradient_checkpointing", "qlora", "save_every", "keep_checkpoints", "progress")
+                   "gradient_checkpointing", "qlora", "save_every", "keep_checkpoints", "progress", "precision")
 
 
 def hyperparameters(cfg: TrainingConfig) -> dict:
@@ -72,6 +75,7 @@ class TrainResult:
     model: nn.Module = field(repr=False)  # the PeftModel, unwrapped
     checkpoint: Path | None = None
     memory_plan: str = ""  # training.budget.Plan.describe()
+    precision: str = "fp32"  # what the forward ran at: "fp32", "bf16 mixed" or the weights' dtype ("bfloat16")
 
 
 # --- the model -------------------------------------------------------------------------------------------
@@ -114,12 +118,28 @@ def add_lora(model: nn.Module, cfg: TrainingConfig):
         return get_peft_model(model, config)
 
 
-def memory_plan(model, cfg: TrainingConfig, device) -> budget.Plan:
+def mixed_precision(model, cfg: TrainingConfig, device) -> torch.dtype | None:
+    """The dtype the forward runs at under torch.autocast, or None to run at the weights' own dtype.
+
+    Only fp32 weights (a CPU) are run mixed: `[training] precision` "bf16", or "auto" where the CPU multiplies
+    bf16 natively (twin.decoding.native_bf16). The LoRA weights, their gradients, AdamW's moments and the loss
+    stay fp32; the projections' products run in bf16. Weights already in bf16 (a GPU) set the precision alone.
+    """
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if causal.get_input_embeddings().weight.dtype != torch.float32:
+        return None
+    wanted = cpu_precision(cfg.precision) if torch.device(device).type == "cpu" else cfg.precision
+    return torch.bfloat16 if wanted == "bf16" else None
+
+
+def memory_plan(model, cfg: TrainingConfig, device, mixed: torch.dtype | None = None) -> budget.Plan:
     """The micro-batch, accumulation and checkpointed layers that fit training.max_memory_gb (default: what the
-    machine, or the GPU, has free); a TrainingError naming the setting when nothing fits."""
+    machine, or the GPU, has free), with the forward at `mixed` (mixed_precision); a TrainingError naming the
+    setting when nothing fits."""
     limit = budget.budget_bytes(cfg.max_memory_gb, device)
+    shape = budget.Shape.of(model, mixed)
     try:
-        return budget.choose(budget.Shape.of(model), cfg.max_tokens, cfg.micro_batch_rows, cfg.grad_accum, limit,
+        return budget.choose(shape, cfg.max_tokens, cfg.micro_batch_rows, cfg.grad_accum, limit,
                              checkpoint_all=cfg.gradient_checkpointing)
     except budget.DoesNotFit as e:
         where = (f"training.max_memory_gb = {cfg.max_memory_gb:g}" if cfg.max_memory_gb else
@@ -153,10 +173,10 @@ def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainingConfig
         raise TrainingError(f"tokenizer has {len(tokenizer)} tokens, the model {vocab} embeddings; "
                             "twin never resizes embeddings (vLLM adapters cannot carry new tokens)")
     data = prepare(train_samples, cfg, vocab)
-    plan = memory_plan(peft_model, cfg, acc.device)  # a run that cannot fit stops here, before any step
+    mixed = mixed_precision(peft_model, cfg, acc.device)
+    plan = memory_plan(peft_model, cfg, acc.device, mixed)  # a run that cannot fit stops here, before any step
     budget.apply_checkpointing(peft_model, plan.checkpointed_layers)
-    if acc.device.type == "cpu":
-        budget.return_freed_memory()
+    trim = budget.return_freed_memory() if acc.device.type == "cpu" else None
     if cfg.progress and acc.is_main_process:
         print(plan.describe(), file=sys.stderr)
     log.info("%s", plan.describe())
@@ -170,7 +190,7 @@ def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainingConfig
     # The scheduler stays outside prepare(): accelerate would step it once per process.
     loss_fn, optimizer = acc.prepare(TargetLoss(peft_model), optimizer)
     run = Run(acc, peft_model, loss_fn, optimizer, scheduler, data, cfg, Path(run_dir), pad_id, total, batching,
-              plan.describe())
+              plan.describe(), mixed, trim)
     causal = peft_model.get_base_model()
     previous_attention = use_segment_attention(causal)
     try:
@@ -199,6 +219,28 @@ class Run:
     total: int  # optimizer steps
     batching: TrainingConfig  # cfg with the memory plan's micro-batch and accumulation (same rows per step)
     memory_plan: str = ""
+    mixed: torch.dtype | None = None  # the forward's autocast dtype (mixed_precision), None: the weights' dtype
+    trim: Callable[[], None] | None = None  # training.budget.return_freed_memory's, after each micro-batch
+
+    def forward_precision(self):
+        """The context the forward runs in: torch.autocast at `mixed`, or nothing."""
+        if self.mixed is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.acc.device.type, dtype=self.mixed)
+
+    @property
+    def row_multiple(self) -> int:
+        """What micro-batch widths are rounded up to. oneDNN, which runs the bf16 products on a CPU, keeps kernels
+        for every shape it meets: rows of any length grew the process by ~7 MB per micro-batch on SmolLM2."""
+        return MIXED_ROW_MULTIPLE if self.mixed is not None and self.acc.device.type == "cpu" else 1
+
+    @property
+    def precision(self) -> str:
+        """What the forward ran at, for twin.json: "bf16 mixed", "fp32", or the weights' dtype ("bfloat16")."""
+        if self.mixed is not None:
+            return "bf16 mixed"  # mixed_precision gives bf16 only
+        dtype = self.model.get_base_model().get_input_embeddings().weight.dtype
+        return "fp32" if dtype == torch.float32 else str(dtype).removeprefix("torch.")
 
 
 def _loop(run: Run, resume: bool) -> TrainResult:
@@ -227,11 +269,14 @@ def _loop(run: Run, resume: bool) -> TrainResult:
         run.loss_fn.train()
         loss_sum = torch.zeros((), device=acc.device)
         for j, rows in enumerate(mine):
-            batch = collate(data, rows, run.pad_id, acc.device)
+            batch = collate(data, rows, run.pad_id, acc.device, run.row_multiple)
             # Gradients are all-reduced (averaged over ranks) only on the last micro-batch of the step.
             with acc.no_sync(run.loss_fn) if j < len(mine) - 1 else contextlib.nullcontext():
-                summed = run.loss_fn(**batch)
+                with run.forward_precision():  # the backward runs outside, as torch.autocast asks
+                    summed = run.loss_fn(**batch)
                 acc.backward(summed * world / step_targets)
+                if run.trim is not None:
+                    run.trim()  # what this micro-batch freed goes back before the next one allocates
             loss_sum += summed.detach()
         acc.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], cfg.max_grad_norm)
         run.optimizer.step()
@@ -256,7 +301,8 @@ def _loop(run: Run, resume: bool) -> TrainResult:
              start_step, step, tokens, elapsed, tokens / max(elapsed, 1e-9), stopped_by)
     return TrainResult(steps=step, tokens=tokens, tokens_per_s=tokens / max(elapsed, 1e-9),
                        final_loss=losses[-1] if losses else float("nan"), loss_history=losses,
-                       stopped_by=stopped_by, model=run.model, checkpoint=checkpoint, memory_plan=run.memory_plan)
+                       stopped_by=stopped_by, model=run.model, checkpoint=checkpoint, memory_plan=run.memory_plan,
+                       precision=run.precision)
 
 
 # --- checkpoints and the adapter -------------------------------------------------------------------------

@@ -62,6 +62,8 @@ class TrainingConfig(Section):
     gradient_checkpointing: bool = False  # on every layer; off: training.budget checkpoints what max_memory_gb needs
     max_memory_gb: float | None = Field(None, gt=0)  # none: what the machine has free (training.budget)
     qlora: bool = False  # the base must then be loaded in 4 bit: load_base(..., load_in_4bit=True)
+    # fp32 weights (a CPU): "auto" runs the forward in bf16 mixed precision where the CPU has bf16 natively
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 0
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: tuple[str, ...] | None = None  # none: every linear projection of the model
@@ -268,6 +270,7 @@ TEMPLATE = """\
 # scrub_pii = true                # replace emails, phone, card and IBAN numbers before training
 # holdout_fraction = 0.1          # the most recent share of each chat's conversations, for `twin eval`
 # max_memory_gb = 3               # default: what the machine has free; picks micro-batch and checkpointing
+# precision = "auto"              # on a CPU: bf16 mixed precision where the CPU has it natively, else "fp32"
 
 [serve]
 # base_model = "..."              # default: the base your adapters were trained on
