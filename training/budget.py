@@ -177,8 +177,8 @@ def return_freed_memory() -> Callable[[], None] | None:
     (2.62 GB for the demo's plan) at the price of a page fault on each allocation: measured again with the lean
     layers and bf16 products, a 1024-token row took 4.50 s against 2.83 s with glibc's defaults (fp32), 3.91
     against 2.07 (bf16). Now the thresholds are MMAP_THRESHOLD and `malloc_trim(0)` runs after each micro-batch:
-    the demo's 8 fp32 steps at 292 tokens/s against 231 for the 1 MB threshold, with a flat RSS between steps and
-    a peak of 2.96 against 2.62 GB (docs/benchmarks.md, "Training memory", session 10).
+    the demo's 8 fp32 steps at 286 tokens/s against 231 for the 1 MB threshold, with a flat RSS between steps and
+    a peak of 3,071,180 against 2,624,752 kB (docs/benchmarks.md, "Training memory", session 10).
     """
     import ctypes
     import ctypes.util
