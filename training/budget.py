@@ -52,7 +52,7 @@ class Shape:
     projection_params: int = 0  # the decoder layers' frozen linear weights (what autocast copies)
 
     @classmethod
-    def of(cls, model, mixed=None) -> "Shape":
+    def of(cls, model, mixed: object = None) -> "Shape":
         """The model's shape; `mixed`: the autocast dtype its forward runs at, if any."""
         from torch import nn
 
@@ -194,7 +194,11 @@ def return_freed_memory() -> Callable[[], None] | None:
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
     if not (mallopt(m_mmap_threshold, MMAP_THRESHOLD) and mallopt(m_trim_threshold, MMAP_THRESHOLD)):
         return None
-    return lambda: malloc_trim(0) and None
+
+    def trim() -> None:
+        malloc_trim(0)
+
+    return trim
 
 
 def apply_checkpointing(model, layers: int) -> int:

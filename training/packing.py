@@ -69,7 +69,9 @@ def head_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor, softc
     and never kept for the backward. Anything else takes the plain path.
     """
     if hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        with torch.autocast("cpu", enabled=False):  # the loss from fp32 logits, as without autocast
+        # The loss from fp32 logits, as without autocast; bf16 products here also kept oneDNN kernels for every
+        # number of target positions.
+        with torch.autocast("cpu", enabled=False):
             return head_loss(hidden.float(), head, labels, softcap, chunk)
     weight = getattr(head, "weight", None)
     if type(head) is not nn.Linear or head.bias is not None or weight.requires_grad:

@@ -9,6 +9,8 @@ Before the first step training.budget picks the micro-batch, accumulation and ch
 for the backward: LoRA dropout that keeps the dropped positions, drawn sparsely, and no dropped copy
 (training.lean_dropout: nn.Dropout's distribution, not its random stream) and the MLP's act(gate) * up keeping
 gate and up only (training.lean_mlp, exact); the model is restored after, and the adapter keeps its format.
+On a CPU with native bf16 the forward runs under bf16 autocast (`[training] precision`, mixed_precision), and
+glibc's heap is trimmed after each micro-batch (training.budget.return_freed_memory).
 
 The same code runs under `accelerate launch` or torchrun (DDP: deploy/accelerate/); on one process
 Accelerator is a no-op. Checkpoints (`run_dir/checkpoint-<step>/`) hold the adapter, optimizer, scheduler,
