@@ -12,6 +12,7 @@ with the loss on the owner's turns only (what `twin train` does).
     .venv/bin/python bench/train.py                        # SmolLM2-135M-Instruct, the embedded default
     .venv/bin/python bench/train.py --samples 32            # a shorter run
     .venv/bin/python bench/train.py --tiny                  # a random 2-layer model, seconds
+    .venv/bin/python bench/train.py --precision fp32        # both in fp32 (default auto: bf16 mixed where native)
     .venv/bin/python bench/train.py --config-shape 2048 16 16 128256 --samples 2000   # a random 1B-ish model, GPU
 """
 
@@ -112,7 +113,7 @@ def run_twin(make_model, tokenizer, samples, args, owner_only: bool) -> tuple[in
         samples = [Sample(s.input_ids, [True] * len(s.input_ids)) for s in samples]
     cfg = TrainingConfig(max_tokens=args.max_tokens, micro_batch_rows=args.rows, grad_accum=args.grad_accum,
                          epochs=1, dropout=0.0, seed=0, save_every=10**9, progress=True,
-                         gradient_checkpointing=args.gradient_checkpointing)
+                         gradient_checkpointing=args.gradient_checkpointing, precision=args.precision)
     model, results = make_model(), []
     with tempfile.TemporaryDirectory() as run_dir:
         wall, cpu = timed(lambda: results.append(train(model, tokenizer, samples, cfg, Path(run_dir))))
@@ -134,7 +135,7 @@ def run_trainer(make_model, tokenizer, samples, args, batch: int) -> tuple[int, 
             learning_rate=cfg.lr, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio, num_train_epochs=1,
             max_grad_norm=cfg.max_grad_norm, weight_decay=cfg.weight_decay, save_strategy="no", report_to="none",
             logging_steps=10**9, remove_unused_columns=False, seed=0, use_cpu=not torch.cuda.is_available(),
-            dataloader_pin_memory=False)
+            dataloader_pin_memory=False, bf16=args.precision == "bf16")  # bf16: the Trainer's own autocast
         trainer = Trainer(model=model, args=targs, train_dataset=[{"input_ids": s.input_ids} for s in samples],
                           data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
         wall, cpu = timed(trainer.train)
@@ -162,6 +163,9 @@ def main() -> None:
     p.add_argument("--models-dir", type=Path, help="where the converted SmolLM2 is cached (default: twin home)")
     p.add_argument("--skip-owner-only", action="store_true", help="skip the owner-turns-only twin run")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each counts (default 2)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="both sides alike: bf16 mixed precision (twin's [training] precision, the Trainer's bf16) "
+                        "or fp32; auto: bf16 where the CPU has it natively (default)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
@@ -173,6 +177,10 @@ def main() -> None:
     from training.packing import pack
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.precision == "auto":
+        from twin.decoding import cpu_precision
+
+        args.precision = cpu_precision("auto") if device == "cpu" else "fp32"  # a GPU: the weights' bf16
     shape = (64, 2, 4, 512) if args.tiny else args.config_shape
     if shape:
         tokenizer = word_tokenizer(shape[3])
@@ -199,7 +207,7 @@ def main() -> None:
     batch = max(1, round(len(samples) / len(rows) * args.rows))  # same tokens per micro-batch as a packed row
     owner = sum(sum(s.loss_mask) for s in samples) / sum(lengths)
     cpu = f"{torch.get_num_threads()} CPU threads" if device == "cpu" else torch.cuda.get_device_name()
-    print(f"model: {name}; device: {device} ({cpu}); dtype {default_dtype(device)}\n"
+    print(f"model: {name}; device: {device} ({cpu}); dtype {default_dtype(device)}, precision {args.precision}\n"
           f"data: {len(samples)} samples, {sum(lengths)} tokens, length {min(lengths)}-{max(lengths)} "
           f"(mean {sum(lengths) / len(samples):.0f}), owner turns {owner:.0%} of tokens\n"
           f"twin: {len(rows)} packed rows of {args.max_tokens} x {args.rows} per micro-batch; "
