@@ -59,8 +59,8 @@ def test_a_mixed_precision_plan_counts_the_bf16_weight_copies_and_fewer_activati
     mixed = replace(SMOL, mixed=True, projection_params=106_168_320)
     for rows, layers in ((1, 0), (2, 0), (1, 30)):
         fp32, bf16 = estimate_peak(SMOL, 1024, rows, layers), estimate_peak(mixed, 1024, rows, layers)
-        acts = estimate_peak(SMOL, 1024, rows, layers) - estimate_peak(SMOL, 64, rows, layers)
-        acts_mixed = estimate_peak(mixed, 1024, rows, layers) - estimate_peak(mixed, 64, rows, layers)
+        acts = fp32 - estimate_peak(SMOL, 64, rows, layers)
+        acts_mixed = bf16 - estimate_peak(mixed, 64, rows, layers)
         assert acts_mixed < acts and bf16 - fp32 < mixed.projection_params * 2
     plan = choose(mixed, 1024, 2, 1, 3 * GB)  # the demo's settings: no checkpointing needed
     assert (plan.micro_batch_rows, plan.checkpointed_layers) == (1, 0) and plan.peak_bytes < 2.95 * GB
