@@ -167,18 +167,31 @@ def budget_bytes(max_memory_gb: float | None, device="cpu") -> int:
 MMAP_THRESHOLD = 16 << 20  # bytes: larger blocks get their own mapping, returned to the OS when freed
 
 
-def return_freed_memory() -> Callable[[], None] | None:
-    """Keep freed activations from staying in the process (glibc on Linux only): a function that gives the
-    heap's free pages back to the OS, for the trainer to call after each micro-batch; None elsewhere.
+def resident_bytes() -> int:
+    """This process's resident set now (Linux: /proc/self/statm, a read that costs microseconds)."""
+    import os
+
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def return_freed_memory(plan: Plan) -> Callable[[], None] | None:
+    """Keep freed activations from pushing the process past its budget (glibc on Linux only): a function for the
+    trainer to call after each micro-batch that gives the heap's free pages back to the OS when the plan's peak
+    plus the pages held free could pass `plan.budget_bytes`; None elsewhere.
 
     glibc raises its mmap threshold (up to 32 MB) each time a large block is freed, after which a step's
     activation tensors come from the heap and stay in the RSS after they are freed, and the heap fragments as
     row shapes change: RSS grew step after step. Earlier the threshold was fixed at 1 MB, which kept the peak
     (2.62 GB for the demo's plan) at the price of a page fault on each allocation: measured again with the lean
     layers and bf16 products, a 1024-token row took 4.50 s against 2.83 s with glibc's defaults (fp32), 3.91
-    against 2.07 (bf16). Now the thresholds are MMAP_THRESHOLD and `malloc_trim(0)` runs after each micro-batch:
-    the demo's 8 fp32 steps at 286 tokens/s against 231 for the 1 MB threshold, with a flat RSS between steps and
-    a peak of 3,071,180 against 2,624,752 kB (docs/benchmarks.md, "Training memory", session 10).
+    against 2.07 (bf16). Now the thresholds are MMAP_THRESHOLD, and `malloc_trim(0)` runs only where it is
+    needed: the free pages that the next micro-batch may fail to reuse are at most what the heap held beyond
+    the resident set right after the first trim, and the plan's peak plus those must stay inside the budget.
+    A trim after every micro-batch cost 10% of a bf16 step (the freed pages are faulted in again; 371 against
+    411 tokens/s on SmolLM2), and without it the resident set stayed flat between micro-batches, 2.74 GB
+    with the pages held (docs/benchmarks.md, "Training memory", sessions 10-11). The demo (3 GB budget, a plan
+    of about 2.9) trims after each micro-batch; a run with the machine's free memory as its budget seldom does.
     """
     import ctypes
     import ctypes.util
@@ -194,9 +207,14 @@ def return_freed_memory() -> Callable[[], None] | None:
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
     if not (mallopt(m_mmap_threshold, MMAP_THRESHOLD) and mallopt(m_trim_threshold, MMAP_THRESHOLD)):
         return None
+    trimmed: list[int] = []  # the resident set right after the first trim: nothing freed held
 
     def trim() -> None:
+        if trimmed and plan.peak_bytes + resident_bytes() - trimmed[0] <= plan.budget_bytes:
+            return
         malloc_trim(0)
+        if not trimmed:
+            trimmed.append(resident_bytes())
 
     return trim
 

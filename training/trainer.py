@@ -10,7 +10,8 @@ for the backward: LoRA dropout that keeps the dropped positions, drawn sparsely,
 (training.lean_dropout: nn.Dropout's distribution, not its random stream) and the MLP's act(gate) * up keeping
 gate and up only (training.lean_mlp, exact); the model is restored after, and the adapter keeps its format.
 On a CPU with native bf16 the forward runs under bf16 autocast (`[training] precision`, mixed_precision), and
-glibc's heap is trimmed after each micro-batch (training.budget.return_freed_memory).
+glibc's heap is trimmed after a micro-batch where the pages it holds free could push the plan past its budget
+(training.budget.return_freed_memory).
 
 The same code runs under `accelerate launch` or torchrun (DDP: deploy/accelerate/); on one process
 Accelerator is a no-op. Checkpoints (`run_dir/checkpoint-<step>/`) hold the adapter, optimizer, scheduler,
@@ -178,7 +179,7 @@ def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainingConfig
     mixed = mixed_precision(peft_model, cfg, acc.device)
     plan = memory_plan(peft_model, cfg, acc.device, mixed)  # a run that cannot fit stops here, before any step
     budget.apply_checkpointing(peft_model, plan.checkpointed_layers)
-    trim = budget.return_freed_memory() if acc.device.type == "cpu" else None
+    trim = budget.return_freed_memory(plan) if acc.device.type == "cpu" else None
     if cfg.progress and acc.is_main_process:
         print(plan.describe(), file=sys.stderr)
     log.info("%s", plan.describe())
@@ -222,7 +223,7 @@ class Run:
     batching: TrainingConfig  # cfg with the memory plan's micro-batch and accumulation (same rows per step)
     memory_plan: str = ""
     mixed: torch.dtype | None = None  # the forward's autocast dtype (mixed_precision), None: the weights' dtype
-    trim: Callable[[], None] | None = None  # training.budget.return_freed_memory's, after each micro-batch
+    trim: Callable[[], None] | None = None  # training.budget.return_freed_memory's, called after each micro-batch
 
     def forward_precision(self):
         """The context the forward runs in: torch.autocast at `mixed`, or nothing."""
