@@ -248,8 +248,8 @@ def test_a_width_multiple_pads_each_row_with_a_block_of_its_own():
                                    atol=1e-5)
 
 
-def test_under_cpu_autocast_attention_and_the_head_loss_stay_fp32():
-    """The trainer's bf16 autocast leaves attention and the loss's logits in fp32 (training.packing): the same
+def test_under_cpu_autocast_attention_stays_fp32():
+    """The trainer's bf16 autocast leaves attention in fp32 (training.packing.segment_attention): the same
     results as fp32 inputs without autocast."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 4, 30, 16).to(torch.bfloat16) for _ in range(3))
@@ -260,11 +260,35 @@ def test_under_cpu_autocast_attention_and_the_head_loss_stay_fp32():
     plain, _ = pk.segment_attention(module, q.float(), k.float(), v.float(), None, position_ids=pos)
     assert mixed.dtype == torch.float32 and torch.equal(mixed, plain)
 
-    head = torch.nn.Linear(16, 50, bias=False).requires_grad_(False)
-    hidden, labels = torch.randn(37, 16), torch.randint(0, 50, (37,))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed_loss = pk.head_loss(hidden, head, labels, chunk=8)
-    assert torch.equal(mixed_loss, pk.head_loss(hidden, head, labels, chunk=8))
+
+def test_under_cpu_autocast_the_head_multiplies_in_bf16_blocks_and_scores_in_fp32():
+    """The loss's logits come from bf16 products, as every projection's under the autocast, in chunks of whole
+    blocks of rows (oneDNN keeps kernels per shape); the softmax and the loss stay fp32, and loss and gradient
+    are fp32's within bf16's rounding."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    products = []
+
+    class Products(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.mm.default:
+                products.append((args[0].shape[0], args[0].dtype, args[1].dtype))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 500, bias=False).requires_grad_(False)
+    hidden, labels = torch.randn(300, 64, requires_grad=True), torch.randint(0, 500, (300,))
+    with torch.autocast("cpu", dtype=torch.bfloat16), Products():
+        mixed = pk.head_loss(hidden, head, labels, chunk=256)
+    mixed.backward()
+    mixed_grad, hidden.grad = hidden.grad, None
+    plain = pk.head_loss(hidden, head, labels, chunk=256)
+    plain.backward()
+    assert mixed.dtype == torch.float32 and mixed_grad.dtype == torch.float32
+    assert {(rows % pk.MIXED_ROW_MULTIPLE, a, b) for rows, a, b in products} == {(0, torch.bfloat16, torch.bfloat16)}
+    assert sorted({rows for rows, _, _ in products}) == [64, 256]  # 300 rows: 256, then 44 in a block of 64
+    assert mixed.item() == pytest.approx(plain.item(), rel=2e-3) and mixed.item() != plain.item()
+    torch.testing.assert_close(mixed_grad, hidden.grad, rtol=0.05, atol=2e-3)
 
 
 def test_training_leaves_the_attention_implementation_as_it_was(tmp_path):

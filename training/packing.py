@@ -58,6 +58,9 @@ class TargetLoss(nn.Module):
 
 
 HEAD_CHUNK = 256  # target positions whose fp32 logits exist at once (training.budget counts them)
+# Row counts of bf16 products on a CPU are rounded up to a multiple of this: oneDNN, which runs them, keeps kernels
+# for every shape it meets (training.trainer pads its rows' widths alike).
+MIXED_ROW_MULTIPLE = 64
 
 
 def head_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor, softcap: float | None = None,
@@ -66,36 +69,48 @@ def head_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor, softc
 
     A frozen head without bias (every LoRA run: twin never trains the head) goes through _ChunkedHeadLoss, which
     computes each chunk's gradient as it goes, so a 49k- or 262k-vocabulary fp32 logits tensor is never whole
-    and never kept for the backward. Anything else takes the plain path.
+    and never kept for the backward. Anything else takes the plain path. Under a CPU autocast the products run
+    at its dtype and the softmax in fp32, as on a GPU with bf16 weights.
     """
-    if hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        # The loss from fp32 logits, as without autocast; bf16 products here also kept oneDNN kernels for every
-        # number of target positions.
-        with torch.autocast("cpu", enabled=False):
-            return head_loss(hidden.float(), head, labels, softcap, chunk)
     weight = getattr(head, "weight", None)
-    if type(head) is not nn.Linear or head.bias is not None or weight.requires_grad:
+    chunked = type(head) is nn.Linear and head.bias is None and not weight.requires_grad
+    if chunked and hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # The head's products were 20% of a bf16 SmolLM2 step in fp32; they run in whole blocks of rows here.
+        dtype = torch.get_autocast_dtype("cpu")
+        with torch.autocast("cpu", enabled=False):
+            return _ChunkedHeadLoss.apply(hidden, weight, labels, softcap or 0.0, chunk, dtype)
+    if not chunked:
         logits = head(hidden).float()
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         return F.cross_entropy(logits, labels, reduction="sum")
-    return _ChunkedHeadLoss.apply(hidden, weight, labels, softcap or 0.0, chunk)
+    return _ChunkedHeadLoss.apply(hidden, weight, labels, softcap or 0.0, chunk, None)
+
+
+def _blocks(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x at `dtype`, with zero rows appended up to a multiple of MIXED_ROW_MULTIPLE."""
+    rows = -(-len(x) // MIXED_ROW_MULTIPLE) * MIXED_ROW_MULTIPLE
+    out = x.new_zeros((rows, *x.shape[1:]), dtype=dtype)
+    out[: len(x)] = x
+    return out
 
 
 class _ChunkedHeadLoss(torch.autograd.Function):
     """sum_i CE(softcap(h_i W^T), y_i) with d/dh computed in the forward, chunk by chunk (W is frozen).
 
     d CE / d logits = softmax(logits) - onehot(y); through the soft-cap c*tanh(z/c) that is scaled by
-    1 - tanh(z/c)^2; d logits / d h = W.
+    1 - tanh(z/c)^2; d logits / d h = W. With a `dtype` (a CPU autocast) both products run at it, on row
+    blocks (_blocks), and the logits are fp32 from there on.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, softcap, chunk):
+    def forward(ctx, hidden, weight, labels, softcap, chunk, dtype):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad = torch.empty_like(hidden) if hidden.requires_grad else None
+        w = weight if dtype is None else weight.to(dtype)
         for s in range(0, len(hidden), chunk):
             h, y = hidden[s : s + chunk], labels[s : s + chunk]
-            z = (h @ weight.t()).float()
+            z = (h @ w.t() if dtype is None else (_blocks(h, dtype) @ w.t())[: len(h)]).float()
             t = None
             if softcap:
                 t = torch.tanh(z / softcap)
@@ -107,14 +122,14 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                 p[torch.arange(len(y), device=y.device), y] -= 1
                 if t is not None:
                     p *= 1 - t * t
-                grad[s : s + chunk] = p.to(weight.dtype) @ weight
+                grad[s : s + chunk] = p.to(w.dtype) @ w if dtype is None else (_blocks(p, dtype) @ w)[: len(h)]
         ctx.save_for_backward(grad if grad is not None else hidden.new_empty(0))
         return total
 
     @staticmethod
     def backward(ctx, g):
         (grad,) = ctx.saved_tensors
-        return grad * g.to(grad.dtype), None, None, None, None
+        return grad * g.to(grad.dtype), None, None, None, None, None
 
 
 SEGMENT_ATTENTION = "twin_segments"

@@ -44,14 +44,13 @@ from training import budget
 from training.lean_dropout import lean_dropout
 from training.lean_mlp import lean_mlp
 from training.packing import (
-    TrainingError, Sample, TargetLoss, use_segment_attention, check_packing, Prepared, prepare, epoch_steps, collate,
+    MIXED_ROW_MULTIPLE, TrainingError, Sample, TargetLoss, use_segment_attention, check_packing, Prepared, prepare,
+    epoch_steps, collate,
 )
 from twin.config import VLLM_LORA_RANKS, TrainingConfig
 from twin.decoding import cpu_precision
 
 log = logging.getLogger(__name__)
-
-MIXED_ROW_MULTIPLE = 64  # tokens: a few distinct widths for oneDNN's kernels (Run.row_multiple)
 
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
