@@ -1,6 +1,7 @@
-"""The swaps the trainer makes during its loop (training.lean_dropout, training.lean_mlp): the same gradients as
-the stock modules (for lean_dropout: given the same masks), dropout positions drawn as i.i.d. Bernoulli(p),
-fewer bytes kept for the backward, and the model as it was afterwards."""
+"""The swaps the trainer makes during its loop (training.lean_dropout, training.lean_mlp, training.mixed_lora): the
+same gradients as the stock modules (for lean_dropout: given the same masks; for mixed_lora: up to bf16's
+rounding), dropout positions drawn as i.i.d. Bernoulli(p), fewer bytes kept for the backward or fewer casts, and
+the model as it was afterwards."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from training import packing as pk  # noqa: E402
 from training import lean_dropout as ld  # noqa: E402
 from training.lean_dropout import DropoutLoraA, drop_positions, lean_dropout  # noqa: E402
 from training.lean_mlp import lean_mlp  # noqa: E402
+from training.mixed_lora import mixed_lora  # noqa: E402
 from training.trainer import add_lora, train  # noqa: E402
 from test_trainer import VOCAB, Tokenizer, cfg, chat_samples, lora_weights, tiny_llama  # noqa: E402
 
@@ -49,13 +51,15 @@ def packed_batch(hidden: int, seed=1):
     return embeds, pos
 
 
-def grads(model, embeds, pos, seed=5):
-    """Loss and the gradients of every LoRA weight and of the input, one forward and backward."""
+def grads(model, embeds, pos, seed=5, autocast=False):
+    """Loss and the gradients of every LoRA weight and of the input, one forward (under bf16 autocast, as the
+    trainer's mixed precision runs it, if asked) and backward."""
     causal = model.get_base_model()
     x = embeds.clone().requires_grad_(True)
     torch.manual_seed(seed)  # the dropout masks' draw
-    out = causal.get_decoder()(inputs_embeds=x, position_ids=pos, use_cache=False)[0]
-    loss = (out * torch.linspace(-1, 1, out.shape[-1])).pow(2).sum()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = causal.get_decoder()(inputs_embeds=x, position_ids=pos, use_cache=False)[0]
+    loss = (out.float() * torch.linspace(-1, 1, out.shape[-1])).pow(2).sum()
     model.zero_grad(set_to_none=True)
     loss.backward()
     found = {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n}
@@ -206,3 +210,68 @@ def test_training_runs_the_lean_layers_and_learns_what_peft_alone_learns(tmp_pat
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6)
     assert all(type(m) is torch.nn.Linear for n, m in lean.model.named_modules() if n.endswith("lora_A.default"))
+
+
+def frozen_weight_casts(model, embeds, pos, autocast=True) -> int:
+    """How many times a forward and backward cast a frozen projection weight to another dtype."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    frozen = {p.data_ptr() for n, p in model.named_parameters() if "base_layer" in n}
+    casts = []
+
+    class Casts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and args[0].data_ptr() in frozen:
+                casts.append(args[0].shape)
+            return func(*args, **(kwargs or {}))
+
+    with Casts():
+        grads(model, embeds, pos, autocast=autocast)
+    return len(casts)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_mixed_lora_gives_peft_autocasts_gradients_without_casting_the_frozen_weights(dropout, monkeypatch):
+    """Under bf16 autocast: outputs and gradients are peft's under the same autocast up to where bf16 rounds, the
+    LoRA gradients fp32, and no frozen weight is cast per call (peft's path casts every one, every forward)."""
+    monkeypatch.setattr(ld, "drop_positions", dropouts_own_draw)
+    model = lora(tiny_llama(), dropout=dropout)
+    pk.use_segment_attention(model.get_base_model())
+    embeds, pos = packed_batch(64)
+    with lean_dropout(model), lean_mlp(model):
+        stock = grads(model, embeds, pos, autocast=True)
+        assert frozen_weight_casts(model, embeds, pos) >= 2 * 7
+        with mixed_lora(model, torch.bfloat16) as switched:
+            assert switched == 2 * 7
+            mixed = grads(model, embeds, pos, autocast=True)
+            assert frozen_weight_casts(model, embeds, pos) == 0
+    assert all(g.dtype == torch.float32 for g in mixed[1].values())
+    assert mixed[0] != stock[0]  # rounded elsewhere: the test can tell the two paths apart
+    plain = grads(model, embeds, pos)  # fp32 throughout
+    # bf16 keeps 8 bits: each gradient is within 2% of fp32's (as a vector), as close as peft's autocast gets.
+    for other in (stock, plain):
+        assert mixed[0].item() == pytest.approx(other[0].item(), rel=1e-3)
+        for name, g in [*mixed[1].items(), ("input", mixed[2])]:
+            want = other[1].get(name, other[2])
+            assert ((g - want).norm() / want.norm()).item() < 0.02, name
+
+
+def test_mixed_lora_is_peft_without_autocast_and_leaves_the_model_as_it_was():
+    model = lora(tiny_llama())
+    embeds, pos = packed_batch(64)
+    keys, stock = list(model.state_dict()), grads(model, embeds, pos)
+    projections = [m for m in model.modules() if type(m).__name__ == "Linear" and hasattr(m, "lora_A")]
+    with mixed_lora(model, torch.bfloat16):
+        assert all("forward" in vars(m) for m in projections) and list(model.state_dict()) == keys
+        assert_same(grads(model, embeds, pos), stock, rtol=0, atol=0)  # no autocast: peft's own forward
+    assert all("forward" not in vars(m) and not hasattr(m, "_mixed_weight") for m in projections)
+    with mixed_lora(model, None) as switched:
+        assert switched == 0
+
+
+def test_mixed_lora_leaves_dora_to_peft():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_llama(), LoraConfig(r=8, target_modules=["q_proj", "v_proj"], use_dora=True))
+    with mixed_lora(model, torch.bfloat16) as switched:
+        assert switched == 0

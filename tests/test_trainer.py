@@ -115,11 +115,12 @@ def test_bf16_mixed_precision_runs_the_products_in_bf16_and_learns_what_fp32_lea
         model = tr.add_lora(tiny_llama(), settings)
         q = model.base_model.model.model.layers[0].self_attn.q_proj
         seen[precision] = set()
-        q.base_layer.register_forward_hook(
-            lambda m, args, out, p=precision: seen[p].add(out.dtype) if torch.is_grad_enabled() else None)
+        q.register_forward_hook(  # with mixed precision the forward is training.mixed_lora's
+            lambda m, args, out, p=precision: seen[p].add((out.dtype, "forward" in vars(m)))
+            if torch.is_grad_enabled() else None)
         runs[precision] = train(model, Tokenizer(), [sample] * 4, settings, tmp_path / precision)
         assert all(p.dtype == torch.float32 for n, p in runs[precision].model.named_parameters() if "lora_" in n)
-    assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
+    assert seen == {"fp32": {(torch.float32, False)}, "bf16": {(torch.bfloat16, True)}}
     fp32, bf16 = runs["fp32"], runs["bf16"]
     assert (fp32.precision, bf16.precision) == ("fp32", "bf16 mixed")
     assert bf16.loss_history != fp32.loss_history  # the products did run in bf16

@@ -66,9 +66,9 @@ class _DropoutLinear(torch.autograd.Function):
         # Scaled where nn.Dropout scales (the input-wide tensors), so the rounding is the same as peft's.
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = _zeroed((g @ weight).view(x.shape).mul_(scale), dropped, in_place=True)
+            dx = _zeroed((g @ weight).view(x.shape).mul_(scale), dropped, in_place=True).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            dropped_x = _zeroed(x, dropped).mul_(scale)
+            dropped_x = _zeroed(x, dropped).mul_(scale).to(weight.dtype)  # x is bf16 under training.mixed_lora
             dw = g.reshape(-1, g.shape[-1]).t() @ dropped_x.reshape(-1, x.shape[-1])
         return dx, dw, None
 

@@ -90,8 +90,11 @@ def head_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor, softc
 def _blocks(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """x at `dtype`, with zero rows appended up to a multiple of MIXED_ROW_MULTIPLE."""
     rows = -(-len(x) // MIXED_ROW_MULTIPLE) * MIXED_ROW_MULTIPLE
-    out = x.new_zeros((rows, *x.shape[1:]), dtype=dtype)
+    if rows == len(x):
+        return x.to(dtype)
+    out = x.new_empty((rows, *x.shape[1:]), dtype=dtype)
     out[: len(x)] = x
+    out[len(x) :] = 0
     return out
 
 

@@ -9,7 +9,8 @@ Before the first step training.budget picks the micro-batch, accumulation and ch
 for the backward: LoRA dropout that keeps the dropped positions, drawn sparsely, and no dropped copy
 (training.lean_dropout: nn.Dropout's distribution, not its random stream) and the MLP's act(gate) * up keeping
 gate and up only (training.lean_mlp, exact); the model is restored after, and the adapter keeps its format.
-On a CPU with native bf16 the forward runs under bf16 autocast (`[training] precision`, mixed_precision), and
+On a CPU with native bf16 the forward runs under bf16 autocast (`[training] precision`, mixed_precision), its
+LoRA projections multiplying with bf16 copies of the frozen weights made once (training.mixed_lora), and
 glibc's heap is trimmed after a micro-batch where the pages it holds free could push the plan past its budget
 (training.budget.return_freed_memory).
 
@@ -43,6 +44,7 @@ from torch import nn
 from training import budget
 from training.lean_dropout import lean_dropout
 from training.lean_mlp import lean_mlp
+from training.mixed_lora import mixed_lora
 from training.packing import (
     MIXED_ROW_MULTIPLE, TrainingError, Sample, TargetLoss, use_segment_attention, check_packing, Prepared, prepare,
     epoch_steps, collate,
@@ -197,8 +199,9 @@ def train(model, tokenizer, train_samples: Sequence[Sample], cfg: TrainingConfig
     previous_attention = use_segment_attention(causal)
     try:
         check_packing(peft_model, acc.device)
-        # Exact swaps that keep fewer bytes per layer for the backward (the budget's constants assume them).
-        with lean_dropout(peft_model), lean_mlp(peft_model):
+        # Exact swaps that keep fewer bytes per layer for the backward (the budget's constants assume them), and
+        # under mixed precision LoRA projections without autocast's recasts.
+        with lean_dropout(peft_model), lean_mlp(peft_model), mixed_lora(peft_model, mixed):
             return _loop(run, resume)
     finally:
         if previous_attention:
