@@ -47,8 +47,11 @@ def _mixed_forward(self, x, *args, **kwargs):
     x = x.to(weight.dtype)
     down = self.lora_A[name](self.lora_dropout[name](x)) * self.scaling[name]  # r wide
     out = F.linear(x, weight, self.base_layer.bias)
-    both = torch.addmm(out.reshape(-1, out.shape[-1]), down.reshape(-1, down.shape[-1]), self.lora_B[name].weight.t())
-    return both.view(out.shape)
+    # In place: the base product's backward needs only x and the frozen weight. (addmm_ is outside autocast's
+    # casts, hence lora_B's own.)
+    up = self.lora_B[name].weight.t().to(weight.dtype)
+    out.view(-1, out.shape[-1]).addmm_(down.reshape(-1, down.shape[-1]), up)
+    return out
 
 
 @contextlib.contextmanager
