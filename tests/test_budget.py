@@ -132,13 +132,15 @@ def _mlp_calls(model) -> list[int]:
     return calls
 
 
-def test_checkpointing_recomputes_the_chosen_layers_and_learns_the_same(tmp_path):
-    plain = train(tr_model(), Tokenizer(), chat_samples(), cfg(), tmp_path / "plain")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: the recompute under autocast, mixed_lora's too
+def test_checkpointing_recomputes_the_chosen_layers_and_learns_the_same(tmp_path, precision):
+    settings = cfg(precision=precision)
+    plain = train(tr_model(), Tokenizer(), chat_samples(), settings, tmp_path / "plain")
 
     model = tr_model()
     assert budget.apply_checkpointing(model, 1) == 1
     calls = _mlp_calls(model)
-    result = train(model, Tokenizer(), chat_samples(), cfg(), tmp_path / "one")
+    result = train(model, Tokenizer(), chat_samples(), settings, tmp_path / "one")
     forwards = calls[1]  # check_packing's two (without gradients) and one per micro-batch
     assert forwards == 2 + len(plain.loss_history) * 2 and calls[0] == forwards + (forwards - 2)
     assert result.loss_history == pytest.approx(plain.loss_history, rel=1e-5)

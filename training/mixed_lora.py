@@ -7,10 +7,10 @@ Linear costs more than its products:
   casts to lora_A's dtype) and back;
 - `lora_B(...) * scaling` and the sum with the base's output are two more passes over an output-wide tensor.
 
-On SmolLM2-135M these were about a fifth of a training step on a CPU (docs/benchmarks.md, "Training loop",
-session 11). Here, within the block, each plain LoRA Linear multiplies with a bf16 copy of its frozen weight made
-once, casts its input once, scales lora_A's r-wide output instead of lora_B's output-wide one, and adds lora_B's
-product into the base's in the same GEMM (addmm). The products are the bf16 products autocast would run, so the
+On SmolLM2-135M these cost an eighth of a bf16 training step on a CPU (438 against 497 tokens/s; docs/benchmarks.md,
+"Training loop", session 11). Here, within the block, each plain LoRA Linear multiplies with a bf16 copy of its
+frozen weight made once, casts its input once, scales lora_A's r-wide output instead of lora_B's output-wide one,
+and lets lora_B's GEMM add its product into the base's output in place (addmm_). The products are the bf16 products autocast would run, so the
 outputs differ only by where bf16 rounds; the LoRA weights and their gradients stay fp32. Anything else (no
 autocast at the copies' dtype, a merged or disabled adapter, DoRA and other variants, a LoRA bias, several active
 adapters, per-sample adapter names) runs peft's own forward.
@@ -49,8 +49,8 @@ def _mixed_forward(self, x, *args, **kwargs):
     out = F.linear(x, weight, self.base_layer.bias)
     # In place: the base product's backward needs only x and the frozen weight. (addmm_ is outside autocast's
     # casts, hence lora_B's own.)
-    up = self.lora_B[name].weight.t().to(weight.dtype)
-    out.view(-1, out.shape[-1]).addmm_(down.reshape(-1, down.shape[-1]), up)
+    b_t = self.lora_B[name].weight.t().to(weight.dtype)
+    out.view(-1, out.shape[-1]).addmm_(down.reshape(-1, down.shape[-1]), b_t)
     return out
 
 
