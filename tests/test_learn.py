@@ -45,6 +45,7 @@ grad_accum = 1
 lr = 0.01
 max_tokens = 256
 holdout_fraction = 0.25
+precision = "fp32"  # the same parent on every CPU: bf16's rounding moves the tiny model's gate checks
 [learn]
 min_outcomes = 10
 lr = 0.002
