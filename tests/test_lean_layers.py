@@ -275,3 +275,40 @@ def test_mixed_lora_leaves_dora_to_peft():
     model = get_peft_model(tiny_llama(), LoraConfig(r=8, target_modules=["q_proj", "v_proj"], use_dora=True))
     with mixed_lora(model, torch.bfloat16) as switched:
         assert switched == 0
+
+
+def test_mixed_lora_gives_the_frozen_head_one_bf16_copy_that_head_loss_uses_and_removes_it():
+    """Gemma 3's head is 262k x 640: head_loss cast it to bf16 on every micro-batch (335 MB made and freed each
+    time); within mixed_lora it multiplies with one copy made for the loop, to the same loss and gradient."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model = lora(tiny_llama())
+    head = model.get_base_model().get_output_embeddings()
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(70, head.in_features, generator=gen)
+    labels = torch.randint(0, head.out_features, (70,), generator=gen)
+
+    def loss_and_grad():
+        h = hidden.clone().requires_grad_(True)
+        casts = []
+
+        class Casts(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._to_copy.default and args[0].data_ptr() == head.weight.data_ptr():
+                    casts.append(args[0].shape)
+                return func(*args, **(kwargs or {}))
+
+        with Casts(), torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = pk.head_loss(h, head, labels, chunk=32)
+        loss.backward()
+        return loss.detach(), h.grad, len(casts)
+
+    loss, grad, casts = loss_and_grad()
+    assert casts == 1  # without the copy: one cast per call
+    with mixed_lora(model, torch.bfloat16):
+        assert head._mixed_weight.dtype == torch.bfloat16 and torch.equal(head._mixed_weight, head.weight.bfloat16())
+        loss_copy, grad_copy, casts_copy = loss_and_grad()
+    assert casts_copy == 0 and not hasattr(head, "_mixed_weight")
+    assert torch.equal(loss_copy, loss) and torch.equal(grad_copy, grad)
+    with mixed_lora(model, None):
+        assert not hasattr(head, "_mixed_weight")

@@ -12,7 +12,7 @@ The estimate is `fixed + weights + activations`, with the per-token activation b
 measured on SmolLM2-135M (fp32, LoRA on every projection, dropout on, training.lean_dropout and training.lean_mlp as the
 trainer runs them) and scaled by the model's widths; see docs/benchmarks.md ("Training memory") for the measurements
 it was fitted to. Under bf16 mixed precision (training.trainer.mixed_precision) a layer keeps MIXED_SHARE of
-those bytes, and the bf16 copies of the decoder's projections count with the weights.
+those bytes, and the bf16 copies of the decoder's projections and of the head count with the weights.
 """
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ class Shape:
     # decoder layer keeps bf16 copies of its projections' weights for the backward.
     mixed: bool = False
     projection_params: int = 0  # the decoder layers' frozen linear weights (what autocast copies)
+    softcap: bool = False  # the head's logits are soft-capped (Gemma 2's final_logit_softcapping)
+    # The process's resident set measured with the weights in memory (process_bytes), on a CPU; 0: not measured,
+    # and RUNTIME_BYTES plus the weights stand for it.
+    resident: int = 0
 
     @classmethod
     def of(cls, model, mixed: object = None) -> "Shape":
@@ -67,7 +71,8 @@ class Shape:
                    intermediate=getattr(c, "intermediate_size", None) or 4 * c.hidden_size, vocab=c.vocab_size,
                    params=sum(p.numel() for p in model.parameters()),
                    trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   dtype_bytes=first.element_size(), mixed=mixed is not None, projection_params=projections)
+                   dtype_bytes=first.element_size(), mixed=mixed is not None, projection_params=projections,
+                   softcap=bool(getattr(causal.config, "final_logit_softcapping", None)))
 
 
 @dataclass(frozen=True)
@@ -101,17 +106,23 @@ def estimate_peak(shape: Shape, row_tokens: int, micro_batch_rows: int, checkpoi
 
     >>> smol = Shape(layers=30, hidden=576, intermediate=1536, vocab=49152, params=134_515_008, trainable=4_884_480)
     >>> round(estimate_peak(smol, 1024, 2, 0) / GB, 2), round(estimate_peak(smol, 1024, 2, 30) / GB, 2)
-    (4.68, 1.41)
+    (4.66, 1.4)
     """
     tokens = row_tokens * micro_batch_rows
-    weights = shape.params * shape.dtype_bytes + shape.trainable * 4 * 4  # weights; LoRA grads + AdamW moments
+    # The process with its weights, then the LoRA weights' gradients and AdamW's two moments.
+    weights = (shape.resident or RUNTIME_BYTES + shape.params * shape.dtype_bytes) + shape.trainable * 4 * 3
     if shape.mixed:
-        weights += shape.projection_params * 2  # the bf16 copies of the projections kept for the backward
+        # bf16 copies made once for the loop (training.mixed_lora): the projections' and the head's
+        weights += (shape.projection_params + shape.vocab * shape.hidden) * 2
     one_layer = layer_bytes(shape, tokens)
     inputs = tokens * shape.hidden * shape.dtype_bytes  # what a checkpointed layer keeps
     acts = (shape.layers - checkpointed) * one_layer + checkpointed * inputs + (one_layer if checkpointed else 0)
-    head = min(tokens, HEAD_CHUNK) * shape.vocab * 4 * 3  # fp32 logits, their softmax and its gradient
-    return RUNTIME_BYTES + weights + acts + head
+    # A chunk's fp32 logits, turned into their gradient in place (training.packing._ChunkedHeadLoss); a soft-cap's
+    # tanh and its product besides; mixed, a bf16 copy of the gradient for its product. fp32 keeps the 3 chunks
+    # the whole-run fit was made with.
+    mixed_head = 4 + (8 if shape.softcap else 0) + 2
+    head = min(tokens, HEAD_CHUNK) * shape.vocab * (mixed_head if shape.mixed else 4 * 3)
+    return weights + acts + head
 
 
 class DoesNotFit(ValueError):
@@ -146,6 +157,29 @@ def choose(shape: Shape, row_tokens: int, micro_batch_rows: int, grad_accum: int
                      f"all {shape.layers} layers checkpointed)")
 
 
+def process_bytes(model) -> int:
+    """The resident set of this process with `model`'s weights paged in: what a training run holds before its
+    first step (the runtime, the tokenizer, the data and the weights), on Linux after glibc gave its free heap
+    pages back.
+
+    RUNTIME_BYTES was fitted to SmolLM2, whose tokenizer holds 57 MB; Gemma 3's (262,144 tokens) holds 346 MB,
+    and the estimate fell 0.3 GB short of its run (docs/benchmarks.md, "Training memory", session 12). Weights
+    loaded from safetensors are mapped from the file and come in on their first use, so each page is read once
+    here (the first forward would read them all anyway).
+    """
+    import torch
+
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            flat = t.detach().reshape(-1)
+            if flat.numel():
+                flat[:: max(1, 4096 // t.element_size())].sum()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+    return resident_bytes()
+
+
 def free_bytes() -> int:
     """Memory available to a new allocation now (psutil's `available`: free plus reclaimable cache)."""
     import psutil
@@ -168,11 +202,32 @@ MMAP_THRESHOLD = 16 << 20  # bytes: larger blocks get their own mapping, returne
 
 
 def resident_bytes() -> int:
-    """This process's resident set now (Linux: /proc/self/statm, a read that costs microseconds)."""
+    """This process's resident set now (Linux: /proc/self/statm, a read that costs microseconds; psutil elsewhere)."""
     import os
 
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+def _glibc():
+    """The C library where it is glibc (mallopt and malloc_trim), else None."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return None
+    return libc
 
 
 def return_freed_memory(plan: Plan) -> Callable[[], None] | None:
@@ -193,17 +248,10 @@ def return_freed_memory(plan: Plan) -> Callable[[], None] | None:
     with the pages held (docs/benchmarks.md, "Training memory", sessions 10-11). The demo (3 GB budget, a plan
     of about 2.9) trims after each micro-batch; a run with the machine's free memory as its budget seldom does.
     """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return None
+    mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
     if not (mallopt(m_mmap_threshold, MMAP_THRESHOLD) and mallopt(m_trim_threshold, MMAP_THRESHOLD)):
         return None

@@ -54,20 +54,33 @@ def _mixed_forward(self, x, *args, **kwargs):
     return out
 
 
+def _frozen_head(model: nn.Module) -> nn.Linear | None:
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = causal.get_output_embeddings() if hasattr(causal, "get_output_embeddings") else None
+    if type(head) is nn.Linear and head.bias is None and not head.weight.requires_grad:
+        return head
+    return None
+
+
 @contextlib.contextmanager
 def mixed_lora(model: nn.Module, dtype: torch.dtype | None):
     """Within the block, every plain LoRA Linear runs _mixed_forward with its frozen weight copied at `dtype` (the
-    autocast dtype); None changes nothing. Yields how many projections were switched."""
-    swapped = []
+    autocast dtype), and a frozen head keeps a copy at `dtype` for training.packing.head_loss (which otherwise
+    casts it on every call); None changes nothing. Yields how many projections were switched."""
+    swapped, head = [], _frozen_head(model) if dtype is not None else None
     if dtype is not None:
         for module in model.modules():
             if _plain_lora(module) and "forward" not in vars(module):
                 module._mixed_weight = module.base_layer.weight.detach().to(dtype)
                 module.forward = types.MethodType(_mixed_forward, module)
                 swapped.append(module)
+    if head is not None:
+        head._mixed_weight = head.weight.detach().to(dtype)
     try:
         yield len(swapped)
     finally:
         for module in swapped:
             del module.forward
             del module._mixed_weight
+        if head is not None:
+            del head._mixed_weight

@@ -75,10 +75,13 @@ def head_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor, softc
     weight = getattr(head, "weight", None)
     chunked = type(head) is nn.Linear and head.bias is None and not weight.requires_grad
     if chunked and hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        # The head's products were 20% of a bf16 SmolLM2 step in fp32; they run in whole blocks of rows here.
+        # The head's products were 20% of a bf16 SmolLM2 step in fp32; they run in whole blocks of rows here, with
+        # the copy training.mixed_lora made of the weight for the loop if there is one (Gemma 3's is 335 MB).
         dtype = torch.get_autocast_dtype("cpu")
+        copy = getattr(head, "_mixed_weight", None)
         with torch.autocast("cpu", enabled=False):
-            return _ChunkedHeadLoss.apply(hidden, weight, labels, softcap or 0.0, chunk, dtype)
+            return _ChunkedHeadLoss.apply(hidden, weight if copy is None or copy.dtype != dtype else copy, labels,
+                                          softcap or 0.0, chunk, dtype)
     if not chunked:
         logits = head(hidden).float()
         if softcap:
@@ -110,7 +113,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     def forward(ctx, hidden, weight, labels, softcap, chunk, dtype):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad = torch.empty_like(hidden) if hidden.requires_grad else None
-        w = weight if dtype is None else weight.to(dtype)
+        w = weight if dtype is None else weight.to(dtype)  # no copy if it is one already
         for s in range(0, len(hidden), chunk):
             h, y = hidden[s : s + chunk], labels[s : s + chunk]
             z = (h @ w.t() if dtype is None else (_blocks(h, dtype) @ w.t())[: len(h)]).float()
@@ -121,7 +124,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             lse = torch.logsumexp(z, dim=-1)
             total += (lse - z.gather(1, y.unsqueeze(1)).squeeze(1)).sum()
             if grad is not None:
-                p = torch.exp(z.sub_(lse.unsqueeze(1)))
+                p = z.sub_(lse.unsqueeze(1)).exp_()  # in place: one vocabulary-wide fp32 chunk, not two
                 p[torch.arange(len(y), device=y.device), y] -= 1
                 if t is not None:
                     p *= 1 - t * t

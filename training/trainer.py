@@ -33,7 +33,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -142,6 +142,8 @@ def memory_plan(model, cfg: TrainingConfig, device, mixed: torch.dtype | None = 
     setting when nothing fits."""
     limit = budget.budget_bytes(cfg.max_memory_gb, device)
     shape = budget.Shape.of(model, mixed)
+    if torch.device(device).type == "cpu":  # the process itself, tokenizer and data included, with its weights
+        shape = replace(shape, resident=budget.process_bytes(model))
     try:
         return budget.choose(shape, cfg.max_tokens, cfg.micro_batch_rows, cfg.grad_accum, limit,
                              checkpoint_all=cfg.gradient_checkpointing)
