@@ -8,8 +8,8 @@ already fills a CPU's cores, so halving it should cost little; not measured apar
 more decoder layers (each checkpointed layer keeps only its input and runs its forward again in the backward:
 about a third more compute for that layer). A run that fits no plan stops before it starts, with the figure.
 
-The estimate is `fixed + weights + activations` (on a CPU the first two as measured: process_bytes), with the per-token activation bytes of one decoder layer
-measured on SmolLM2-135M (fp32, LoRA on every projection, dropout on, training.lean_dropout and training.lean_mlp as the
+The estimate is `fixed + weights + activations` (on a CPU the first two as measured: process_bytes), with the
+per-token activation bytes of one decoder layer measured on SmolLM2-135M (fp32, LoRA on every projection, dropout on, training.lean_dropout and training.lean_mlp as the
 trainer runs them) and scaled by the model's widths; see docs/benchmarks.md ("Training memory") for the measurements
 it was fitted to. Under bf16 mixed precision (training.trainer.mixed_precision) a layer keeps MIXED_SHARE of
 those bytes, and the bf16 copies of the decoder's projections and of the head count with the weights.
